@@ -1,0 +1,71 @@
+"""Recipe argument groups: model, PEFT and data. Training arguments live in :class:`InfoSAMConfig`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ModelArguments:
+    """Which SAM to fine-tune, at which input size, and the optional separate teacher."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "SAM checkpoint: a hub id such as facebook/sam-vit-base, or a directory."})
+    sam_config: dict[str, Any] | None = field(
+        default=None, metadata={"help": "Build a random SAM from SamConfig fields instead (demo and tests)."})
+    image_size: int | None = field(
+        default=None, metadata={"help": "Train at this fixed input size (default: the checkpoint's)."})
+    teacher_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A separate frozen teacher SAM (default: the student with adapters off)."})
+    relation_from: str | None = field(
+        default=None, metadata={"help": "Initialise the relation module from an adapter dir/repo or an official .pth."})
+    freeze_relation: bool = field(default=False, metadata={"help": "Keep the relation module fixed."})
+
+
+@dataclass
+class PeftArguments:
+    """The PEFT method of the student and its options (merged over the method's paper defaults)."""
+
+    peft_method: str = field(default="lora", metadata={"help": "Registered PEFT method name."})
+    peft_config: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "Options for the method, e.g. {r: 4, lora_alpha: 4}."})
+
+
+@dataclass
+class DataArguments:
+    """Where the data comes from and how samples become SAM inputs and prompts."""
+
+    dataset_name_or_path: str = field(
+        default="synthetic",
+        metadata={"help": "'synthetic' (generated demo data), a Conv-LoRA CSV folder, an image folder, or a hub id."})
+    train_split: str = field(default="train", metadata={"help": "Split used for training."})
+    eval_split: str | None = field(
+        default=None, metadata={"help": "Split for evaluation during training (default: 'validation' if present, "
+                                        "else carved from train)."})
+    test_split: str | None = field(default="test", metadata={"help": "Split for the final evaluation."})
+    validation_split_percentage: float = field(
+        default=10.0, metadata={"help": "Percent of train held out (seeded) when no validation split exists."})
+    image_column: str = field(default="image", metadata={"help": "Image column of a hub dataset."})
+    mask_column: str = field(default="label", metadata={"help": "Mask column of a hub dataset."})
+    mask_threshold: float | None = field(
+        default=None, metadata={"help": "Foreground is value > threshold (default 127 for 0/255 masks, 0 for 0/1)."})
+    invert_mask: bool = field(default=False, metadata={"help": "Swap foreground and background (e.g. ISBI)."})
+    num_labels: int = field(default=1, metadata={"help": "1 for binary masks, else the number of classes."})
+    ignore_index: int = field(default=255, metadata={"help": "Label id ignored in multi-class masks."})
+    train_prompt: str = field(default="mixed", metadata={"help": "box | point | points | mixed | none."})
+    eval_prompt: str = field(default="box", metadata={"help": "box | point | points | none."})
+    prompt_fg_points: int = field(default=1, metadata={"help": "Foreground points for prompt mode 'points'."})
+    prompt_bg_points: int = field(default=0, metadata={"help": "Background points for prompt mode 'points'."})
+    augment: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Train-only augmentations: hflip, vflip, rot90, rotate, crop, color_jitter."})
+    crop_size: int | None = field(default=None, metadata={"help": "Random-crop size for the 'crop' augmentation."})
+    jpeg_draft: bool = field(default=True, metadata={"help": "Decode large JPEGs at reduced size (PIL draft)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval and test splits."})
+    synthetic_num_train: int = field(default=256, metadata={"help": "Synthetic demo: train images."})
+    synthetic_num_eval: int = field(default=32, metadata={"help": "Synthetic demo: validation images."})
+    synthetic_num_test: int = field(default=64, metadata={"help": "Synthetic demo: test images."})
+    synthetic_image_size: int = field(default=128, metadata={"help": "Synthetic demo: image side in pixels."})
+    synthetic_seed: int = field(default=0, metadata={"help": "Synthetic demo: generator seed."})

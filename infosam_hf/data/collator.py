@@ -1,0 +1,47 @@
+"""Batch collation with per-batch prompt choice, producing SAM's ``input_boxes`` / ``input_points``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["SamPromptCollator", "PAD_POINT_LABEL"]
+
+PAD_POINT_LABEL = -10  # SAM's prompt encoder ignores points with this label
+
+
+@dataclass
+class SamPromptCollator:
+    """Stack transformed examples and turn their prompts into SAM prompt tensors.
+
+    ``mixed`` batches use points with probability ``prompt_point_prob`` and boxes otherwise. A box
+    batch that contains an example with an empty mask falls back to points for the whole batch: the
+    empty example gets its background point (label 0).
+    """
+
+    prompt_point_prob: float = 0.5
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch: dict[str, torch.Tensor] = {
+            key: torch.stack([ex[key] for ex in examples])
+            for key in ("pixel_values", "labels", "original_sizes", "reshaped_input_sizes")
+        }
+        mode = examples[0]["prompt_mode"]
+        if mode == "mixed":
+            mode = "point" if float(torch.rand(())) < self.prompt_point_prob else "box"
+        if mode == "box" and not all(ex["has_foreground"] for ex in examples):
+            mode = "point"
+        if mode == "box":
+            batch["input_boxes"] = torch.stack([ex["prompt_box"] for ex in examples]).unsqueeze(1)
+        elif mode in ("point", "points"):
+            count = max(len(ex["prompt_point_labels"]) for ex in examples)
+            points = torch.zeros(len(examples), 1, count, 2)
+            labels = torch.full((len(examples), 1, count), PAD_POINT_LABEL, dtype=torch.long)
+            for row, ex in enumerate(examples):
+                n = len(ex["prompt_point_labels"])
+                points[row, 0, :n] = ex["prompt_points"]
+                labels[row, 0, :n] = ex["prompt_point_labels"]
+            batch["input_points"], batch["input_labels"] = points, labels
+        return batch

@@ -1,0 +1,147 @@
+"""The on-the-fly transform: decode, (augment), resize the longest side, pad, normalise, sample prompts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .decoding import DataError, decode_image, decode_mask, source_name
+from .prompts import PROMPT_MODES, sample_box, sample_points
+
+__all__ = ["SAM_PIXEL_MEAN", "SAM_PIXEL_STD", "SamSegmentationTransform", "preprocess_image"]
+
+SAM_PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+SAM_PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+INDEX_COLUMN = "__index__"
+
+
+def _resized_shape(height: int, width: int, image_size: int) -> tuple[int, int]:
+    scale = image_size / max(height, width)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+
+
+def preprocess_image(image: Image.Image, image_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Resize the longest side to ``image_size`` (bilinear), normalise, pad bottom/right with zeros.
+
+    Returns ``pixel_values`` (3, S, S) float32 and the resized (height, width) before padding.
+    """
+    new_h, new_w = _resized_shape(image.height, image.width, image_size)
+    resized = np.asarray(image.resize((new_w, new_h), Image.BILINEAR), dtype=np.float32)
+    pixels = np.zeros((image_size, image_size, 3), dtype=np.float32)
+    pixels[:new_h, :new_w] = (resized - SAM_PIXEL_MEAN) / SAM_PIXEL_STD
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), (new_h, new_w)
+
+
+class SamSegmentationTransform:
+    """Batch transform for ``Dataset.with_transform`` producing SAM inputs, labels and prompts.
+
+    Args:
+        image_size: square input size S (the longest side is resized to S, then padded).
+        prompt_mode: one of ``box | point | points | mixed | none``. ``mixed`` produces both a box
+            and a point; the collator picks one per batch.
+        train: training transforms use fresh randomness; evaluation prompts are seeded by
+            ``(seed, example index)`` so two evaluations give identical numbers.
+        augmenter: optional callable ``(image_array, mask_array, rng) -> (image_array, mask_array)``,
+            applied before resizing (train only).
+    """
+
+    def __init__(self, image_size: int, prompt_mode: str = "box", train: bool = False, seed: int = 0,
+                 num_fg_points: int = 1, num_bg_points: int = 0, mask_threshold: float | None = None,
+                 invert_mask: bool = False, num_labels: int = 1, ignore_index: int = 255,
+                 jpeg_draft: bool = True, augmenter=None, image_column: str = "image",
+                 mask_column: str = "label"):
+        if prompt_mode not in PROMPT_MODES:
+            raise ValueError(f"prompt mode {prompt_mode!r} is not one of {PROMPT_MODES}")
+        self.image_size = image_size
+        self.prompt_mode = prompt_mode
+        self.train = train
+        self.seed = seed
+        self.num_fg_points = num_fg_points
+        self.num_bg_points = num_bg_points
+        self.mask_threshold = mask_threshold
+        self.invert_mask = invert_mask
+        self.num_labels = num_labels
+        self.ignore_index = ignore_index
+        self.jpeg_draft = jpeg_draft
+        self.augmenter = augmenter if train else None
+        self.image_column = image_column
+        self.mask_column = mask_column
+
+    def _rng(self, index: int | None) -> np.random.Generator:
+        if self.train or index is None:
+            # Drawn from torch's RNG: seeded by the Trainer and per DataLoader worker, restored on resume.
+            return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        return np.random.default_rng([self.seed, int(index)])
+
+    def load_pair(self, image_value: Any, mask_value: Any) -> tuple[Image.Image, np.ndarray]:
+        """Decode an image and its mask and check that their sizes agree."""
+        mask = decode_mask(mask_value, self.mask_threshold, self.invert_mask, self.num_labels)
+        draft = None
+        if self.jpeg_draft and not self.augmenter:
+            h, w = mask.shape
+            new_h, new_w = _resized_shape(h, w, self.image_size)
+            draft = (new_w, new_h)
+        image, size = decode_image(image_value, draft)
+        if size != mask.shape:
+            raw, raw_size = decode_image(image_value, draft, apply_exif=False)
+            if raw_size != mask.shape:
+                raise DataError(f"size mismatch: image {source_name(image_value)} is {size[1]}x{size[0]} but "
+                                f"mask {source_name(mask_value)} is {mask.shape[1]}x{mask.shape[0]} (WxH)")
+            image = raw
+        return image, mask
+
+    def example(self, image_value: Any, mask_value: Any, index: int | None = None) -> dict[str, Any]:
+        """Transform one (image, mask) pair into model inputs, label and prompts."""
+        rng = self._rng(index)
+        image, mask = self.load_pair(image_value, mask_value)
+        if self.augmenter is not None:
+            image_array, mask = self.augmenter(np.asarray(image), mask, rng)
+            image = Image.fromarray(image_array)
+        original_size = mask.shape
+        pixel_values, (new_h, new_w) = preprocess_image(image, self.image_size)
+        mask_image = Image.fromarray(mask.astype(np.uint8) if self.num_labels == 1 else mask.astype(np.int32))
+        resized_mask = np.asarray(mask_image.resize((new_w, new_h), Image.NEAREST))
+        if self.num_labels == 1:
+            resized_mask = resized_mask > 0
+            label = np.zeros((self.image_size, self.image_size), dtype=np.float32)
+            label[:new_h, :new_w] = resized_mask
+            prompt_mask = resized_mask
+        else:
+            label = np.full((self.image_size, self.image_size), self.ignore_index, dtype=np.int64)
+            label[:new_h, :new_w] = resized_mask
+            prompt_mask = (resized_mask != self.ignore_index) & (resized_mask != 0)
+        out = {
+            "pixel_values": pixel_values,
+            "labels": torch.from_numpy(label),
+            "original_sizes": torch.tensor(original_size, dtype=torch.long),
+            "reshaped_input_sizes": torch.tensor((new_h, new_w), dtype=torch.long),
+            "prompt_mode": self.prompt_mode,
+        }
+        out.update(self._prompts(prompt_mask, rng))
+        return out
+
+    def _prompts(self, mask: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+        mode = self.prompt_mode
+        has_fg = bool(mask.any())
+        prompts: dict[str, Any] = {"has_foreground": has_fg}
+        if mode == "none":
+            return prompts
+        if mode in ("box", "mixed"):
+            box = sample_box(mask, rng)
+            prompts["prompt_box"] = torch.from_numpy(box if box is not None else np.zeros(4, np.float32))
+        if mode in ("point", "mixed", "box"):
+            points, labels = sample_points(mask, rng, 1, 0)
+        else:  # points
+            points, labels = sample_points(mask, rng, self.num_fg_points, self.num_bg_points)
+        prompts["prompt_points"] = torch.from_numpy(points)
+        prompts["prompt_point_labels"] = torch.from_numpy(labels)
+        return prompts
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        images, masks = batch[self.image_column], batch[self.mask_column]
+        indices = batch.get(INDEX_COLUMN, [None] * len(images))
+        examples = [self.example(img, msk, idx) for img, msk, idx in zip(images, masks, indices)]
+        return {key: [ex[key] for ex in examples] for key in examples[0]} if examples else {}

@@ -1,0 +1,122 @@
+"""InfoSAM losses: relation compression (loss_r), relation distillation (loss_d) and the structure loss.
+
+All information losses are built on batch-level Gram matrices: each sample is flattened to one
+vector and L2-normalised, ``G = U·Uᵀ`` is B×B, ``Ĝ = G / trace(G)`` and ``H(G) = log2(‖Ĝ‖_F²)``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "InfoLossError",
+    "gram_matrix",
+    "matrix_entropy",
+    "compression_loss",
+    "distillation_loss",
+    "structure_loss",
+]
+
+_EPS_NORM = 1e-12
+_warned_batch_of_one = False
+
+
+class InfoLossError(ValueError):
+    """Raised when an information loss would be non-finite (zero trace, NaN/Inf input)."""
+
+
+def _as_float32(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype != torch.float32 else x
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """Linear-kernel Gram matrix (B×B) of per-sample L2-normalised flattened ``features``."""
+    u = _as_float32(features).flatten(1)
+    u = u / u.norm(dim=1, keepdim=True).clamp_min(_EPS_NORM)
+    return u @ u.transpose(0, 1)
+
+
+def _trace_normalize(gram: torch.Tensor) -> torch.Tensor:
+    trace = torch.diagonal(gram).sum()
+    if not bool(torch.isfinite(trace)) or float(trace) <= 0.0:
+        raise InfoLossError(f"Gram matrix has trace {float(trace)}; the information loss is undefined "
+                            "(an all-zero or non-finite feature reached the loss)")
+    return gram / trace
+
+
+def matrix_entropy(*grams: torch.Tensor) -> torch.Tensor:
+    """``H`` of the trace-normalised Hadamard product of ``grams``: ``log2(‖Ĝ‖_F²)``."""
+    product = _trace_normalize(grams[0])
+    for gram in grams[1:]:
+        product = _trace_normalize(product * _trace_normalize(gram))
+    return torch.log2(product.pow(2).sum())
+
+
+def _check_batch(batch_size: int) -> None:
+    global _warned_batch_of_one
+    if batch_size < 2 and not _warned_batch_of_one:
+        _warned_batch_of_one = True
+        warnings.warn("InfoSAM losses use batch-level Gram matrices: with a batch of 1 loss_r and loss_d "
+                      "are exactly 0. Use per_device_train_batch_size >= 2.", stacklevel=3)
+
+
+def _finite(loss: torch.Tensor, name: str) -> torch.Tensor:
+    if not bool(torch.isfinite(loss)):
+        raise InfoLossError(f"{name} is {float(loss)}")
+    return loss
+
+
+def compression_loss(image_embeds_t: torch.Tensor, mask_tokens_t: torch.Tensor,
+                     relation_t: torch.Tensor) -> torch.Tensor:
+    """loss_r = −H(G_r) + H(G_img ∘ G_tok ∘ G_r), all from the teacher pass.
+
+    The image embeddings and mask tokens are detached, so only the relation module gets gradients.
+    """
+    _check_batch(relation_t.shape[0])
+    with torch.autocast(device_type=relation_t.device.type, enabled=False):
+        g_img = gram_matrix(image_embeds_t.detach())
+        g_tok = gram_matrix(mask_tokens_t.detach())
+        g_rel = gram_matrix(relation_t)
+        loss = -matrix_entropy(g_rel) + matrix_entropy(g_img, g_tok, g_rel)
+    return _finite(loss, "loss_r")
+
+
+def distillation_loss(relation_t: torch.Tensor, relation_s: torch.Tensor) -> torch.Tensor:
+    """loss_d = H(G_r_t) + H(G_r_s) − H(G_r_t ∘ G_r_s): minus the mutual information of the relations."""
+    _check_batch(relation_s.shape[0])
+    with torch.autocast(device_type=relation_s.device.type, enabled=False):
+        g_t = gram_matrix(relation_t)
+        g_s = gram_matrix(relation_s)
+        loss = matrix_entropy(g_t) + matrix_entropy(g_s) - matrix_entropy(g_t, g_s)
+    return _finite(loss, "loss_d")
+
+
+def structure_loss(logits: torch.Tensor, target: torch.Tensor, bce: str = "weighted") -> torch.Tensor:
+    """PraNet/F3Net structure loss: boundary-weighted BCE plus weighted IoU, averaged over the batch.
+
+    Args:
+        logits: (B, 1, H, W) or (B, H, W) mask logits.
+        target: same shape, values in {0, 1}.
+        bce: ``"weighted"`` (the published form: each image's BCE is the w-weighted mean) or
+            ``"unweighted"`` (the official code's behaviour: ``reduce="none"`` is read by PyTorch as a
+            legacy flag, so its BCE term is the plain global mean).
+    """
+    if bce not in ("weighted", "unweighted"):
+        raise ValueError(f"structure_loss_bce must be 'weighted' or 'unweighted', got {bce!r}")
+    if logits.dim() == 3:
+        logits, target = logits.unsqueeze(1), target.unsqueeze(1)
+    logits, target = _as_float32(logits), _as_float32(target)
+    weight = 1 + 5 * torch.abs(F.avg_pool2d(target, kernel_size=31, stride=1, padding=15) - target)
+    pixel_bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    if bce == "weighted":
+        wbce = (weight * pixel_bce).sum(dim=(2, 3)) / weight.sum(dim=(2, 3))
+    else:
+        wbce = pixel_bce.mean().expand(logits.shape[0], logits.shape[1])
+    prob = torch.sigmoid(logits)
+    inter = (prob * target * weight).sum(dim=(2, 3))
+    union = ((prob + target) * weight).sum(dim=(2, 3))
+    wiou = 1 - (inter + 1) / (union - inter + 1)
+    return (wbce + wiou).mean()

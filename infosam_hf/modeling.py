@@ -1,0 +1,195 @@
+"""Loading SAM for InfoSAM: checkpoints or config fields, input-size surgery, relation module, feature capture."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import SamConfig, SamModel
+from transformers.models.sam.modeling_sam import SamTwoWayTransformer, SamVisionNeck
+
+from .relation import RelationModule
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "RELATION_MODULE_NAME",
+    "build_sam_config",
+    "load_sam",
+    "resize_sam_input",
+    "attach_relation_module",
+    "get_relation_module",
+    "SamFeatureCapture",
+]
+
+RELATION_MODULE_NAME = "relation_module"
+
+
+def build_sam_config(fields: dict[str, Any]) -> SamConfig:
+    """Build a consistent ``SamConfig`` from partial fields (used for tiny random models).
+
+    Accepts ``vision_config``, ``prompt_encoder_config``, ``mask_decoder_config`` dicts plus top-level
+    keys (``initializer_range`` …). The decoder width drives the vision neck's ``output_channels``,
+    the prompt encoder width and ``num_pos_feats``; the image size and patch size are shared.
+    """
+    fields = copy.deepcopy(dict(fields))
+    vision = dict(fields.pop("vision_config", {}) or {})
+    prompt = dict(fields.pop("prompt_encoder_config", {}) or {})
+    decoder = dict(fields.pop("mask_decoder_config", {}) or {})
+    known = {"vision_config", "prompt_encoder_config", "mask_decoder_config", "initializer_range"}
+    unknown = set(fields) - known
+    if unknown:
+        raise ValueError(f"sam_config: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
+    width = decoder.get("hidden_size", vision.get("output_channels", 256))
+    decoder.setdefault("hidden_size", width)
+    decoder.setdefault("iou_head_hidden_dim", width)
+    decoder.setdefault("mlp_dim", 8 * width)
+    vision.setdefault("output_channels", width)
+    vision.setdefault("num_pos_feats", width // 2)
+    vision.setdefault("initializer_range", fields.get("initializer_range", 0.02))
+    image_size = vision.setdefault("image_size", 1024)
+    patch_size = vision.setdefault("patch_size", 16)
+    prompt.setdefault("hidden_size", width)
+    prompt["image_size"] = image_size
+    prompt["patch_size"] = patch_size
+    if vision["num_pos_feats"] * 2 != width or vision["output_channels"] != width or prompt["hidden_size"] != width:
+        raise ValueError("sam_config: vision output_channels, 2*num_pos_feats, prompt encoder and mask decoder "
+                         f"hidden sizes must all be equal (got {vision['output_channels']}, "
+                         f"{2 * vision['num_pos_feats']}, {prompt['hidden_size']}, {width})")
+    return SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder,
+                     initializer_range=fields.get("initializer_range", 0.02))
+
+
+def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = None,
+             image_size: int | None = None, seed: int | None = None, **from_pretrained_kwargs) -> SamModel:
+    """Load a ``SamModel`` from a checkpoint (hub id or directory) or build one from config fields.
+
+    If ``image_size`` differs from the checkpoint's, the position embeddings are resized
+    (see :func:`resize_sam_input`).
+    """
+    if model_name_or_path:
+        try:
+            model = SamModel.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
+        except OSError as err:
+            raise OSError(f"model_name_or_path={model_name_or_path!r}: could not load a SAM checkpoint "
+                          f"({str(err).splitlines()[0]})") from None
+    elif sam_config:
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = SamModel(build_sam_config(sam_config))
+    else:
+        raise ValueError("Set model_name_or_path (e.g. facebook/sam-vit-base) or sam_config")
+    if image_size and image_size != model.config.vision_config.image_size:
+        model = resize_sam_input(model, image_size)
+    return model
+
+
+def _resize_rel_pos(rel_pos: torch.Tensor, length: int) -> torch.Tensor:
+    resized = F.interpolate(rel_pos.detach().float().t().unsqueeze(0), size=length, mode="linear",
+                            align_corners=False)
+    return resized.squeeze(0).t().to(rel_pos.dtype)
+
+
+def resize_sam_input(model: SamModel, image_size: int) -> SamModel:
+    """Return a copy of ``model`` that takes ``image_size``² inputs.
+
+    The absolute position embedding is resized bicubically, the global-attention relative position
+    tables linearly (windowed layers keep theirs), and the prompt encoder's image size and embedding
+    size follow. The new model loads the converted state dict strictly.
+    """
+    config = copy.deepcopy(model.config)
+    vision = config.vision_config
+    patch = vision.patch_size
+    if image_size % patch:
+        raise ValueError(f"image_size={image_size} must be a multiple of the patch size {patch}")
+    grid = image_size // patch
+    old_grid = vision.image_size // patch
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if vision.use_abs_pos:
+        pos = state["vision_encoder.pos_embed"]  # (1, H, W, C)
+        pos = F.interpolate(pos.float().permute(0, 3, 1, 2), size=(grid, grid), mode="bicubic",
+                            align_corners=False)
+        state["vision_encoder.pos_embed"] = pos.permute(0, 2, 3, 1).to(model.dtype).contiguous()
+    if vision.use_rel_pos:
+        for index in vision.global_attn_indexes:
+            for axis in ("h", "w"):
+                key = f"vision_encoder.layers.{index}.attn.rel_pos_{axis}"
+                if state[key].shape[0] == 2 * old_grid - 1:
+                    state[key] = _resize_rel_pos(state[key], 2 * grid - 1)
+    vision.image_size = image_size
+    config.prompt_encoder_config.image_size = image_size
+    config.prompt_encoder_config.image_embedding_size = grid
+    resized = SamModel(config).to(model.dtype)
+    resized.load_state_dict(state, strict=True)
+    name_or_path = getattr(model.config, "_name_or_path", "")
+    resized.config._name_or_path = name_or_path
+    logger.info("Resized SAM input from %d to %d (embedding grid %d -> %d)", old_grid * patch, image_size,
+                old_grid, grid)
+    return resized
+
+
+def attach_relation_module(model: SamModel, relation_state_dict: dict | None = None) -> RelationModule:
+    """Add a :class:`RelationModule` as ``model.relation_module`` (width = the mask decoder's)."""
+    dim = model.config.mask_decoder_config.hidden_size
+    relation = RelationModule(dim).to(device=next(model.parameters()).device)
+    if relation_state_dict is not None:
+        relation.load_state_dict(relation_state_dict, strict=True)
+    model.add_module(RELATION_MODULE_NAME, relation)
+    return relation
+
+
+def get_relation_module(model: nn.Module) -> nn.Module:
+    """The relation module of a (PEFT-wrapped) SAM; for ``modules_to_save`` it is the trained copy."""
+    for name, module in model.named_modules():
+        if name.endswith(RELATION_MODULE_NAME) and not name.endswith("original_module"):
+            return module
+    raise AttributeError("model has no relation module; call attach_relation_module() before wrapping")
+
+
+class SamFeatureCapture:
+    """Forward hooks that capture the vision-neck output and the first mask token of the decoder.
+
+    Use as ``with capture.record() as feats: model(...)``; afterwards ``feats["image_embeds"]`` is
+    (B, HW, C) and ``feats["mask_token"]`` is (B, 1, C). Only the first call of each hook inside a
+    ``record()`` block is kept, so re-entrant activation checkpointing cannot overwrite a capture.
+    """
+
+    def __init__(self, model: nn.Module):
+        self._store: dict[str, torch.Tensor] | None = None
+        self._handles = []
+        for module in model.modules():
+            if isinstance(module, SamVisionNeck):
+                self._handles.append(module.register_forward_hook(self._neck_hook))
+            elif isinstance(module, SamTwoWayTransformer):
+                self._handles.append(module.register_forward_hook(self._transformer_hook))
+        if not self._handles:
+            raise ValueError("SamFeatureCapture: no SAM vision neck or two-way transformer found in the model")
+
+    def _neck_hook(self, module, args, output):
+        if self._store is not None and "image_embeds" not in self._store:
+            self._store["image_embeds"] = output.flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, hw, C)
+
+    def _transformer_hook(self, module, args, output):
+        if self._store is not None and "mask_token" not in self._store:
+            queries = output[0]  # (B, point_batch, tokens, C); token 0 is the IoU token
+            self._store["mask_token"] = queries[:, 0, 1:2, :]
+
+    @contextlib.contextmanager
+    def record(self) -> Iterator[dict[str, torch.Tensor]]:
+        store: dict[str, torch.Tensor] = {}
+        self._store = store
+        try:
+            yield store
+        finally:
+            self._store = None
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()

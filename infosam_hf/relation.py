@@ -1,0 +1,64 @@
+"""The InfoSAM relation module, shared by the teacher and the student."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["RelationModule", "load_official_relation_state_dict"]
+
+
+class RelationModule(nn.Module):
+    """Maps (image embeddings, mask token) to one L2-normalised relation map per image.
+
+    ``score = q·kᵀ/√dim + LN(mask_token)·LN(image_embeds)ᵀ`` with ``q = Wq·LN(mask_token)`` and
+    ``k = Wk·LN(image_embeds)``; each row is L2-normalised over the HW positions.
+
+    Args:
+        dim: channel size of both inputs (256 for every released SAM).
+    """
+
+    def __init__(self, dim: int = 256):
+        super().__init__()
+        self.dim = dim
+        self.scale = dim**-0.5
+        self.layer_norm_feat = nn.LayerNorm(dim)
+        self.layer_norm_mask = nn.LayerNorm(dim)
+        self.query_proj = nn.Linear(dim, dim)
+        self.key_proj = nn.Linear(dim, dim)
+
+    def forward(self, image_embeds: torch.Tensor, mask_token: torch.Tensor) -> torch.Tensor:
+        """image_embeds: (B, HW, dim); mask_token: (B, 1, dim). Returns (B, HW)."""
+        if image_embeds.dim() != 3 or mask_token.dim() != 3 or mask_token.shape[1] != 1:
+            raise ValueError(
+                f"RelationModule expects image_embeds (B, HW, dim) and mask_token (B, 1, dim); "
+                f"got {tuple(image_embeds.shape)} and {tuple(mask_token.shape)}"
+            )
+        feat = self.layer_norm_feat(image_embeds)
+        token = self.layer_norm_mask(mask_token)
+        query = self.query_proj(token)
+        key = self.key_proj(feat)
+        score = query @ key.transpose(1, 2) * self.scale + token @ feat.transpose(1, 2)
+        return F.normalize(score.squeeze(1), p=2, dim=-1)
+
+
+def load_official_relation_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read an official InfoSAM ``relation_models/<epoch>.pth`` file.
+
+    The file is a dict with the key ``relation_model`` holding the module's state dict. Only tensors
+    and plain containers are accepted (``weights_only=True``); pickled code is refused.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError and friends: refuse, in one line
+        raise ValueError(f"{path}: not a safe relation checkpoint ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else 'unreadable'})") from None
+    if isinstance(checkpoint, dict) and "relation_model" in checkpoint:
+        checkpoint = checkpoint["relation_model"]
+    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise ValueError(f"{path}: expected a dict with key 'relation_model' holding a state dict")
+    # Official checkpoints saved from DDP carry a 'module.' prefix.
+    return {k.removeprefix("module."): v for k, v in checkpoint.items()}
