@@ -105,6 +105,7 @@ def _squeeze_mask(x: np.ndarray, what: str) -> np.ndarray:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x)
     if not x.flags.writeable:
         x = x.copy()
     return torch.from_numpy(x).sigmoid().numpy()

@@ -127,8 +127,7 @@ def resize_sam_input(model: SamModel, image_size: int) -> SamModel:
     config.prompt_encoder_config.image_embedding_size = grid
     resized = SamModel(config).to(model.dtype)
     resized.load_state_dict(state, strict=True)
-    name_or_path = getattr(model.config, "_name_or_path", "")
-    resized.config._name_or_path = name_or_path
+    resized.infosam_resized_from = getattr(model.config, "_name_or_path", "") or "<in-memory model>"
     logger.info("Resized SAM input from %d to %d (embedding grid %d -> %d)", old_grid * patch, image_size,
                 old_grid, grid)
     return resized

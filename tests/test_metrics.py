@@ -89,7 +89,9 @@ def test_official_logits_mode_by_hand():
     rng = np.random.default_rng(3)
     gt = _blob(40, 50, 20, 20, 10)
     logits = (gt * 3.0 - 1.0 + rng.normal(0, 1.0, gt.shape)).astype(np.float32)
-    out = binary_metrics_from_logits(torch.from_numpy(logits), torch.from_numpy(gt), "official_logits")
+    out = binary_metrics_from_logits(
+        torch.from_numpy(logits), torch.from_numpy(gt), "official_logits"
+    )
     ref = [_ref_iou_dice(logits, gt, t, t) for t in THR]  # thresholds on RAW logits
     assert out["iou"] == pytest.approx(np.mean([r[0] for r in ref]), abs=1e-12)
     assert out["dice"] == pytest.approx(np.mean([r[1] for r in ref]), abs=1e-12)
@@ -119,7 +121,8 @@ def test_logits_to_original_crops_padding_and_restores_size():
     assert (uncropped > 50).float().mean() > 0.2
     # ranks are preserved
     assert logits_to_original(low[0], 256, (192, 256), (30, 40)).shape == (30, 40)
-    assert logits_to_original(low[None], (256, 256), torch.tensor([192, 256]), [30, 40]).shape == (1, 1, 30, 40)
+    batched = logits_to_original(low[None], (256, 256), torch.tensor([192, 256]), [30, 40])
+    assert batched.shape == (1, 1, 30, 40)
 
 
 def _dataset(n=7, seed=4):

@@ -23,11 +23,13 @@ class SamPromptCollator:
 
     prompt_point_prob: float = 0.5
 
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch: dict[str, torch.Tensor] = {
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch: dict[str, Any] = {
             key: torch.stack([ex[key] for ex in examples])
             for key in ("pixel_values", "labels", "original_sizes", "reshaped_input_sizes")
         }
+        if "original_labels" in examples[0]:
+            batch["original_labels"] = [ex["original_labels"] for ex in examples]
         mode = examples[0]["prompt_mode"]
         if mode == "mixed":
             mode = "point" if float(torch.rand(())) < self.prompt_point_prob else "box"

@@ -1,4 +1,7 @@
-"""Decoding images and masks from ``datasets`` Image values (PIL images or ``{"path", "bytes"}`` dicts)."""
+"""Decoding images and masks from ``datasets`` Image values (PIL images or ``{"path", "bytes"}`` dicts).
+
+Every failure is a :class:`DataError` whose message is one line naming the offending file.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["DataError", "open_image", "decode_image", "decode_mask", "source_name"]
+__all__ = ["DataError", "open_image", "decode_image", "decode_mask", "source_name", "EXIF_ORIENTATION"]
+
+EXIF_ORIENTATION = 0x0112
+_TRANSPOSING = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
 class DataError(ValueError):
@@ -27,73 +35,120 @@ def source_name(value: Any) -> str:
 
 
 def open_image(value: Any) -> Image.Image:
-    """Open (lazily, without decoding pixels) an Image value."""
+    """Open (lazily, without decoding pixels) an Image value: a PIL image, a path, or a datasets dict."""
     if isinstance(value, Image.Image):
         return value
     try:
         if isinstance(value, dict):
             if value.get("bytes") is not None:
                 return Image.open(io.BytesIO(value["bytes"]))
+            if not value.get("path"):
+                raise DataError("<empty image value>: neither bytes nor path")
             return Image.open(value["path"])
         return Image.open(value)
-    except (OSError, ValueError, TypeError) as err:
-        raise DataError(f"{source_name(value)}: cannot open image ({type(err).__name__})") from None
+    except FileNotFoundError:
+        raise DataError(f"{source_name(value)}: file not found") from None
+    except _READ_ERRORS as err:
+        raise DataError(f"{source_name(value)}: cannot open image ({type(err).__name__}: {err})") from None
+
+
+def _wide_to_uint8(array: np.ndarray) -> np.ndarray:
+    """Scale a 16-bit / 32-bit / float image to 0..255 by its own peak."""
+    array = array.astype(np.float64)
+    low = min(float(array.min()), 0.0)
+    peak = float(array.max()) - low
+    return ((array - low) / (peak if peak > 0 else 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def exif_orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
+    except Exception:  # broken EXIF blocks are common on phone photos; ignore them
+        return 1
 
 
 def decode_image(value: Any, draft_size: tuple[int, int] | None = None,
                  apply_exif: bool = True) -> tuple[Image.Image, tuple[int, int]]:
     """Decode an image to RGB, with EXIF orientation applied unless ``apply_exif`` is False.
 
-    Returns the image and its full-resolution (height, width) after orientation. With ``draft_size``
-    (w, h), JPEGs are decoded at the smallest DCT scale that is still at least that large.
+    L, LA, RGBA, P, CMYK, 16-bit and float images all become 8-bit RGB. Returns the image and its
+    full-resolution (height, width) after orientation. With ``draft_size`` (w, h) in the oriented
+    frame, JPEGs are decoded at the smallest DCT scale that is still at least that large, so the
+    returned image may be smaller than the returned size.
     """
     image = open_image(value)
+    name = source_name(value)
     try:
         width, height = image.size
-        orientation = image.getexif().get(0x0112, 1) if apply_exif and hasattr(image, "getexif") else 1
-        if orientation in (5, 6, 7, 8):
+        orientation = exif_orientation(image) if apply_exif else 1
+        if orientation in _TRANSPOSING:
             width, height = height, width
         if draft_size is not None and image.format == "JPEG":
-            request = draft_size if orientation not in (5, 6, 7, 8) else draft_size[::-1]
-            image.draft("RGB", request)
+            request = draft_size if orientation not in _TRANSPOSING else draft_size[::-1]
+            image.draft("RGB", tuple(int(v) for v in request))
         if orientation != 1:
             image = ImageOps.exif_transpose(image)
         if image.mode != "RGB":
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(image, dtype=np.float64)
-                peak = array.max() if array.max() > 0 else 1.0
-                image = Image.fromarray((array / peak * 255).astype(np.uint8))
+            if image.mode in _WIDE_MODES:
+                image = Image.fromarray(_wide_to_uint8(np.asarray(image)))
+            elif image.mode == "P" and "transparency" in image.info:
+                image = image.convert("RGBA")
             image = image.convert("RGB")
         image.load()
     except DataError:
         raise
-    except (OSError, ValueError, SyntaxError) as err:
-        raise DataError(f"{source_name(value)}: corrupt or unreadable image ({type(err).__name__})") from None
+    except _READ_ERRORS as err:
+        raise DataError(f"{name}: corrupt or unreadable image ({type(err).__name__}: {err})") from None
     return image, (height, width)
 
 
 def decode_mask(value: Any, threshold: float | None = None, invert: bool = False,
-                num_labels: int = 1) -> np.ndarray:
+                num_labels: int = 1, ignore_index: int = 255) -> np.ndarray:
     """Decode a mask: bool (H, W) foreground for binary sets, int64 class ids for multi-class ones.
 
-    Binary: foreground is ``value > threshold``; the default threshold is 127 for 8-bit masks whose
-    maximum is above 1 and 0 for 0/1 masks. 16-bit masks are scaled to 8 bits first and RGB masks are
-    converted to L. ``invert`` swaps foreground and background.
+    Binary (``num_labels == 1``): foreground is ``value > threshold``; the default threshold is 127
+    when the mask's maximum is above 1 and 0 for 0/1 masks. 16-bit masks with values above 255 are
+    scaled to 8 bits first. Palette (P) masks are read by palette index (labelme writes index 1 for
+    the object, which reads as a dark gray once converted). Colour masks are reduced to one channel
+    by their brightest channel, which equals the L conversion for gray masks and keeps pure red /
+    green / blue annotations as foreground. ``invert`` swaps foreground and background.
+
+    Multi-class (``num_labels > 1``): single-channel class ids; ids outside ``[0, num_labels)``
+    become ``ignore_index``.
     """
     mask = open_image(value)
+    name = source_name(value)
     try:
-        if mask.mode in ("I;16", "I;16B", "I;16L", "I") and num_labels == 1:
-            array = np.asarray(mask, dtype=np.float64)
-            array = array / 257.0 if array.max() > 255 else array
-        elif mask.mode == "P" and num_labels > 1:
+        mode = mask.mode
+        if mode in _WIDE_MODES:
             array = np.asarray(mask)
+            if num_labels == 1 and array.max() > 255:
+                array = array.astype(np.float64) / 257.0
+        elif mode in ("P", "L", "1"):
+            array = np.asarray(mask)
+        elif num_labels > 1:
+            if mode not in ("LA", "PA"):
+                raise DataError(f"{name}: a multi-class mask must be single-channel class ids, got mode {mode}")
+            array = np.asarray(mask)[..., 0]
+        elif mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+            array = np.asarray(mask.convert("RGB")).max(axis=2)
         else:
-            array = np.asarray(mask.convert("L") if mask.mode not in ("L", "I", "I;16") else mask)
-    except (OSError, ValueError, SyntaxError) as err:
-        raise DataError(f"{source_name(value)}: corrupt or unreadable mask ({type(err).__name__})") from None
+            array = np.asarray(mask.convert("L"))
+    except DataError:
+        raise
+    except _READ_ERRORS as err:
+        raise DataError(f"{name}: corrupt or unreadable mask ({type(err).__name__}: {err})") from None
+    if array.ndim != 2:
+        raise DataError(f"{name}: a mask must be 2-D, got shape {array.shape}")
     if num_labels > 1:
-        return array.astype(np.int64)
-    if threshold is None:
-        threshold = 127 if array.max() > 1 else 0
-    foreground = array > threshold
+        ids = array.astype(np.int64)
+        ids[(ids < 0) | (ids >= num_labels)] = ignore_index
+        return ids
+    if array.dtype == bool:
+        foreground = array.copy()
+    else:
+        if threshold is None:
+            threshold = 127 if array.max() > 1 else 0
+        foreground = array > threshold
     return ~foreground if invert else foreground
+

@@ -120,6 +120,8 @@ class SamSegmentationTransform:
             "reshaped_input_sizes": torch.tensor((new_h, new_w), dtype=torch.long),
             "prompt_mode": self.prompt_mode,
         }
+        if not self.train:  # evaluation scores at the original resolution
+            out["original_labels"] = torch.from_numpy(np.ascontiguousarray(mask))
         out.update(self._prompts(prompt_mask, rng))
         return out
 

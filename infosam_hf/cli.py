@@ -1,0 +1,194 @@
+"""One parser for recipes: a YAML file plus ``--key value`` overrides, into the argument dataclasses.
+
+Every key of every dataclass can be set in the YAML or on the command line. Values are coerced to the
+field's type (PyYAML reads ``2e-4`` as a string; it becomes a float). Unknown keys fail with their
+name and the closest valid keys. Dict fields accept dotted overrides: ``--peft_config.r 16``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["RecipeError", "parse_recipe", "coerce_value"]
+
+
+class RecipeError(ValueError):
+    """A recipe or command-line problem, reported in one line naming the key or file."""
+
+
+def _union_args(annotation: Any) -> tuple[Any, ...]:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off"}
+
+
+def _coerce_one(key: str, value: Any, annotation: Any) -> Any:
+    origin = typing.get_origin(annotation) or annotation
+    if annotation is Any:
+        return value
+    if annotation is type(None):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        raise TypeError
+    if origin is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise TypeError
+    if origin is int:
+        if isinstance(value, bool):
+            raise TypeError
+        if isinstance(value, int):
+            return value
+        number = float(value)
+        if not number.is_integer():
+            raise TypeError
+        return int(number)
+    if origin is float:
+        if isinstance(value, bool):
+            raise TypeError
+        return float(value)
+    if origin is str:
+        if isinstance(value, (dict, list)):
+            raise TypeError
+        return str(value)
+    if origin in (list, tuple, Sequence):
+        inner = (typing.get_args(annotation) or (Any,))[0]
+        if isinstance(value, str):
+            parsed = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+            value = parsed
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return [_coerce(key, item, inner) for item in value]
+    if origin is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip() else {}
+        if not isinstance(value, dict):
+            raise TypeError
+        return dict(value)
+    if isinstance(origin, type) and issubclass(origin, enum.Enum):
+        return origin(value).value if not isinstance(value, origin) else value
+    if isinstance(value, origin):
+        return value
+    raise TypeError
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    candidates = _union_args(annotation)
+    if value is None and type(None) in candidates:
+        return None
+    # Prefer an exact type match (so "auto" stays a string where str | float is allowed).
+    ordered = sorted(candidates, key=lambda t: 0 if (isinstance(t, type) and type(value) is t) else 1)
+    for candidate in ordered:
+        try:
+            return _coerce_one(key, value, candidate)
+        except (TypeError, ValueError):
+            continue
+    names = " | ".join(getattr(c, "__name__", str(c)) for c in candidates)
+    raise RecipeError(f"{key}: expected {names}, got {value!r}")
+
+
+def coerce_value(key: str, value: Any, annotation: Any) -> Any:
+    """Coerce ``value`` to the dataclass field type ``annotation`` or raise :class:`RecipeError`."""
+    return _coerce(key, value, annotation)
+
+
+def _parse_cli(args: Sequence[str], bool_keys: set[str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if not token.startswith("--"):
+            raise RecipeError(f"unexpected argument {token!r}: use --key value")
+        key, eq, value = token[2:].partition("=")
+        key = key.replace("-", "_") if key.replace("-", "_").split(".")[0] in bool_keys else key
+        if not eq:
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value = args[i + 1]
+                i += 1
+            elif key in bool_keys:
+                value = "true"
+            else:
+                raise RecipeError(f"--{key}: missing value")
+        overrides[key] = value if not isinstance(value, str) else _yaml_scalar(value)
+        i += 1
+    return overrides
+
+
+def _yaml_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_recipe(argv: Sequence[str], dataclass_types: Sequence[type]) -> tuple[Any, ...]:
+    """Parse ``[RECIPE.yaml] [--key value ...]`` into instances of ``dataclass_types`` (in order)."""
+    argv = list(argv)
+    recipe: dict[str, Any] = {}
+    if argv and not argv[0].startswith("--"):
+        path = Path(argv.pop(0))
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise RecipeError(f"{path}: recipe file not found") from None
+        except yaml.YAMLError as err:
+            raise RecipeError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise RecipeError(f"{path}: a recipe must be a mapping of key: value")
+        recipe = dict(loaded or {})
+
+    fields: dict[str, tuple[int, Any]] = {}
+    for index, cls in enumerate(dataclass_types):
+        hints = typing.get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            if field.init:
+                fields.setdefault(field.name, (index, hints[field.name]))
+    bool_keys = {name for name, (_, ann) in fields.items() if bool in _union_args(ann)}
+
+    overrides = _parse_cli(argv, bool_keys)
+    merged = dict(recipe)
+    for key, value in overrides.items():
+        base, dot, sub = key.partition(".")
+        if dot:
+            if base not in fields or dict not in [typing.get_origin(a) or a for a in _union_args(fields[base][1])]:
+                raise RecipeError(f"--{key}: {base!r} is not a mapping option")
+            current = dict(merged.get(base) or {})
+            current[sub] = value
+            merged[base] = current
+        else:
+            merged[key] = value
+
+    per_class: list[dict[str, Any]] = [{} for _ in dataclass_types]
+    for key, value in merged.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise RecipeError(f"unknown key {key!r}{hint}")
+        index, annotation = fields[key]
+        per_class[index][key] = _coerce(key, value, annotation)
+
+    instances = []
+    for cls, kwargs in zip(dataclass_types, per_class):
+        try:
+            instances.append(cls(**kwargs))
+        except (ValueError, TypeError) as err:
+            raise RecipeError(f"{cls.__name__}: {str(err).splitlines()[0]}") from None
+    return tuple(instances)

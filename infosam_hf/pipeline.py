@@ -1,0 +1,139 @@
+"""The end-to-end training run behind ``scripts/train.py``: recipe → data → student/teacher → train → save."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import SamModel, set_seed
+from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
+
+from .arguments import DataArguments, ModelArguments, PeftArguments
+from .cli import RecipeError, parse_recipe
+from .config import InfoSAMConfig
+from .data import DataError, build_datasets
+from .evaluation import box_fill_logits, evaluate_segmentation
+from .modeling import attach_relation_module, load_sam
+from .peft_methods import build_student
+from .relation_io import load_relation_state_dict
+from .trainer import InfoSAMTrainer
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "build_image_processor", "build_models", "run_training",
+           "main"]
+
+RECIPE_DATACLASSES = (ModelArguments, PeftArguments, DataArguments, InfoSAMConfig)
+BASE_MODEL_DIR = "base_model"
+
+
+def parse_train_args(argv: Sequence[str]) -> tuple[ModelArguments, PeftArguments, DataArguments, InfoSAMConfig]:
+    """Parse ``RECIPE.yaml [--key value ...]`` into the four argument groups."""
+    return parse_recipe(argv, RECIPE_DATACLASSES)
+
+
+def build_image_processor(image_size: int) -> SamImageProcessorPil:
+    """SAM's image processor configured for ``image_size``² inputs (saved beside the adapter)."""
+    return SamImageProcessorPil(size={"longest_edge": image_size}, pad_size={"height": image_size, "width": image_size})
+
+
+def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_dir: str,
+                 seed: int = 42) -> tuple[torch.nn.Module, SamModel | None, int]:
+    """The PEFT student (with its relation module), the optional separate teacher, and the input size.
+
+    A base model that has no loadable name (built from config fields, or resized to another input
+    size) is saved to ``output_dir/base_model`` so the adapter's ``base_model_name_or_path`` points at
+    something ``AutoPeftModel.from_pretrained`` can load.
+    """
+    sam = load_sam(model_args.model_name_or_path, model_args.sam_config, model_args.image_size, seed=seed)
+    image_size = sam.config.vision_config.image_size
+    if not model_args.model_name_or_path or getattr(sam, "infosam_resized_from", None):
+        base_dir = Path(output_dir) / BASE_MODEL_DIR
+        if int(os.environ.get("RANK", "0")) == 0:
+            sam.save_pretrained(base_dir)
+        sam.name_or_path = str(base_dir.resolve())
+        sam.config._name_or_path = sam.name_or_path
+    else:
+        sam.name_or_path = model_args.model_name_or_path
+    relation_state = load_relation_state_dict(model_args.relation_from) if model_args.relation_from else None
+    attach_relation_module(sam, relation_state)
+    student = build_student(sam, peft_args.peft_method, peft_args.peft_config, model_args.freeze_relation)
+    teacher = None
+    if model_args.teacher_model_name_or_path:
+        teacher = load_sam(model_args.teacher_model_name_or_path, image_size=image_size)
+    return student, teacher, image_size
+
+
+def _print_table(title: str, rows: dict[str, dict[str, float]], keys: Sequence[str]) -> None:
+    width = max(len(name) for name in rows) + 2
+    print(f"\n{title}")
+    print(" " * width + "".join(f"{key:>12}" for key in keys))
+    for name, values in rows.items():
+        print(f"{name:<{width}}" + "".join(f"{values.get(key, float('nan')):>12.4f}" for key in keys))
+
+
+def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args: DataArguments,
+                 args: InfoSAMConfig) -> dict[str, Any]:
+    """Train, save the adapter to ``args.output_dir`` and evaluate on the test split. Returns metrics."""
+    set_seed(args.seed)
+    student, teacher, image_size = build_models(model_args, peft_args, args.output_dir, args.seed)
+    splits = build_datasets(data_args, image_size, seed=args.seed)
+    image_processor = build_image_processor(image_size)
+    trainer = InfoSAMTrainer(
+        model=student, args=args, teacher_model=teacher, train_dataset=splits.train,
+        eval_dataset=splits.eval, processing_class=image_processor, num_labels=data_args.num_labels,
+        ignore_index=data_args.ignore_index,
+    )
+    if trainer.is_world_process_zero():
+        student.print_trainable_parameters()
+    summary: dict[str, dict[str, float]] = {}
+    if args.eval_before_training and splits.test is not None:
+        before = trainer.evaluate(splits.test, metric_key_prefix="test")
+        summary["before training"] = {k.removeprefix("test_"): v for k, v in before.items()}
+        if data_args.eval_prompt == "box":
+            metrics = trainer.new_metrics()
+            baseline = evaluate_segmentation(box_fill_logits, trainer.get_eval_dataloader(splits.test), metrics,
+                                             structure_loss_bce=None)
+            summary["box-fill baseline"] = baseline
+    train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model()
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+    results: dict[str, Any] = {"train": train_result.metrics}
+    if splits.test is not None:
+        test_metrics = trainer.evaluate(splits.test, metric_key_prefix="test")
+        trainer.log_metrics("test", test_metrics)
+        trainer.save_metrics("test", test_metrics)
+        results["test"] = test_metrics
+        summary["after training"] = {k.removeprefix("test_"): v for k, v in test_metrics.items()}
+    if trainer.is_world_process_zero():
+        if summary:
+            keys = [k for k in ("iou", "iou@0.5", "dice", "miou") if k in next(iter(summary.values()))]
+            _print_table(f"Test split ({len(splits.test)} images, {data_args.eval_prompt} prompts)", summary, keys)
+        with open(Path(args.output_dir) / "run_args.json", "w") as handle:
+            json.dump({"model": asdict(model_args), "peft": asdict(peft_args), "data": asdict(data_args)},
+                      handle, indent=2, default=str)
+        print(f"\nAdapter saved to {args.output_dir}")
+    results["summary"] = summary
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: ``train.py RECIPE.yaml [--key value ...]``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    try:
+        model_args, peft_args, data_args, args = parse_train_args(argv)
+        run_training(model_args, peft_args, data_args, args)
+    except (RecipeError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,189 @@
+"""``InfoSAMTrainer``: a ``Trainer`` whose loss is structure loss + λ1·loss_r + λ2·loss_d."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import Trainer
+from transformers.trainer_pt_utils import nested_gather
+from transformers.trainer_utils import EvalLoopOutput
+
+from .config import InfoSAMConfig
+from .data.collator import SamPromptCollator
+from .evaluation import evaluate_segmentation, reduce_metrics, sam_logits
+from .metrics import SegmentationMetrics
+from .losses import InfoLossError, compression_loss, distillation_loss, structure_loss
+from .modeling import SamFeatureCapture, get_relation_module
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["InfoSAMTrainer", "PROMPT_KEYS", "META_KEYS", "upsample_logits"]
+
+PROMPT_KEYS = ("input_boxes", "input_points", "input_labels")
+META_KEYS = ("original_sizes", "reshaped_input_sizes", "original_labels")
+LOSS_COMPONENTS = ("loss_seg", "loss_r", "loss_d")
+
+
+def upsample_logits(pred_masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """SAM's low-res mask logits (B, 1, 1, h, w) or (B, 1, h, w) bilinearly upsampled to ``size``."""
+    if pred_masks.dim() == 5:
+        pred_masks = pred_masks[:, 0]
+    return F.interpolate(pred_masks.float(), size=size, mode="bilinear", align_corners=False)
+
+
+class InfoSAMTrainer(Trainer):
+    """Fine-tunes a PEFT-wrapped ``SamModel`` (the student) with InfoSAM's relation distillation.
+
+    The teacher is the same model with its adapters disabled (no weight copy) unless a separate frozen
+    ``teacher_model`` is given. The relation module (``model.relation_module``) is shared by both passes.
+
+    Args:
+        model: a ``PeftModel`` around a ``SamModel`` that carries a relation module.
+        args: an :class:`InfoSAMConfig`.
+        teacher_model: optional separate frozen ``SamModel``; moved to the accelerator's device, set to
+            ``eval()`` and frozen, never passed through ``accelerator.prepare``.
+        **kwargs: passed to ``Trainer`` (datasets, callbacks, ``processing_class`` …). Pass the image
+            processor as ``processing_class``, not ``SamProcessor``.
+    """
+
+    # compute_loss returns a per-batch mean, not a sum over num_items_in_batch: Trainer divides by GA.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, model: nn.Module, args: InfoSAMConfig, teacher_model: nn.Module | None = None,
+                 data_collator=None, num_labels: int = 1, ignore_index: int = 255, **kwargs):
+        if not isinstance(args, InfoSAMConfig):
+            raise TypeError(f"args must be an InfoSAMConfig, got {type(args).__name__}")
+        if data_collator is None:
+            data_collator = SamPromptCollator(prompt_point_prob=args.prompt_point_prob)
+        self.use_info_losses = args.lambda_r > 0 or args.lambda_d > 0
+        if not self.use_info_losses:
+            # Plain PEFT: the relation module is unused, so keep it out of the optimizer and of DDP.
+            get_relation_module(model).requires_grad_(False)
+        super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
+        self.student_capture = SamFeatureCapture(self.model)
+        self.teacher_model = teacher_model
+        if teacher_model is not None:
+            teacher_model.to(self.accelerator.device).eval().requires_grad_(False)
+            self.teacher_capture = SamFeatureCapture(teacher_model)
+        else:
+            self.teacher_capture = self.student_capture
+        self._component_sums: dict[str, torch.Tensor] = {}
+        self._component_steps = 0
+        self._warned_info_skip = False
+        self.num_labels = num_labels
+        self.ignore_index = ignore_index
+
+    # ----------------------------------------------------------------- loss
+    @staticmethod
+    def _prompt_kwargs(inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return {key: inputs[key] for key in PROMPT_KEYS if key in inputs}
+
+    @torch.no_grad()
+    def teacher_features(self, model: nn.Module, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Neck output and first mask token of the frozen teacher for this batch."""
+        prompts = self._prompt_kwargs(inputs)
+        if self.teacher_model is not None:
+            with self.teacher_capture.record() as features:
+                self.teacher_model(pixel_values=inputs["pixel_values"], multimask_output=False, **prompts)
+            return features
+        student = self.accelerator.unwrap_model(model)
+        was_training = student.training
+        with student.disable_adapter(), self.teacher_capture.record() as features:
+            student.eval()  # the pre-trained SAM: no dropout
+            student(pixel_values=inputs["pixel_values"], multimask_output=False, **prompts)
+        student.train(was_training)
+        return features
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: torch.Tensor | int | None = None):
+        """loss = structure_loss + λ1·loss_r + λ2·loss_d (the teacher pass is skipped in evaluation)."""
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        for key in META_KEYS:
+            inputs.pop(key, None)
+        with self.student_capture.record() as student:
+            outputs = model(pixel_values=inputs["pixel_values"], multimask_output=False,
+                            **self._prompt_kwargs(inputs))
+        logits = upsample_logits(outputs.pred_masks, labels.shape[-2:])
+        loss_seg = structure_loss(logits, labels.unsqueeze(1).to(logits.dtype), bce=self.args.structure_loss_bce)
+        loss = loss_seg
+        if model.training and self.use_info_losses:
+            teacher = self.teacher_features(model, inputs)
+            relation = get_relation_module(self.accelerator.unwrap_model(model))
+            relation_t = relation(teacher["image_embeds"], teacher["mask_token"])
+            relation_s = relation(student["image_embeds"], student["mask_token"])
+            try:
+                loss_r = compression_loss(teacher["image_embeds"], teacher["mask_token"], relation_t)
+                loss_d = distillation_loss(relation_t, relation_s)
+                loss = loss_seg + self.args.lambda_r * loss_r + self.args.lambda_d * loss_d
+            except InfoLossError as err:
+                if not self._warned_info_skip:
+                    warnings.warn(f"Skipping the information losses for this step: {err}", stacklevel=2)
+                    self._warned_info_skip = True
+                loss_r = loss_d = torch.zeros((), device=loss_seg.device)
+                # keep every trained parameter in the graph so DDP's reducer stays in step
+                loss = loss_seg + 0.0 * (relation_t.sum() + relation_s.sum())
+            self._accumulate({"loss_seg": loss_seg, "loss_r": loss_r, "loss_d": loss_d})
+        elif model.training:
+            self._accumulate({"loss_seg": loss_seg})
+        if return_outputs:
+            return loss, {"pred_masks": logits}
+        return loss
+
+    # -------------------------------------------------------------- logging
+    def _accumulate(self, values: dict[str, torch.Tensor]) -> None:
+        for name, value in values.items():
+            value = value.detach().float()
+            self._component_sums[name] = self._component_sums.get(name, 0.0) + value
+        self._component_steps += 1 if "loss_seg" in values else 0
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add ``loss_seg``, ``loss_r`` and ``loss_d`` (averaged over the logging interval) to train logs."""
+        if "loss" in logs and self._component_steps:
+            for name in LOSS_COMPONENTS:
+                if name in self._component_sums:
+                    total = self._component_sums[name]
+                    if self.args.world_size > 1:
+                        total = nested_gather(total.reshape(1), self.args.parallel_mode).mean()
+                    logs[name] = round(float(total) / self._component_steps, 6)
+            self._component_sums.clear()
+            self._component_steps = 0
+        super().log(logs, start_time)
+
+    # ----------------------------------------------------------- evaluation
+    def new_metrics(self) -> SegmentationMetrics:
+        """A fresh streamed metrics accumulator configured from ``args``."""
+        return SegmentationMetrics(num_labels=self.num_labels, ignore_index=self.ignore_index,
+                                   metric_input=self.args.metric_input,
+                                   sod_metrics=self.args.metric_set == "full")
+
+    def evaluation_loop(self, dataloader, description: str, prediction_loss_only: bool | None = None,
+                        ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> EvalLoopOutput:
+        """Streamed evaluation: metrics at the original resolution, without the teacher or held masks."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        metrics = self.new_metrics()
+
+        def predict(batch):
+            batch = self._prepare_inputs(batch)
+            return sam_logits(model, batch)
+
+        results = evaluate_segmentation(predict, dataloader, metrics, self.args.structure_loss_bce,
+                                        progress=not self.args.disable_tqdm and self.is_world_process_zero(),
+                                        description=description)
+        reduce_metrics(metrics, self.accelerator)
+        if self.accelerator.num_processes > 1:
+            loss = results.get("loss")
+            results = metrics.compute()
+            if loss is not None:
+                results["loss"] = float(self.accelerator.reduce(
+                    torch.tensor(loss, device=self.accelerator.device), reduction="mean"))
+        model.train(was_training)
+        prefixed = {f"{metric_key_prefix}_{key}": float(value) for key, value in results.items()}
+        return EvalLoopOutput(predictions=None, label_ids=None, metrics=prefixed, num_samples=metrics.num_images)
