@@ -39,6 +39,8 @@ class DataArguments:
     dataset_name_or_path: str = field(
         default="synthetic",
         metadata={"help": "'synthetic' (generated demo data), a Conv-LoRA CSV folder, an image folder, or a hub id."})
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "Configuration name of a hub dataset (load_dataset's second argument)."})
     train_split: str = field(default="train", metadata={"help": "Split used for training."})
     eval_split: str | None = field(
         default=None, metadata={"help": "Split for evaluation during training (default: 'validation' if present, "
@@ -59,8 +61,13 @@ class DataArguments:
     prompt_bg_points: int = field(default=0, metadata={"help": "Background points for prompt mode 'points'."})
     augment: list[str] = field(
         default_factory=list,
-        metadata={"help": "Train-only augmentations: hflip, vflip, rot90, rotate, crop, color_jitter."})
-    crop_size: int | None = field(default=None, metadata={"help": "Random-crop size for the 'crop' augmentation."})
+        metadata={"help": "Train-only augmentations, any of: hflip, vflip, rot90, rotate, crop, color_jitter."})
+    crop_size: int | None = field(
+        default=None, metadata={"help": "Side of the random square crop of the 'crop' augmentation, in original pixels."})
+    rotate_degrees: float = field(
+        default=90.0, metadata={"help": "'rotate' augmentation: angle drawn uniformly in +-this many degrees."})
+    color_jitter: float = field(
+        default=0.2, metadata={"help": "'color_jitter' augmentation: brightness/contrast/saturation factor range 1+-this."})
     jpeg_draft: bool = field(default=True, metadata={"help": "Decode large JPEGs at reduced size (PIL draft)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval and test splits."})

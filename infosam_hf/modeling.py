@@ -83,6 +83,12 @@ def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = No
         if seed is not None:
             torch.manual_seed(seed)
         model = SamModel(build_sam_config(sam_config))
+        # transformers initialises the random Fourier position features with std = vision hidden // 2, far
+        # too high-frequency for a small grid: prompts could not be located. SAM's own init uses std 1.
+        with torch.no_grad():
+            model.shared_image_embedding.positional_embedding.normal_(0.0, 1.0)
+            model.prompt_encoder.shared_embedding.positional_embedding.copy_(
+                model.shared_image_embedding.positional_embedding)
     else:
         raise ValueError("Set model_name_or_path (e.g. facebook/sam-vit-base) or sam_config")
     if image_size and image_size != model.config.vision_config.image_size:

@@ -4,23 +4,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from datasets import Dataset, DatasetDict
+from datasets import Dataset
 
 from ..arguments import DataArguments
+from .augment import AUGMENTATIONS, SegmentationAugmenter, build_augmenter
 from .collator import SamPromptCollator
 from .decoding import DataError, decode_image, decode_mask
 from .prompts import sample_box, sample_points
-from .sources import SYNTHETIC, load_splits
+from .sources import SYNTHETIC, SourceSplits, load_splits
 from .synthetic import make_synthetic_dataset
 from .transforms import INDEX_COLUMN, SamSegmentationTransform, preprocess_image
 
 __all__ = [
+    "AUGMENTATIONS",
     "DataError",
+    "SegmentationAugmenter",
+    "SourceSplits",
+    "build_augmenter",
+    "augmenter_from_args",
+    "load_splits",
+    "with_sam_transform",
     "SegmentationSplits",
     "SamPromptCollator",
     "SamSegmentationTransform",
     "build_datasets",
     "select_splits",
+    "open_source",
     "decode_image",
     "decode_mask",
     "make_synthetic_dataset",
@@ -39,39 +48,52 @@ class SegmentationSplits:
     test: Dataset | None
 
 
-def _split(splits: DatasetDict, name: str, source: str) -> Dataset:
-    if name not in splits:
-        raise DataError(f"{source}: split {name!r} not found; available splits: {sorted(splits)}")
-    return splits[name]
-
-
 def _truncate(dataset: Dataset | None, limit: int | None) -> Dataset | None:
     if dataset is None or limit is None:
         return dataset
     return dataset.select(range(min(limit, len(dataset))))
 
 
+def _carve_validation(train: Dataset, percentage: float, seed: int) -> tuple[Dataset, Dataset | None]:
+    """Hold out ``percentage`` % of train (at least one row, seeded) as the validation split."""
+    if percentage <= 0 or len(train) < 2:
+        return train, None
+    count = min(len(train) - 1, max(1, int(round(len(train) * percentage / 100))))
+    parts = train.train_test_split(test_size=count, seed=seed, shuffle=True)
+    return parts["train"], parts["test"]
+
+
+def open_source(data_args: DataArguments) -> SourceSplits:
+    """The splits of ``data_args.dataset_name_or_path`` by name (loaded on access)."""
+    return load_splits(
+        data_args.dataset_name_or_path,
+        {"num_train": data_args.synthetic_num_train, "num_validation": data_args.synthetic_num_eval,
+         "num_test": data_args.synthetic_num_test, "image_size": data_args.synthetic_image_size,
+         "seed": data_args.synthetic_seed},
+        image_column=data_args.image_column, mask_column=data_args.mask_column,
+        config_name=getattr(data_args, "dataset_config_name", None),
+    )
+
+
 def select_splits(data_args: DataArguments, seed: int = 42) -> SegmentationSplits:
     """Resolve ``train_split`` / ``eval_split`` / ``test_split``; carve a seeded validation split from
-    train when no validation split exists (test data is never used to pick checkpoints)."""
-    source = data_args.dataset_name_or_path
-    splits = load_splits(source, {
-        "num_train": data_args.synthetic_num_train, "num_validation": data_args.synthetic_num_eval,
-        "num_test": data_args.synthetic_num_test, "image_size": data_args.synthetic_image_size,
-        "seed": data_args.synthetic_seed,
-    })
-    train = _split(splits, data_args.train_split, source)
+    train when no validation split exists (test data is never used to pick checkpoints).
+
+    Every split that is used is loaded here, so missing files and unknown splits fail before training.
+    ``train_split`` / ``test_split`` set to None (or an empty string) skip that split.
+    """
+    splits = open_source(data_args)
+    train = splits.get_split(data_args.train_split) if data_args.train_split else None
     eval_name = data_args.eval_split
     if eval_name is None:
         eval_name = next((n for n in ("validation", "val", "valid") if n in splits), None)
-    if eval_name is not None:
-        eval_ds = _split(splits, eval_name, source)
-    elif data_args.validation_split_percentage > 0:
-        parts = train.train_test_split(test_size=data_args.validation_split_percentage / 100, seed=seed)
-        train, eval_ds = parts["train"], parts["test"]
+    if eval_name:
+        eval_ds = splits.get_split(eval_name)
+    elif train is not None:
+        train, eval_ds = _carve_validation(train, data_args.validation_split_percentage, seed)
     else:
         eval_ds = None
-    test = _split(splits, data_args.test_split, source) if data_args.test_split else None
+    test = splits.get_split(data_args.test_split) if data_args.test_split else None
     return SegmentationSplits(
         train=_truncate(train, data_args.max_train_samples),
         eval=_truncate(eval_ds, data_args.max_eval_samples),
@@ -79,11 +101,30 @@ def select_splits(data_args: DataArguments, seed: int = 42) -> SegmentationSplit
     )
 
 
+def augmenter_from_args(data_args: DataArguments) -> SegmentationAugmenter | None:
+    """The train-time augmenter named by ``data_args.augment`` (None when the list is empty)."""
+    return build_augmenter(
+        data_args.augment, crop_size=data_args.crop_size,
+        rotate_degrees=getattr(data_args, "rotate_degrees", 90.0),
+        color_jitter=getattr(data_args, "color_jitter", 0.2),
+        num_labels=data_args.num_labels, ignore_index=data_args.ignore_index,
+    )
+
+
 def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_size: int, train: bool,
                        seed: int = 42, augmenter=None) -> Dataset | None:
-    """Attach the on-the-fly SAM transform (train or eval prompts) to a split."""
+    """Attach the on-the-fly SAM transform (train or eval prompts) to a split.
+
+    Train splits get the augmenter passed in, or else the one ``data_args.augment`` names (pass
+    ``augmenter=False`` to force none). Eval splits never augment and get an ``__index__`` column that
+    seeds their prompts, so repeated evaluations see identical prompts.
+    """
     if dataset is None:
         return None
+    if not train or augmenter is False:
+        augmenter = None
+    elif augmenter is None:
+        augmenter = augmenter_from_args(data_args)
     transform = SamSegmentationTransform(
         image_size=image_size,
         prompt_mode=data_args.train_prompt if train else data_args.eval_prompt,
@@ -98,10 +139,12 @@ def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_
 
 
 def build_datasets(data_args: DataArguments, image_size: int, seed: int = 42) -> SegmentationSplits:
-    """Load the splits and attach train / eval transforms."""
+    """Load the splits and attach train / eval transforms (train augmentation from ``data_args.augment``)."""
+    augmenter = augmenter_from_args(data_args)  # validate the names before any loading work
     splits = select_splits(data_args, seed)
     return SegmentationSplits(
-        train=with_sam_transform(splits.train, data_args, image_size, train=True, seed=seed),
+        train=with_sam_transform(splits.train, data_args, image_size, train=True, seed=seed,
+                                 augmenter=augmenter if augmenter is not None else False),
         eval=with_sam_transform(splits.eval, data_args, image_size, train=False, seed=seed),
         test=with_sam_transform(splits.test, data_args, image_size, train=False, seed=seed),
     )

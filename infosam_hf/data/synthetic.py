@@ -22,10 +22,12 @@ _SHAPES = ("star", "triangle", "cross", "ring")
 
 
 def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
-    coarse = rng.uniform(0, 1, (size // 16 + 2, size // 16 + 2, 3)).astype(np.float32)
-    coarse_img = PILImage.fromarray((coarse * 255).astype(np.uint8)).resize((size, size), PILImage.BICUBIC)
-    base = np.asarray(coarse_img, dtype=np.float32) * rng.uniform(0.3, 0.7)
-    return base + rng.normal(0, 18, (size, size, 3))
+    """Low-saturation cloudy noise: busy enough to need learning, distinct from the objects."""
+    coarse = rng.uniform(0, 1, (size // 16 + 2, size // 16 + 2, 1)).astype(np.float32)
+    coarse_img = PILImage.fromarray((coarse[..., 0] * 255).astype(np.uint8)).resize((size, size), PILImage.BICUBIC)
+    gray = np.asarray(coarse_img, dtype=np.float32)[..., None] * rng.uniform(0.25, 0.45) + rng.uniform(20, 60)
+    tint = rng.uniform(-12, 12, 3).astype(np.float32)
+    return gray + tint + rng.normal(0, 10, (size, size, 3))
 
 
 def _polygon(rng: np.random.Generator, shape: str, cx: float, cy: float, radius: float) -> list[tuple[float, float]]:
@@ -71,8 +73,9 @@ def _sample(rng: np.random.Generator, size: int) -> tuple[PILImage.Image, PILIma
         layer = PILImage.new("L", (size, size), 0)
         _draw_object(ImageDraw.Draw(layer), rng, shape, cx, cy, radius, 255)
         region = np.asarray(layer) > 0
-        color = rng.uniform(60, 255, 3)
-        canvas[region] = color + rng.normal(0, 18, (int(region.sum()), 3))
+        color = rng.uniform(0, 1, 3)
+        color = 120 + 135 * color / color.max()  # bright, saturated: objects stand out, yet look alike
+        canvas[region] = color + rng.normal(0, 10, (int(region.sum()), 3))
         if k == target:
             mask_out = region
     image = PILImage.fromarray(np.clip(canvas, 0, 255).astype(np.uint8), "RGB")

@@ -23,16 +23,31 @@ def _resized_shape(height: int, width: int, image_size: int) -> tuple[int, int]:
     return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
-def preprocess_image(image: Image.Image, image_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+def preprocess_image(image: Image.Image, image_size: int,
+                     resized_shape: tuple[int, int] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
     """Resize the longest side to ``image_size`` (bilinear), normalise, pad bottom/right with zeros.
 
+    ``resized_shape`` (h, w) overrides the size computed from the image (used when the image was
+    draft-decoded and the size must follow the full-resolution original instead).
     Returns ``pixel_values`` (3, S, S) float32 and the resized (height, width) before padding.
     """
-    new_h, new_w = _resized_shape(image.height, image.width, image_size)
-    resized = np.asarray(image.resize((new_w, new_h), Image.BILINEAR), dtype=np.float32)
+    new_h, new_w = resized_shape or _resized_shape(image.height, image.width, image_size)
+    if (image.width, image.height) != (new_w, new_h):
+        image = image.resize((new_w, new_h), Image.BILINEAR)
+    resized = np.asarray(image, dtype=np.float32)
     pixels = np.zeros((image_size, image_size, 3), dtype=np.float32)
     pixels[:new_h, :new_w] = (resized - SAM_PIXEL_MEAN) / SAM_PIXEL_STD
     return torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), (new_h, new_w)
+
+
+def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of a bool or class-id mask to (height, width)."""
+    if mask.shape == (height, width):
+        return mask
+    if mask.dtype == bool:
+        return np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((width, height), Image.NEAREST)) > 0
+    resized = Image.fromarray(mask.astype(np.int32)).resize((width, height), Image.NEAREST)
+    return np.asarray(resized).astype(mask.dtype)
 
 
 class SamSegmentationTransform:
@@ -45,7 +60,10 @@ class SamSegmentationTransform:
         train: training transforms use fresh randomness; evaluation prompts are seeded by
             ``(seed, example index)`` so two evaluations give identical numbers.
         augmenter: optional callable ``(image_array, mask_array, rng) -> (image_array, mask_array)``,
-            applied before resizing (train only).
+            applied before resizing and before prompts are sampled (train only); see
+            :func:`infosam_hf.data.augment.build_augmenter`. Must be picklable for DataLoader workers.
+        jpeg_draft: decode JPEGs at a reduced DCT scale that still covers ``image_size`` (kept on
+            with flips / rotations / colour jitter; off when the augmenter crops).
     """
 
     def __init__(self, image_size: int, prompt_mode: str = "box", train: bool = False, seed: int = 0,
@@ -76,20 +94,30 @@ class SamSegmentationTransform:
             return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
         return np.random.default_rng([self.seed, int(index)])
 
+    def _draft_allowed(self) -> bool:
+        if not self.jpeg_draft:
+            return False
+        return self.augmenter is None or getattr(self.augmenter, "keeps_resolution_free", False)
+
     def load_pair(self, image_value: Any, mask_value: Any) -> tuple[Image.Image, np.ndarray]:
-        """Decode an image and its mask and check that their sizes agree."""
-        mask = decode_mask(mask_value, self.mask_threshold, self.invert_mask, self.num_labels)
+        """Decode an image and its mask and check that their sizes agree.
+
+        The mask is decoded at full resolution; with ``jpeg_draft`` a JPEG image may come back
+        smaller (a DCT-scaled draft at least as large as the model input), so compare sizes with
+        ``mask.shape``, not with the image. When the EXIF-oriented image does not match the mask,
+        the image as stored (without EXIF orientation) is tried before failing.
+        """
+        mask = decode_mask(mask_value, self.mask_threshold, self.invert_mask, self.num_labels, self.ignore_index)
         draft = None
-        if self.jpeg_draft and not self.augmenter:
-            h, w = mask.shape
-            new_h, new_w = _resized_shape(h, w, self.image_size)
+        if self._draft_allowed():
+            new_h, new_w = _resized_shape(*mask.shape, self.image_size)
             draft = (new_w, new_h)
         image, size = decode_image(image_value, draft)
         if size != mask.shape:
             raw, raw_size = decode_image(image_value, draft, apply_exif=False)
             if raw_size != mask.shape:
-                raise DataError(f"size mismatch: image {source_name(image_value)} is {size[1]}x{size[0]} but "
-                                f"mask {source_name(mask_value)} is {mask.shape[1]}x{mask.shape[0]} (WxH)")
+                raise DataError(f"size mismatch: image {source_name(image_value)} is {size[1]}x{size[0]} but mask "
+                                f"{source_name(mask_value)} is {mask.shape[1]}x{mask.shape[0]} (WxH)")
             image = raw
         return image, mask
 
@@ -97,15 +125,22 @@ class SamSegmentationTransform:
         """Transform one (image, mask) pair into model inputs, label and prompts."""
         rng = self._rng(index)
         image, mask = self.load_pair(image_value, mask_value)
+        original_size = mask.shape  # full resolution, even when the image was draft-decoded
         if self.augmenter is not None:
+            decoded = (image.height, image.width)
+            mask = _resize_mask(mask, *decoded)  # a no-op unless the image is a draft
             image_array, mask = self.augmenter(np.asarray(image), mask, rng)
             image = Image.fromarray(image_array)
-        original_size = mask.shape
-        pixel_values, (new_h, new_w) = preprocess_image(image, self.image_size)
-        mask_image = Image.fromarray(mask.astype(np.uint8) if self.num_labels == 1 else mask.astype(np.int32))
-        resized_mask = np.asarray(mask_image.resize((new_w, new_h), Image.NEAREST))
+            if mask.shape == decoded:
+                pass
+            elif mask.shape == decoded[::-1]:
+                original_size = original_size[::-1]
+            else:  # cropped (drafting is off for crops, so this is full resolution)
+                original_size = mask.shape
+        new_h, new_w = _resized_shape(*original_size, self.image_size)
+        pixel_values, _ = preprocess_image(image, self.image_size, (new_h, new_w))
+        resized_mask = _resize_mask(mask, new_h, new_w)
         if self.num_labels == 1:
-            resized_mask = resized_mask > 0
             label = np.zeros((self.image_size, self.image_size), dtype=np.float32)
             label[:new_h, :new_w] = resized_mask
             prompt_mask = resized_mask
@@ -116,11 +151,11 @@ class SamSegmentationTransform:
         out = {
             "pixel_values": pixel_values,
             "labels": torch.from_numpy(label),
-            "original_sizes": torch.tensor(original_size, dtype=torch.long),
+            "original_sizes": torch.tensor(tuple(original_size), dtype=torch.long),
             "reshaped_input_sizes": torch.tensor((new_h, new_w), dtype=torch.long),
             "prompt_mode": self.prompt_mode,
         }
-        if not self.train:  # evaluation scores at the original resolution
+        if not self.train:  # evaluation scores at the original resolution (eval never augments)
             out["original_labels"] = torch.from_numpy(np.ascontiguousarray(mask))
         out.update(self._prompts(prompt_mask, rng))
         return out

@@ -1,0 +1,153 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from infosam_hf import InfoSAMConfig, InfoSAMTrainer
+from infosam_hf.arguments import DataArguments
+from infosam_hf.data import build_datasets
+from infosam_hf.pipeline import parse_train_args, run_training
+from tiny_sam import tiny_student
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = str(ROOT / "recipes" / "demo.yaml")
+FAST = ["--synthetic_num_train", "16", "--synthetic_num_eval", "4", "--synthetic_num_test", "8",
+        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8", "--logging_steps", "1"]
+
+
+def tiny_data(num_train=8):
+    data_args = DataArguments(dataset_name_or_path="synthetic", synthetic_num_train=num_train, synthetic_num_eval=4,
+                              synthetic_num_test=4, synthetic_image_size=64, train_prompt="box")
+    return build_datasets(data_args, image_size=64, seed=0)
+
+
+class GradRecorder(TrainerCallback):
+    def __init__(self):
+        self.grads = None
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def one_step(tmp_path, batch_size, accumulation, lambda_r=0.0, lambda_d=0.0):
+    splits = tiny_data()
+    recorder = GradRecorder()
+    args = InfoSAMConfig(output_dir=str(tmp_path / f"run_{batch_size}_{accumulation}"), max_steps=1,
+                         per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation,
+                         learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to="none", seed=0,
+                         lambda_r=lambda_r, lambda_d=lambda_d, use_cpu=True, disable_tqdm=True)
+    trainer = InfoSAMTrainer(model=tiny_student(), args=args, train_dataset=splits.train, callbacks=[recorder])
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry][0]
+    return logs, recorder.grads
+
+
+def test_gradient_accumulation_matches_the_full_batch(tmp_path):
+    full_logs, full_grads = one_step(tmp_path, batch_size=4, accumulation=1)
+    ga_logs, ga_grads = one_step(tmp_path, batch_size=2, accumulation=2)
+    assert ga_logs["loss"] == pytest.approx(full_logs["loss"], rel=1e-4)
+    assert ga_logs["loss_seg"] == pytest.approx(full_logs["loss_seg"], rel=1e-4)
+    assert full_grads.keys() == ga_grads.keys() and full_grads
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(ga_grads[name], grad, rtol=1e-3, atol=1e-6, msg=name)
+
+
+def test_logged_loss_is_the_weighted_sum_of_components_under_accumulation(tmp_path):
+    logs, _ = one_step(tmp_path, batch_size=2, accumulation=2, lambda_r=1.0, lambda_d=0.5)
+    expected = logs["loss_seg"] + 1.0 * logs["loss_r"] + 0.5 * logs["loss_d"]
+    assert logs["loss"] == pytest.approx(expected, abs=2e-4)
+
+
+def test_info_losses_reach_the_right_parameters():
+    splits = tiny_data()
+    from infosam_hf.data import SamPromptCollator
+    batch = SamPromptCollator()([splits.train[i] for i in range(4)])
+    for lambda_r, lambda_d, expect_lora in ((1.0, 0.0, False), (0.0, 1.0, True)):
+        student = tiny_student()
+        args = InfoSAMConfig(output_dir="unused", lambda_r=lambda_r, lambda_d=lambda_d, report_to="none",
+                             use_cpu=True)
+        trainer = InfoSAMTrainer(model=student, args=args)
+        student.train()
+        with trainer.student_capture.record() as feats:
+            student(pixel_values=batch["pixel_values"], input_boxes=batch["input_boxes"], multimask_output=False)
+        teacher = trainer.teacher_features(student, batch)
+        from infosam_hf.losses import compression_loss, distillation_loss
+        from infosam_hf.modeling import get_relation_module
+        relation = get_relation_module(student)
+        rel_t = relation(teacher["image_embeds"], teacher["mask_token"])
+        rel_s = relation(feats["image_embeds"], feats["mask_token"])
+        loss = (lambda_r * compression_loss(teacher["image_embeds"], teacher["mask_token"], rel_t)
+                + lambda_d * distillation_loss(rel_t, rel_s))
+        loss.backward()
+        grads = {n for n, p in student.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        assert any("relation_module.modules_to_save" in n for n in grads)
+        lora_or_decoder = {n for n in grads if "lora_" in n or "mask_decoder" in n}
+        assert bool(lora_or_decoder) is expect_lora, (lambda_r, lambda_d, sorted(grads))
+        assert not any("original_module" in n or "base_layer" in n for n in grads)
+
+
+def test_evaluation_skips_the_teacher(tmp_path):
+    splits = tiny_data()
+    args = InfoSAMConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, metric_set="iou",
+                         per_device_eval_batch_size=4, disable_tqdm=True)
+    trainer = InfoSAMTrainer(model=tiny_student(), args=args, eval_dataset=splits.eval)
+    calls = []
+    trainer.teacher_features = lambda *a, **k: calls.append(1)
+    metrics = trainer.evaluate()
+    assert not calls
+    assert {"eval_loss", "eval_iou", "eval_dice", "eval_iou@0.5", "eval_miou"} <= set(metrics)
+
+
+def test_demo_recipe_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    argv = [DEMO, "--output_dir", str(out), "--max_steps", "3", *FAST]
+    results = run_training(*parse_train_args(argv))
+    assert {"before training", "box-fill baseline", "after training"} <= set(results["summary"])
+    for name in ("adapter_config.json", "adapter_model.safetensors", "preprocessor_config.json",
+                 "trainer_state.json", "test_results.json", "base_model/config.json"):
+        assert (out / name).is_file(), name
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str((out / "base_model").resolve())
+    weights = load_file(str(out / "adapter_model.safetensors"))
+    assert any("relation_module" in k for k in weights) and any("lora_A" in k for k in weights)
+    assert any("mask_decoder" in k for k in weights)
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    train_logs = [h for h in history if "loss" in h]
+    assert train_logs and all({"loss_seg", "loss_r", "loss_d"} <= set(h) for h in train_logs)
+
+
+def test_loss_components_reach_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    out = tmp_path / "tb"
+    argv = [DEMO, "--output_dir", str(out), "--max_steps", "2", "--report_to", "tensorboard",
+            "--eval_before_training", "false", "--test_split", "null", *FAST]
+    run_training(*parse_train_args(argv))
+    tags = set()
+    for path in out.rglob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(path)).Load():
+            tags |= {value.tag for value in event.summary.value}
+    assert {"train/loss", "train/loss_seg", "train/loss_r", "train/loss_d"} <= tags
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo DDP test runs on Linux CI")
+def test_ddp_two_processes_gloo(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           str(ROOT / "scripts" / "train.py"), DEMO, "--output_dir", str(out), "--max_steps", "2",
+           "--eval_before_training", "false", "--ddp_backend", "gloo", *FAST]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert (out / "adapter_model.safetensors").is_file()
+    # 2 processes x batch 4 per step: the effective batch is 8
+    assert state["train_batch_size"] == 4

@@ -1,0 +1,52 @@
+"""Tiny random SAM models and batches shared by the tests (never real-size SAM on CPU)."""
+
+from __future__ import annotations
+
+import torch
+
+from infosam_hf.modeling import attach_relation_module, load_sam
+from infosam_hf.peft_methods import build_student
+
+TINY_SAM = {
+    "vision_config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "window_size": 4,
+                      "global_attn_indexes": [1], "image_size": 64, "patch_size": 8, "mlp_dim": 64},
+    "mask_decoder_config": {"hidden_size": 32, "num_attention_heads": 2, "mlp_dim": 64, "iou_head_hidden_dim": 32},
+    "initializer_range": 0.02,
+}
+
+
+def tiny_sam(seed: int = 0, image_size: int | None = None):
+    return load_sam(sam_config=TINY_SAM, image_size=image_size, seed=seed)
+
+
+def tiny_student(seed: int = 0, **peft_options):
+    sam = tiny_sam(seed)
+    attach_relation_module(sam)
+    options = {"r": 4, "lora_alpha": 4}
+    options.update(peft_options)
+    student = build_student(sam, "lora", options)
+    # LoRA B starts at zero; perturb it so the student differs from the teacher in the tests.
+    with torch.no_grad():
+        for name, param in student.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05, generator=torch.Generator().manual_seed(seed + 1))
+    return student
+
+
+def tiny_batch(batch_size: int = 4, size: int = 64, seed: int = 0, prompt: str = "box"):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.zeros(batch_size, size, size)
+    boxes = []
+    for i in range(batch_size):
+        x0, y0 = torch.randint(0, size // 2, (2,), generator=g).tolist()
+        w, h = torch.randint(8, size // 2, (2,), generator=g).tolist()
+        labels[i, y0:y0 + h, x0:x0 + w] = 1
+        boxes.append([x0, y0, x0 + w - 1, y0 + h - 1])
+    batch = {"pixel_values": torch.randn(batch_size, 3, size, size, generator=g), "labels": labels}
+    if prompt == "box":
+        batch["input_boxes"] = torch.tensor(boxes, dtype=torch.float32).unsqueeze(1)
+    else:
+        centers = torch.tensor([[(b[0] + b[2]) / 2, (b[1] + b[3]) / 2] for b in boxes]).view(batch_size, 1, 1, 2)
+        batch["input_points"] = centers
+        batch["input_labels"] = torch.ones(batch_size, 1, 1, dtype=torch.long)
+    return batch
