@@ -38,7 +38,9 @@ class DataArguments:
 
     dataset_name_or_path: str = field(
         default="synthetic",
-        metadata={"help": "'synthetic' (generated demo data), a Conv-LoRA CSV folder, an image folder, or a hub id."})
+        metadata={"help": "'synthetic' (generated demo data), a Conv-LoRA CSV folder (<split>.csv with image,label), "
+                          "an images/ + masks/ folder, an imagefolder with metadata.jsonl (file_name, "
+                          "label_file_name), a save_to_disk folder, or a hub id."})
     dataset_config_name: str | None = field(
         default=None, metadata={"help": "Configuration name of a hub dataset (load_dataset's second argument)."})
     train_split: str = field(default="train", metadata={"help": "Split used for training."})
@@ -48,13 +50,17 @@ class DataArguments:
     test_split: str | None = field(default="test", metadata={"help": "Split for the final evaluation."})
     validation_split_percentage: float = field(
         default=10.0, metadata={"help": "Percent of train held out (seeded) when no validation split exists."})
-    image_column: str = field(default="image", metadata={"help": "Image column of a hub dataset."})
-    mask_column: str = field(default="label", metadata={"help": "Mask column of a hub dataset."})
+    image_column: str = field(
+        default="image", metadata={"help": "Image column of a hub / saved / imagefolder dataset (renamed to image)."})
+    mask_column: str = field(
+        default="label", metadata={"help": "Mask column of a hub / saved / imagefolder dataset (renamed to label)."})
     mask_threshold: float | None = field(
-        default=None, metadata={"help": "Foreground is value > threshold (default 127 for 0/255 masks, 0 for 0/1)."})
+        default=None, metadata={"help": "Binary masks: foreground is value > threshold (default 127 when the mask's "
+                                        "max is above 1, else 0; 16-bit masks are scaled to 8 bits first)."})
     invert_mask: bool = field(default=False, metadata={"help": "Swap foreground and background (e.g. ISBI)."})
     num_labels: int = field(default=1, metadata={"help": "1 for binary masks, else the number of classes."})
-    ignore_index: int = field(default=255, metadata={"help": "Label id ignored in multi-class masks."})
+    ignore_index: int = field(
+        default=255, metadata={"help": "Label id ignored in multi-class masks; ids >= num_labels are mapped to it."})
     train_prompt: str = field(default="mixed", metadata={"help": "box | point | points | mixed | none."})
     eval_prompt: str = field(default="box", metadata={"help": "box | point | points | none."})
     prompt_fg_points: int = field(default=1, metadata={"help": "Foreground points for prompt mode 'points'."})

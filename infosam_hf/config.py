@@ -29,7 +29,8 @@ class InfoSAMConfig(TrainingArguments):
     metric_input: str = field(
         default="probability",
         metadata={"help": "'probability' or 'official_logits' (the official evaluation's conventions)."})
-    metric_set: str = field(default="full", metadata={"help": "'full' (paper + SOD metrics) or 'iou' (fast)."})
+    metric_set: str = field(
+        default="paper", metadata={"help": "'paper' (IoU, Dice, S, E, wF, MAE, mIoU) or 'iou' (IoU, Dice, mIoU only: fast)."})
     eval_before_training: bool = field(
         default=False,
         metadata={"help": "Score the untrained model and the fill-the-box baseline on the test split first."})
@@ -45,8 +46,8 @@ class InfoSAMConfig(TrainingArguments):
             raise ValueError(f"structure_loss_bce must be 'weighted' or 'unweighted', got {self.structure_loss_bce!r}")
         if self.metric_input not in ("probability", "official_logits"):
             raise ValueError(f"metric_input must be 'probability' or 'official_logits', got {self.metric_input!r}")
-        if self.metric_set not in ("full", "iou"):
-            raise ValueError(f"metric_set must be 'full' or 'iou', got {self.metric_set!r}")
+        if self.metric_set not in ("paper", "iou"):
+            raise ValueError(f"metric_set must be 'paper' or 'iou', got {self.metric_set!r}")
         if not 0.0 <= self.prompt_point_prob <= 1.0:
             raise ValueError(f"prompt_point_prob must be in [0, 1], got {self.prompt_point_prob}")
         if self.lambda_r < 0 or self.lambda_d < 0:

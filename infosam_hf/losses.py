@@ -94,6 +94,13 @@ def distillation_loss(relation_t: torch.Tensor, relation_s: torch.Tensor) -> tor
     return _finite(loss, "loss_d")
 
 
+def _box_mean_31(x: torch.Tensor) -> torch.Tensor:
+    """``avg_pool2d(x, 31, stride=1, padding=15)`` (zero padding counted) as two 1-D passes: same values
+    up to float rounding, ~10× faster at 1024²."""
+    x = F.avg_pool2d(x, kernel_size=(31, 1), stride=1, padding=(15, 0))
+    return F.avg_pool2d(x, kernel_size=(1, 31), stride=1, padding=(0, 15))
+
+
 def structure_loss(logits: torch.Tensor, target: torch.Tensor, bce: str = "weighted") -> torch.Tensor:
     """PraNet/F3Net structure loss: boundary-weighted BCE plus weighted IoU, averaged over the batch.
 
@@ -109,7 +116,7 @@ def structure_loss(logits: torch.Tensor, target: torch.Tensor, bce: str = "weigh
     if logits.dim() == 3:
         logits, target = logits.unsqueeze(1), target.unsqueeze(1)
     logits, target = _as_float32(logits), _as_float32(target)
-    weight = 1 + 5 * torch.abs(F.avg_pool2d(target, kernel_size=31, stride=1, padding=15) - target)
+    weight = 1 + 5 * torch.abs(_box_mean_31(target) - target)
     pixel_bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     if bce == "weighted":
         wbce = (weight * pixel_bce).sum(dim=(2, 3)) / weight.sum(dim=(2, 3))

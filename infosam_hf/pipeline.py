@@ -20,6 +20,7 @@ from .cli import RecipeError, parse_recipe
 from .config import InfoSAMConfig
 from .data import DataError, build_datasets
 from .evaluation import box_fill_logits, evaluate_segmentation
+from .hub import EVAL_SUMMARY_NAME, push_adapter_dir, training_args_dict, write_model_card
 from .modeling import attach_relation_module, load_sam
 from .peft_methods import build_student
 from .relation_io import load_relation_state_dict
@@ -103,7 +104,8 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
                                              structure_loss_bce=None)
             summary["box-fill baseline"] = baseline
     train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    trainer.save_model()
+    # Save without Trainer's push: the push comes last, with the model card and the test results.
+    trainer.save_model(_internal_call=True)
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
@@ -118,10 +120,28 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
         if summary:
             keys = [k for k in ("iou", "iou@0.5", "dice", "miou") if k in next(iter(summary.values()))]
             _print_table(f"Test split ({len(splits.test)} images, {data_args.eval_prompt} prompts)", summary, keys)
+        run_args = {"model": asdict(model_args), "peft": asdict(peft_args), "data": asdict(data_args),
+                    "training": training_args_dict(args)}
         with open(Path(args.output_dir) / "run_args.json", "w") as handle:
-            json.dump({"model": asdict(model_args), "peft": asdict(peft_args), "data": asdict(data_args)},
-                      handle, indent=2, default=str)
+            json.dump(run_args, handle, indent=2, default=str)
+        if summary:
+            with open(Path(args.output_dir) / EVAL_SUMMARY_NAME, "w") as handle:
+                json.dump(summary, handle, indent=2)
+        repo_id = (getattr(trainer, "hub_model_id", None) or args.hub_model_id) if args.push_to_hub else None
+        write_model_card(args.output_dir, repo_id, run_args=run_args,
+                         test_metrics=results.get("test", {}), summary=summary)
         print(f"\nAdapter saved to {args.output_dir}")
+        if args.push_to_hub:
+            trainer._finish_current_push()  # checkpoint pushes of hub_strategy still in flight
+            try:
+                info = push_adapter_dir(args.output_dir, repo_id, token=args.hub_token, revision=args.hub_revision,
+                                        create_repo=False, commit_message="End of training")
+            except OSError:
+                print(f"error: the push to {repo_id} failed; the run is saved, push it later with "
+                      f"scripts/push_to_hub.py {args.output_dir} {repo_id}", file=sys.stderr)
+                raise
+            results["hub_commit"] = str(getattr(info, "commit_url", "") or "")
+            print(f"Pushed to {repo_id}")
     results["summary"] = summary
     return results
 

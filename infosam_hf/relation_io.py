@@ -43,6 +43,18 @@ def load_relation_state_dict(source: str | os.PathLike, revision: str | None = N
             raise FileNotFoundError(f"relation_from={source}: no {ADAPTER_WEIGHTS_NAME} in the directory")
     else:
         from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import HFValidationError
+        from huggingface_hub.utils import validate_repo_id
 
-        weights_path = Path(hf_hub_download(str(source), ADAPTER_WEIGHTS_NAME, revision=revision))
+        try:
+            validate_repo_id(str(source))
+        except HFValidationError:
+            raise FileNotFoundError(f"relation_from={source}: no such file or directory") from None
+        if path.is_absolute() or str(source).startswith("."):
+            raise FileNotFoundError(f"relation_from={source}: no such file or directory")
+        try:
+            weights_path = Path(hf_hub_download(str(source), ADAPTER_WEIGHTS_NAME, revision=revision))
+        except OSError as err:  # not found, offline, no access: one line, like a local miss
+            raise FileNotFoundError(f"relation_from={source}: not a local path and no {ADAPTER_WEIGHTS_NAME} "
+                                    f"could be fetched from the Hub ({type(err).__name__})") from None
     return relation_state_from_adapter_weights(load_file(str(weights_path)), str(source))

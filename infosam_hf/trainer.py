@@ -64,6 +64,11 @@ class InfoSAMTrainer(Trainer):
         if not self.use_info_losses:
             # Plain PEFT: the relation module is unused, so keep it out of the optimizer and of DDP.
             get_relation_module(model).requires_grad_(False)
+        # No loss reaches SAM's IoU-prediction head (one mask, multimask_output=False): freeze it, as it
+        # stays unchanged in the official training too, so DDP needs no find_unused_parameters.
+        for name, param in model.named_parameters():
+            if "iou_prediction_head" in name:
+                param.requires_grad_(False)
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
         self.student_capture = SamFeatureCapture(self.model)
         self.teacher_model = teacher_model
@@ -160,7 +165,7 @@ class InfoSAMTrainer(Trainer):
         """A fresh streamed metrics accumulator configured from ``args``."""
         return SegmentationMetrics(num_labels=self.num_labels, ignore_index=self.ignore_index,
                                    metric_input=self.args.metric_input,
-                                   sod_metrics=self.args.metric_set == "full")
+                                   sod_metrics=self.args.metric_set == "paper")
 
     def evaluation_loop(self, dataloader, description: str, prediction_loss_only: bool | None = None,
                         ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> EvalLoopOutput:

@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"full SAM transform at {args.image_size}x{args.image_size}, box prompts, 1 thread, "
           f"{'in-process' if not args.workers else f'{args.workers} DataLoader workers'}; best of {args.repeats}")
-    print(f"{'dataset':<22}{'images':>7}{'mean source size':>18}{'draft img/s':>13}{'no-draft img/s':>16}{'speed-up':>10}")
+    print(f"{'dataset':<22}{'images':>7}{'mean source size':>18}{'draft img/s':>13}{'no-draft img/s':>16}"
+          f"{'speed-up':>10}")
     rows = []
     for name in DATASETS:
         folder = Path(args.data) / name

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from datasets import Dataset, Features, Image, load_from_disk
+from datasets import Image, load_from_disk
 from PIL import Image as PILImage
 
 from infosam_hf.arguments import DataArguments
@@ -649,7 +649,8 @@ def test_extract_archive_strips_single_top_folder(tmp_path):
 
 
 def test_download_dataset_from_file_url_and_skip_when_present(tmp_path, capsys):
-    source = _zip(tmp_path / "mirror.zip", {"isic2017/train.csv": b"image,label\n", "isic2017/test.csv": b"image,label\n"})
+    source = _zip(tmp_path / "mirror.zip",
+                  {"isic2017/train.csv": b"image,label\n", "isic2017/test.csv": b"image,label\n"})
     root = tmp_path / "data"
     folder = download_dataset("isic", root, progress=False, url=source.as_uri())
     assert folder == root / "isic2017" and (folder / "test.csv").is_file()

@@ -1,6 +1,6 @@
 """Train-only augmentations applied identically to an image and its mask.
 
-Hand-written on numpy / OpenCV (already a dependency): the transform calls the augmenter on uint8
+Hand-written on numpy and Pillow (no new dependency): the transform calls the augmenter on uint8
 HWC images and (H, W) masks before resizing and before prompts are sampled, so prompt geometry
 follows the augmented mask by construction. Masks are always resampled with nearest neighbour, and
 pixels rotated in from outside the frame become background (binary) or ``ignore_index``
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-import cv2
 import numpy as np
+from PIL import Image as PILImage
 
 from .decoding import DataError
 
@@ -112,18 +112,15 @@ class SegmentationAugmenter:
         if rng.random() >= 0.5 or self.rotate_degrees <= 0:
             return image, mask
         angle = float(rng.uniform(-self.rotate_degrees, self.rotate_degrees))
-        height, width = mask.shape
-        matrix = cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), angle, 1.0)
-        image = cv2.warpAffine(np.ascontiguousarray(image), matrix, (width, height), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-        is_bool = mask.dtype == bool
-        # float32 carries class ids exactly (< 2**24) and is supported by every OpenCV warp
-        source = np.ascontiguousarray(mask, dtype=np.float32)
-        fill = 0.0 if is_bool else float(self.mask_fill)
-        warped = cv2.warpAffine(source, matrix, (width, height), flags=cv2.INTER_NEAREST,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
-        mask = warped > 0.5 if is_bool else warped.astype(mask.dtype)
-        return image, mask
+        # Same canvas, same centre for both: bilinear for the image, nearest for the mask.
+        rotated = PILImage.fromarray(np.ascontiguousarray(image)).rotate(
+            angle, resample=PILImage.BILINEAR, fillcolor=(0, 0, 0))
+        if mask.dtype == bool:
+            source = PILImage.fromarray(mask.astype(np.uint8) * 255)
+            return np.asarray(rotated), np.asarray(source.rotate(angle, resample=PILImage.NEAREST, fillcolor=0)) > 127
+        source = PILImage.fromarray(np.ascontiguousarray(mask, dtype=np.int32))  # mode "I": ids kept exactly
+        warped = source.rotate(angle, resample=PILImage.NEAREST, fillcolor=int(self.mask_fill))
+        return np.asarray(rotated), np.asarray(warped).astype(mask.dtype)
 
     # --- photometric (image only) ----------------------------------------------------------
     def _color_jitter(self, image, mask, rng):

@@ -49,7 +49,8 @@ def open_image(value: Any) -> Image.Image:
     except FileNotFoundError:
         raise DataError(f"{source_name(value)}: file not found") from None
     except _READ_ERRORS as err:
-        raise DataError(f"{source_name(value)}: corrupt or unreadable image, cannot open it ({type(err).__name__}: {err})") from None
+        raise DataError(f"{source_name(value)}: corrupt or unreadable image, cannot open it "
+                        f"({type(err).__name__}: {err})") from None
 
 
 def _wide_to_uint8(array: np.ndarray) -> np.ndarray:

@@ -163,6 +163,11 @@ def _looks_local(name: str) -> bool:
     """Hub ids are ``name`` or ``owner/name``; anything else is meant as a local path."""
     if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:
         return True
+    from .download import BENCHMARKS
+
+    parent = Path(name).parent
+    if str(parent) != "." and (parent.is_dir() or (parent.name == "data" and Path(name).name in BENCHMARKS)):
+        return True  # e.g. data/polyp before the download: a missing folder, not a Hub id
     return Path(name).suffix.lower() in (".csv", ".zip", ".json", ".jsonl", ".parquet") + IMAGE_EXTENSIONS
 
 

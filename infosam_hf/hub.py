@@ -1,0 +1,425 @@
+"""The trained adapter as a Hub repository: the model card, validation of an output dir, and the push.
+
+A finished run's ``output_dir`` is a PEFT adapter repository (``adapter_config.json``,
+``adapter_model.safetensors`` with the LoRA weights, the trained mask decoder and the relation
+module, ``preprocessor_config.json``) plus ``README.md``, the model card written here with
+``huggingface_hub.ModelCard``. ``push_adapter_dir`` uploads such a directory; the token is never
+printed, logged or saved -- it is resolved by ``huggingface_hub`` (``HF_TOKEN`` or ``hf auth login``)
+unless passed explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError, HfHubHTTPError
+from huggingface_hub.utils import validate_repo_id
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "AdapterDirError",
+    "CARD_TAGS",
+    "INFOSAM_BIBTEX",
+    "PUSH_IGNORE_PATTERNS",
+    "build_model_card",
+    "eval_results_from_metrics",
+    "hub_base_model",
+    "push_adapter_dir",
+    "training_args_dict",
+    "validate_adapter_dir",
+    "write_model_card",
+    "main",
+]
+
+CARD_TAGS = ("infosam", "segment-anything", "peft", "image-segmentation")
+PIPELINE_TAG = "mask-generation"
+ADAPTER_CONFIG_NAME = "adapter_config.json"
+ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+PREPROCESSOR_NAME = "preprocessor_config.json"
+RUN_ARGS_NAME = "run_args.json"
+TEST_RESULTS_NAME = "test_results.json"
+EVAL_SUMMARY_NAME = "eval_summary.json"
+TRAINER_STATE_NAME = "trainer_state.json"
+BASE_MODEL_DIR = "base_model"
+# Like Trainer.push_to_hub: no private files and no intermediate checkpoints.
+PUSH_IGNORE_PATTERNS = ["_*", "checkpoint-*", ".*"]
+# Trainer bookkeeping in *_results.json that is not a segmentation metric.
+NON_METRIC_KEYS = ("loss", "runtime", "samples_per_second", "steps_per_second", "epoch")
+
+INFOSAM_BIBTEX = """\
+@inproceedings{zhang2025infosam,
+  title     = {{InfoSAM}: Fine-Tuning the Segment Anything Model from An Information-Theoretic Perspective},
+  author    = {Zhang, Yuanhong and Yuan, Muyao and Zhang, Weizhan and Gong, Tieliang and Wen, Wen and
+               Ying, Jiangyong and Shi, Weijie},
+  booktitle = {Proceedings of the 42nd International Conference on Machine Learning (ICML)},
+  year      = {2025},
+  eprint    = {2505.21920},
+  archivePrefix = {arXiv},
+}"""
+
+# Training hyperparameters shown in the card, in this order (InfoSAMConfig / TrainingArguments fields).
+CARD_TRAINING_KEYS = (
+    "lambda_r", "lambda_d", "structure_loss_bce", "prompt_point_prob", "learning_rate", "lr_scheduler_type",
+    "warmup_steps", "weight_decay", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "seed", "metric_input", "metric_set",
+)
+
+
+PEFT_DISPLAY_NAMES = {"lora": "LoRA", "adapter": "Adapter", "adaptformer": "AdaptFormer", "convlora": "ConvLoRA",
+                      "conv_lora": "ConvLoRA"}
+
+
+class AdapterDirError(ValueError):
+    """The directory is not a (safetensors) PEFT adapter written by a training run."""
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = json.load(handle)
+    except (OSError, ValueError) as err:
+        logger.warning("Could not read %s: %s", path, err)
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _is_hub_id(name: str | None) -> bool:
+    """A string usable as a Hub repo id that is not also an existing local path."""
+    if not name or Path(name).exists():
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def hub_base_model(adapter_base: str | None, model_name_or_path: str | None = None) -> str | None:
+    """The Hub id to record as the card's ``base_model``, or ``None`` when there is none.
+
+    The adapter's own ``base_model_name_or_path`` when it is a Hub id; else the checkpoint the local
+    base was derived from (a SAM resized to another input size). Local paths are never written into
+    the metadata: the Hub rejects them.
+    """
+    for name in (adapter_base, model_name_or_path):
+        if _is_hub_id(name):
+            return name
+    return None
+
+
+def eval_results_from_metrics(metrics: Mapping[str, Any], prefix: str = "test_") -> dict[str, float]:
+    """The segmentation metrics of a ``*_results.json`` mapping, prefix removed (``test_iou`` -> ``iou``)."""
+    results = {}
+    for key, value in metrics.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix):]
+        if name in NON_METRIC_KEYS or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if math.isfinite(float(value)):
+            results[name] = float(value)
+    return results
+
+
+def _dataset_ids(dataset: str | None) -> tuple[str, str]:
+    """(metadata id, readable name) of the training dataset: a Hub id as is, a local folder by its name."""
+    if not dataset:
+        return "unknown", "unknown"
+    if _is_hub_id(dataset) and "/" in dataset:
+        return dataset, dataset
+    name = Path(dataset).name or dataset
+    return name, name
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (dict, list)):
+        return f"`{json.dumps(value, default=str)}`"
+    return f"`{value}`" if isinstance(value, str) else str(value)
+
+
+def _metric_table(rows: Mapping[str, Mapping[str, float]], keys: Sequence[str]) -> str:
+    lines = ["| | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    for name, values in rows.items():
+        cells = [f"{values[key]:.4f}" if key in values else "–" for key in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _image_size(output_dir: Path) -> int | None:
+    config = _read_json(output_dir / PREPROCESSOR_NAME) or {}
+    size = config.get("size") or {}
+    value = size.get("longest_edge") if isinstance(size, dict) else None
+    if value is None:
+        pad = config.get("pad_size") or {}
+        value = pad.get("height") if isinstance(pad, dict) else None
+    return int(value) if value else None
+
+
+# --------------------------------------------------------------------------------------- the card
+def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
+                     run_args: Mapping[str, Any] | None = None, test_metrics: Mapping[str, Any] | None = None,
+                     summary: Mapping[str, Mapping[str, float]] | None = None) -> ModelCard:
+    """The InfoSAM model card of a finished run in ``output_dir``.
+
+    Everything not given is read from the run's files: ``adapter_config.json``, ``run_args.json``
+    (model / peft / data / training arguments), ``test_results.json`` (final evaluation, keys
+    ``test_*``), ``eval_summary.json`` (before-training and baseline rows) and
+    ``preprocessor_config.json`` (input size).
+
+    Args:
+        output_dir: the run's output directory (a PEFT adapter directory).
+        repo_id: the Hub repo the card is for; used in the loading snippet (default: the directory).
+        run_args: ``{"model": …, "peft": …, "data": …, "training": …}`` as in ``run_args.json``.
+        test_metrics: the final evaluation, ``test_``-prefixed as ``Trainer.evaluate`` returns it.
+        summary: ``{row name: {metric: value}}`` tables printed at the end of training.
+    """
+    output_dir = Path(output_dir)
+    adapter_config = _read_json(output_dir / ADAPTER_CONFIG_NAME) or {}
+    run_args = dict(run_args if run_args is not None else _read_json(output_dir / RUN_ARGS_NAME) or {})
+    model_args = dict(run_args.get("model") or {})
+    peft_args = dict(run_args.get("peft") or {})
+    data_args = dict(run_args.get("data") or {})
+    training = dict(run_args.get("training") or {})
+    if test_metrics is None:
+        test_metrics = _read_json(output_dir / TEST_RESULTS_NAME) or {}
+    if summary is None:
+        summary = _read_json(output_dir / EVAL_SUMMARY_NAME) or {}
+    results = eval_results_from_metrics(test_metrics)
+    trainer_state = _read_json(output_dir / TRAINER_STATE_NAME) or {}
+
+    adapter_base = adapter_config.get("base_model_name_or_path")
+    base_model = hub_base_model(adapter_base, model_args.get("model_name_or_path"))
+    local_base = bool(adapter_base) and not _is_hub_id(adapter_base)
+    base_in_repo = local_base and (output_dir / BASE_MODEL_DIR / "config.json").is_file()
+    peft_method = peft_args.get("peft_method") or str(adapter_config.get("peft_type", "lora")).lower()
+    method_name = PEFT_DISPLAY_NAMES.get(peft_method, peft_method)
+    dataset_id, dataset_name = _dataset_ids(data_args.get("dataset_name_or_path"))
+    test_split = data_args.get("test_split") or "test"
+    image_size = model_args.get("image_size") or _image_size(output_dir)
+    model_name = (repo_id or output_dir.resolve().name).split("/")[-1]
+    tags = list(CARD_TAGS) + [t for t in (peft_method,) if t and t not in CARD_TAGS]
+
+    eval_results = [
+        EvalResult(task_type="image-segmentation", task_name="Prompted segmentation", dataset_type=dataset_id,
+                   dataset_name=dataset_name, dataset_split=test_split, metric_type=name, metric_name=name,
+                   metric_value=value)
+        for name, value in results.items()
+    ] or None
+    card_data = ModelCardData(
+        library_name="peft", base_model=base_model, pipeline_tag=PIPELINE_TAG, tags=tags,
+        datasets=[dataset_id], model_name=model_name, eval_results=eval_results,
+    )
+
+    adapter_ref = repo_id or str(output_dir.resolve())
+    base_ref = base_model or adapter_base or "facebook/sam-vit-base"
+    modules = adapter_config.get("modules_to_save") or []
+    targets = adapter_config.get("target_modules")
+    sections = [f"# {model_name}", ""]
+    sections.append(
+        f"A **{method_name}** adapter for the Segment Anything Model (`SamModel`), fine-tuned with "
+        "**InfoSAM** -- relation-based information-theoretic distillation from the pre-trained SAM (the "
+        "teacher) into the fine-tuned one (the student) -- trained with `infosam-hf` (🤗 Transformers "
+        "`Trainer` + PEFT).")
+    sections += ["", "The adapter (`adapter_model.safetensors`) holds:", ""]
+    sections.append(f"- the {method_name} weights"
+                    + (f" on `{', '.join(targets) if isinstance(targets, list) else targets}`" if targets else ""))
+    if "mask_decoder" in modules:
+        sections.append("- the fully trained mask decoder (`modules_to_save`)")
+    if "relation_module" in modules:
+        sections.append("- the InfoSAM relation module (`modules_to_save`; used by the training losses only, not "
+                        "for prediction -- reuse it with `relation_from`)")
+    sections += ["", f"- **Base model:** `{base_model or adapter_base or 'unknown'}`"]
+    if local_base:
+        sections.append(f"  (built locally{'; a copy is in the `base_model/` folder' if base_in_repo else ''})")
+    sections.append(f"- **Training data:** `{data_args.get('dataset_name_or_path', 'unknown')}`, "
+                    f"evaluated on the `{test_split}` split")
+    if image_size:
+        sections.append(f"- **Input size:** {image_size}×{image_size}")
+
+    sections += ["", "## Results", ""]
+    if results:
+        eval_prompt = data_args.get("eval_prompt", "box")
+        sections.append(f"Final evaluation on the `{test_split}` split with **{eval_prompt}** prompts (metrics of "
+                        "`infosam_hf.metrics`" + ("; `mae` is lower-is-better" if "mae" in results else "") + "):")
+        sections.append("")
+        rows: dict[str, Mapping[str, float]] = {
+            name: {k: float(v) for k, v in values.items() if isinstance(v, (int, float))}
+            for name, values in (summary or {}).items() if name != "after training" and isinstance(values, Mapping)}
+        rows["this adapter"] = results
+        sections.append(_metric_table(rows, list(results)))
+    else:
+        sections.append("No test evaluation was recorded for this run.")
+
+    snippet_base = (f'SamModel.from_pretrained("{adapter_ref}", subfolder="{BASE_MODEL_DIR}")' if base_in_repo
+                    else f'SamModel.from_pretrained("{base_ref}")')
+    sections += ["", "## How to use", "", "```python", "import torch",
+                 "from peft import AutoPeftModel, PeftModel", "from PIL import Image",
+                 "from transformers import SamModel, SamProcessor", "",
+                 f'processor = SamProcessor.from_pretrained("{adapter_ref}")',
+                 f"base = {snippet_base}",
+                 f'model = PeftModel.from_pretrained(base, "{adapter_ref}").eval()']
+    if not (local_base and repo_id):
+        sections += ["# or, in one step (loads the recorded base model):",
+                     f'# model = AutoPeftModel.from_pretrained("{adapter_ref}").eval()']
+    sections += ["", 'image = Image.open("image.png").convert("RGB")',
+                 "inputs = processor(images=image, input_boxes=[[[x0, y0, x1, y1]]], return_tensors=\"pt\")",
+                 "with torch.no_grad():",
+                 "    outputs = model(**inputs, multimask_output=False)",
+                 "masks = processor.image_processor.post_process_masks(",
+                 '    outputs.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"])',
+                 "```", "",
+                 "To get a plain `SamModel` with the adapter merged in: "
+                 f"`python scripts/export.py {adapter_ref} merged/`."]
+
+    sections += ["", "## Training", "", "| hyperparameter | value |", "|---|---|"]
+    hyper: dict[str, Any] = {}
+    for key in ("lambda_r", "lambda_d"):
+        if key in training:
+            hyper[f"{key} ({'λ1, relation compression' if key == 'lambda_r' else 'λ2, relation distillation'})"] = \
+                training[key]
+    for key in ("train_prompt", "eval_prompt"):
+        if key in data_args:
+            hyper[key] = data_args[key]
+    for key in CARD_TRAINING_KEYS:
+        if key == "num_train_epochs" and (training.get("max_steps") or 0) > 0:
+            continue  # max_steps wins
+        if key == "max_steps" and (training.get("max_steps") or 0) <= 0:
+            continue
+        if key in training and key not in ("lambda_r", "lambda_d"):
+            hyper[key] = training[key]
+    if image_size:
+        hyper["image_size"] = image_size
+    hyper["peft_method"] = peft_method
+    if peft_args.get("peft_config"):
+        hyper["peft_config"] = peft_args["peft_config"]
+    for key in ("augment", "relation_from", "freeze_relation", "teacher_model_name_or_path"):
+        value = data_args.get(key, model_args.get(key))
+        if value:
+            hyper[key] = value
+    if trainer_state.get("global_step"):
+        hyper["optimizer steps"] = trainer_state["global_step"]
+    sections += [f"| {key} | {_fmt(value)} |" for key, value in hyper.items()]
+
+    try:
+        import peft
+        import torch
+        import transformers
+
+        versions = [f"- PEFT {peft.__version__}", f"- Transformers {transformers.__version__}",
+                    f"- PyTorch {torch.__version__}"]
+    except ImportError:  # pragma: no cover
+        versions = []
+    sections += ["", "### Framework versions", "", *versions]
+    sections += ["", "## Citation", "",
+                 "If you use this model, please cite the InfoSAM paper: Yuanhong Zhang, Muyao Yuan, Weizhan Zhang, "
+                 "Tieliang Gong, Wen Wen, Jiangyong Ying, Weijie Shi. *InfoSAM: Fine-Tuning the Segment Anything "
+                 "Model from An Information-Theoretic Perspective.* ICML 2025. "
+                 "[arXiv:2505.21920](https://arxiv.org/abs/2505.21920)", "", "```bibtex", INFOSAM_BIBTEX, "```", ""]
+
+    content = f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(sections)
+    return ModelCard(content)
+
+
+def training_args_dict(args: Any) -> dict[str, Any]:
+    """``TrainingArguments`` as a JSON-ready dict for ``run_args.json``, without any token."""
+    values = json.loads(json.dumps(args.to_dict(), default=str))
+    return {key: value for key, value in values.items() if not key.endswith("_token")}
+
+
+def write_model_card(output_dir: str | Path, repo_id: str | None = None, **kwargs) -> Path:
+    """Build the card (see :func:`build_model_card`) and save it as ``output_dir/README.md``."""
+    path = Path(output_dir) / "README.md"
+    build_model_card(output_dir, repo_id, **kwargs).save(path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------- push
+def validate_adapter_dir(path: str | Path) -> Path:
+    """Check that ``path`` is a finished run's adapter directory; raise :class:`AdapterDirError` if not."""
+    path = Path(path)
+    if not path.is_dir():
+        raise AdapterDirError(f"{path}: not a directory")
+    config = path / ADAPTER_CONFIG_NAME
+    if not config.is_file():
+        raise AdapterDirError(f"{path}: no {ADAPTER_CONFIG_NAME} (not a PEFT adapter directory)")
+    parsed = _read_json(config)
+    if parsed is None or "peft_type" not in parsed:
+        raise AdapterDirError(f"{config}: not a valid PEFT adapter config")
+    if not (path / ADAPTER_WEIGHTS_NAME).is_file():
+        raise AdapterDirError(f"{path}: no {ADAPTER_WEIGHTS_NAME} (only safetensors adapters are pushed)")
+    return path
+
+
+def _default_api() -> HfApi:
+    from . import __version__
+
+    return HfApi(library_name="infosam-hf", library_version=__version__)
+
+
+def push_adapter_dir(output_dir: str | Path, repo_id: str, *, private: bool | None = None,
+                     revision: str | None = None, token: str | bool | None = None,
+                     commit_message: str = "Upload InfoSAM adapter", create_repo: bool = True,
+                     api: HfApi | None = None, blocking: bool = True):
+    """Upload a run's ``output_dir`` to the Hub repo ``repo_id`` (created if needed).
+
+    Uploads everything but checkpoints and ``_``/``.``-prefixed files, like ``Trainer.push_to_hub``.
+    ``revision`` names a branch, created from ``main`` when missing. ``token=None`` lets
+    ``huggingface_hub`` resolve the token; it is never logged.
+
+    Returns the ``CommitInfo`` (a ``Future`` of it when ``blocking=False``).
+    """
+    output_dir = validate_adapter_dir(output_dir)
+    api = api or _default_api()
+    if create_repo:
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True, token=token).repo_id
+    if revision and revision != "main":
+        api.create_branch(repo_id, branch=revision, exist_ok=True, token=token)
+    logger.info("Pushing %s to %s", output_dir, repo_id)
+    return api.upload_folder(
+        repo_id=repo_id, folder_path=str(output_dir), commit_message=commit_message, token=token,
+        revision=revision, ignore_patterns=PUSH_IGNORE_PATTERNS, run_as_future=not blocking,
+    )
+
+
+# -------------------------------------------------------------------------------------------- CLI
+def main(argv: Sequence[str] | None = None) -> int:
+    """``push_to_hub.py OUTPUT_DIR REPO_ID [--private] [--revision REV]``: push a finished run."""
+    parser = argparse.ArgumentParser(
+        prog="push_to_hub.py", description="Push a finished InfoSAM run (a PEFT adapter directory) to the Hub. "
+                                           "The token comes from HF_TOKEN or `hf auth login`.")
+    parser.add_argument("output_dir", help="the run's output_dir")
+    parser.add_argument("repo_id", help="target model repo, e.g. user/sam-vit-base-infosam-kvasir")
+    parser.add_argument("--private", action="store_true", help="create the repo private (no effect if it exists)")
+    parser.add_argument("--revision", default=None, help="branch to push to (created if missing)")
+    parser.add_argument("--commit_message", default="Upload InfoSAM adapter")
+    parser.add_argument("--keep_card", action="store_true",
+                        help="upload README.md as it is instead of regenerating the card for REPO_ID")
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        output_dir = validate_adapter_dir(args.output_dir)
+        validate_repo_id(args.repo_id)
+        if not (args.keep_card and (output_dir / "README.md").is_file()):
+            write_model_card(output_dir, args.repo_id)
+        info = push_adapter_dir(output_dir, args.repo_id, private=args.private or None, revision=args.revision,
+                                commit_message=args.commit_message)
+    except (AdapterDirError, HFValidationError, HfHubHTTPError, OSError, ValueError) as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    url = getattr(info, "commit_url", None) or getattr(info, "repo_url", None) or args.repo_id
+    print(f"Pushed {output_dir} to {url}")
+    return 0

@@ -1,0 +1,62 @@
+"""Loading a trained adapter (or the zero-shot base) for evaluation, prediction and export."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from peft import PeftConfig, PeftModel
+from transformers import SamModel
+
+from .modeling import attach_relation_module
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BaseModelMismatchError", "load_for_inference", "model_image_size"]
+
+
+class BaseModelMismatchError(ValueError):
+    """The adapter was trained on another base model than the one given."""
+
+
+def _same_model(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    pa, pb = Path(a), Path(b)
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
+def load_for_inference(adapter: str | None, base_model: str | None = None, device: str | torch.device = "cpu",
+                       revision: str | None = None) -> torch.nn.Module:
+    """A SAM ready for inference: ``base + adapter`` via ``PeftModel.from_pretrained``, or the base alone.
+
+    Args:
+        adapter: adapter directory or Hub repo id; ``None`` or ``"none"`` evaluates the zero-shot base.
+        base_model: the base checkpoint. Defaults to the adapter's ``base_model_name_or_path``; if given,
+            it must be that same model, else :class:`BaseModelMismatchError` is raised.
+    """
+    if adapter is None or str(adapter).lower() == "none":
+        if not base_model:
+            raise ValueError("--adapter none needs --base_model (the SAM checkpoint to evaluate zero-shot)")
+        model = SamModel.from_pretrained(base_model)
+    else:
+        try:
+            config = PeftConfig.from_pretrained(adapter, revision=revision)
+        except (OSError, ValueError) as err:
+            raise OSError(f"adapter={adapter}: not a PEFT adapter ({str(err).splitlines()[0]})") from None
+        recorded = config.base_model_name_or_path
+        if base_model and recorded and not _same_model(base_model, recorded):
+            raise BaseModelMismatchError(
+                f"adapter {adapter} was trained on base model {recorded!r}, not {base_model!r}; "
+                "omit the base model to use the recorded one")
+        base = SamModel.from_pretrained(base_model or recorded)
+        attach_relation_module(base)  # so the adapter's relation weights load too
+        model = PeftModel.from_pretrained(base, adapter, revision=revision)
+    return model.to(device).eval()
+
+
+def model_image_size(model: torch.nn.Module) -> int:
+    """The square input size the (possibly PEFT-wrapped) SAM expects."""
+    config = model.config if not isinstance(model, PeftModel) else model.get_base_model().config
+    return int(config.vision_config.image_size)
