@@ -140,7 +140,7 @@ def _base_model_name(model: torch.nn.Module, given: str | None) -> str | None:
 
 def evaluate_adapter(adapter: str, data_args: DataArguments, *, split: str = "test",
                      base_model: str | None = None, batch_size: int = 8, metric_input: str = "probability",
-                     metric_set: str = "full", seed: int = 42, device: str | torch.device | None = None,
+                     metric_set: str = "paper", seed: int = 42, device: str | torch.device | None = None,
                      num_workers: int = 0, progress: bool = True) -> dict[str, Any]:
     """Score ``adapter`` (``"none"``: the base model alone) on ``split`` of ``data_args.dataset_name_or_path``.
 

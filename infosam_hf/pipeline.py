@@ -18,13 +18,14 @@ from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPi
 from .arguments import DataArguments, ModelArguments, PeftArguments
 from .cli import RecipeError, parse_recipe
 from .config import InfoSAMConfig
-from .data import DataError, build_datasets
+from .data import DataError, build_datasets, select_splits
 from .evaluation import box_fill_logits, evaluate_segmentation
 from .hub import EVAL_SUMMARY_NAME, push_adapter_dir, training_args_dict, write_model_card
 from .modeling import attach_relation_module, load_sam
 from .peft_methods import build_student
 from .relation_io import load_relation_state_dict
 from .trainer import InfoSAMTrainer
+from .visualization import TrainingCurvesCallback
 
 logger = logging.getLogger(__name__)
 
@@ -84,13 +85,14 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
                  args: InfoSAMConfig) -> dict[str, Any]:
     """Train, save the adapter to ``args.output_dir`` and evaluate on the test split. Returns metrics."""
     set_seed(args.seed)
+    raw_splits = select_splits(data_args, seed=args.seed)  # fail on bad data before loading any model
     student, teacher, image_size = build_models(model_args, peft_args, args.output_dir, args.seed)
-    splits = build_datasets(data_args, image_size, seed=args.seed)
+    splits = build_datasets(data_args, image_size, seed=args.seed, splits=raw_splits)
     image_processor = build_image_processor(image_size)
     trainer = InfoSAMTrainer(
         model=student, args=args, teacher_model=teacher, train_dataset=splits.train,
         eval_dataset=splits.eval, processing_class=image_processor, num_labels=data_args.num_labels,
-        ignore_index=data_args.ignore_index,
+        ignore_index=data_args.ignore_index, callbacks=[TrainingCurvesCallback()],
     )
     if trainer.is_world_process_zero():
         student.print_trainable_parameters()

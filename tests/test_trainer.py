@@ -151,3 +151,43 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert (out / "adapter_model.safetensors").is_file()
     # 2 processes x batch 4 per step: the effective batch is 8
     assert state["train_batch_size"] == 4
+
+
+def test_separate_teacher_is_frozen_on_device_and_not_prepared(tmp_path):
+    from tiny_sam import tiny_sam
+
+    splits = tiny_data()
+    teacher = tiny_sam(seed=7)
+    args = InfoSAMConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, save_strategy="no",
+                         report_to="none", use_cpu=True, disable_tqdm=True)
+    trainer = InfoSAMTrainer(model=tiny_student(), args=args, teacher_model=teacher, train_dataset=splits.train)
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    assert next(teacher.parameters()).device == trainer.accelerator.device
+    calls = []
+    teacher.register_forward_hook(lambda *a: calls.append(1))
+    trainer.train()
+    assert calls, "the separate teacher was not used"
+    assert all(m is not teacher for m in trainer.accelerator._models)
+    assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_non_finite_info_loss_is_skipped_with_a_warning(tmp_path, monkeypatch):
+    import infosam_hf.trainer as trainer_module
+    from infosam_hf.losses import InfoLossError
+
+    def broken(*args, **kwargs):
+        raise InfoLossError("Gram matrix has trace 0.0")
+
+    monkeypatch.setattr(trainer_module, "distillation_loss", broken)
+    splits = tiny_data()
+    student = tiny_student()
+    before = {n: p.detach().clone() for n, p in student.named_parameters() if p.requires_grad}
+    args = InfoSAMConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, save_strategy="no",
+                         report_to="none", use_cpu=True, disable_tqdm=True, logging_steps=1)
+    trainer = InfoSAMTrainer(model=student, args=args, train_dataset=splits.train)
+    with pytest.warns(UserWarning, match="Skipping the information losses"):
+        trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h][0]
+    assert logs["loss_r"] == 0.0 and logs["loss_d"] == 0.0 and logs["loss"] == pytest.approx(logs["loss_seg"])
+    after = dict(student.named_parameters())
+    assert all(torch.isfinite(after[n]).all() for n in before)

@@ -138,10 +138,13 @@ def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_
     return dataset.with_transform(transform)
 
 
-def build_datasets(data_args: DataArguments, image_size: int, seed: int = 42) -> SegmentationSplits:
-    """Load the splits and attach train / eval transforms (train augmentation from ``data_args.augment``)."""
+def build_datasets(data_args: DataArguments, image_size: int, seed: int = 42,
+                   splits: SegmentationSplits | None = None) -> SegmentationSplits:
+    """Load the splits (or take already ``select_splits``-ed ones) and attach train / eval transforms
+    (train augmentation from ``data_args.augment``)."""
     augmenter = augmenter_from_args(data_args)  # validate the names before any loading work
-    splits = select_splits(data_args, seed)
+    if splits is None:
+        splits = select_splits(data_args, seed)
     return SegmentationSplits(
         train=with_sam_transform(splits.train, data_args, image_size, train=True, seed=seed,
                                  augmenter=augmenter if augmenter is not None else False),

@@ -1,0 +1,86 @@
+"""An interrupted run resumed from its checkpoint ends with exactly the weights of an uninterrupted one."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+import infosam_hf.pipeline as pipeline
+from infosam_hf import InfoSAMTrainer
+from infosam_hf.data.transforms import SamSegmentationTransform
+from infosam_hf.pipeline import parse_train_args, run_training
+from test_trainer import DEMO, FAST
+
+TOTAL, STOP = 6, 3  # 16 images / batch 4 = 4 steps per epoch: resumes mid-epoch and crosses an epoch boundary
+
+# The demo's training randomness (box jitter, point sampling, the per-batch box/point choice) must not
+# depend on how far torch's global RNG has advanced: on resume, Trainer fetches a batch before it
+# restores the RNG state, and accelerate's DataLoaderShard prefetches one batch ahead, so any draw from
+# the global RNG in the data path shifts. Keyed per-example randomness (seed, epoch, index) fixes it.
+KEYED_DATA_RNG = hasattr(SamSegmentationTransform, "set_epoch")
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def stopping_trainer(step):
+    class Stopping(InfoSAMTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(StopAt(step))
+
+    return Stopping
+
+
+def train(argv, monkeypatch=None, stop=None):
+    if stop is not None:
+        monkeypatch.setattr(pipeline, "InfoSAMTrainer", stopping_trainer(stop))
+    try:
+        return run_training(*parse_train_args(argv))
+    finally:
+        if stop is not None:
+            monkeypatch.undo()
+
+
+def resume_equals_uninterrupted(tmp_path, monkeypatch, extra):
+    common = [*FAST, "--max_steps", str(TOTAL), "--save_strategy", "steps", "--save_steps", str(STOP),
+              "--eval_before_training", "false", "--test_split", "null", "--disable_tqdm", "true",
+              "--dataloader_num_workers", "0", *extra]
+    full, part = tmp_path / "full", tmp_path / "interrupted"
+    train([DEMO, "--output_dir", str(full), *common])
+    train([DEMO, "--output_dir", str(part), *common], monkeypatch, stop=STOP)
+    stopped = json.loads((part / "trainer_state.json").read_text())
+    assert stopped["global_step"] == STOP and (part / f"checkpoint-{STOP}").is_dir()
+    train([DEMO, "--output_dir", str(part), "--resume_from_checkpoint", str(part / f"checkpoint-{STOP}"), *common])
+
+    resumed = json.loads((part / "trainer_state.json").read_text())
+    assert resumed["global_step"] == TOTAL
+    expected, got = load_file(str(full / "adapter_model.safetensors")), load_file(str(part / "adapter_model.safetensors"))
+    assert expected.keys() == got.keys()
+    for part_name in ("lora_A", "mask_decoder", "relation_module"):
+        assert any(part_name in key for key in got), part_name
+    different = sorted(key for key in expected if not torch.equal(expected[key], got[key]))
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+    losses = lambda state: [(h["step"], h["loss"]) for h in state["log_history"] if "loss" in h]  # noqa: E731
+    full_state = json.loads((full / "trainer_state.json").read_text())
+    assert losses(resumed)[-(TOTAL - STOP):] == losses(full_state)[-(TOTAL - STOP):]
+
+
+def test_resume_restores_the_training_state_exactly(tmp_path, monkeypatch):
+    """Without prompt randomness: adapters, decoder, relation module, optimizer, scheduler, data order."""
+    resume_equals_uninterrupted(tmp_path, monkeypatch, ["--train_prompt", "none"])
+
+
+@pytest.mark.xfail(not KEYED_DATA_RNG, strict=True,
+                   reason="the data transform and the mixed-prompt collator draw from torch's global RNG")
+def test_resume_of_the_demo_recipe_is_exact(tmp_path, monkeypatch):
+    """The demo recipe as is: mixed box/point prompts with jittered boxes and sampled points."""
+    resume_equals_uninterrupted(tmp_path, monkeypatch, [])
