@@ -84,6 +84,9 @@ def _print_table(title: str, rows: dict[str, dict[str, float]], keys: Sequence[s
 def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args: DataArguments,
                  args: InfoSAMConfig) -> dict[str, Any]:
     """Train, save the adapter to ``args.output_dir`` and evaluate on the test split. Returns metrics."""
+    if data_args.num_labels > 1:
+        raise RecipeError(f"num_labels={data_args.num_labels}: multi-class training is not available yet (the data "
+                          "loader and metrics support it; the model side comes with the G-SAM work)")
     set_seed(args.seed)
     raw_splits = select_splits(data_args, seed=args.seed)  # fail on bad data before loading any model
     student, teacher, image_size = build_models(model_args, peft_args, args.output_dir, args.seed)

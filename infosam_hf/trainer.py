@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import EvalLoopOutput
 
@@ -34,6 +35,18 @@ def upsample_logits(pred_masks: torch.Tensor, size: tuple[int, int]) -> torch.Te
     if pred_masks.dim() == 5:
         pred_masks = pred_masks[:, 0]
     return F.interpolate(pred_masks.float(), size=size, mode="bilinear", align_corners=False)
+
+
+class _TransformEpochCallback(TrainerCallback):
+    """Tell the train transform which epoch starts, so its keyed per-example randomness changes per epoch."""
+
+    def __init__(self, dataset):
+        transform = getattr(dataset, "format", {}).get("format_kwargs", {}).get("transform") if dataset else None
+        self.transform = transform if hasattr(transform, "set_epoch") else None
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if self.transform is not None:
+            self.transform.set_epoch(math.floor((state.epoch or 0.0) + 1e-6))
 
 
 class InfoSAMTrainer(Trainer):
@@ -70,6 +83,7 @@ class InfoSAMTrainer(Trainer):
             if "iou_prediction_head" in name:
                 param.requires_grad_(False)
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
+        self.add_callback(_TransformEpochCallback(self.train_dataset))
         self.student_capture = SamFeatureCapture(self.model)
         self.teacher_model = teacher_model
         if teacher_model is not None:

@@ -454,7 +454,7 @@ def test_prompts_inside_mask_and_empty_masks_never_crash(tmp_path, mode):
         assert batch["input_points"].shape[:2] == (len(masks), 1)
 
 
-def test_eval_prompts_deterministic_train_prompts_random(tmp_path):
+def test_eval_prompts_deterministic_train_prompts_vary_per_epoch(tmp_path):
     root = _pair_folder(tmp_path, _blob_masks(4))
     args = _args(root, test_split=None, train_prompt="points", eval_prompt="points", prompt_fg_points=3,
                  validation_split_percentage=50)
@@ -465,7 +465,13 @@ def test_eval_prompts_deterministic_train_prompts_random(tmp_path):
         assert torch.equal(eval_a[k]["prompt_points"], eval_b[k]["prompt_points"])
         assert torch.equal(eval_a[k]["prompt_points"], eval_a[k]["prompt_points"])
     train = with_sam_transform(splits.train, args, image_size=64, train=True)
-    draws = {tuple(train[0]["prompt_points"].flatten().tolist()) for _ in range(6)}
+    transform = train.format["format_kwargs"]["transform"]
+    # keyed by (seed, epoch, index): the same within an epoch (so resuming is exact), new each epoch
+    assert torch.equal(train[0]["prompt_points"], train[0]["prompt_points"])
+    draws = set()
+    for epoch in range(6):
+        transform.set_epoch(epoch)
+        draws.add(tuple(train[0]["prompt_points"].flatten().tolist()))
     assert len(draws) > 1
 
 

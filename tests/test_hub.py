@@ -94,7 +94,8 @@ def test_output_dir_is_an_adapter_repo_with_our_model_card(run):
     test_results = json.loads((out / "test_results.json").read_text())
     recorded = {res.metric_type: res.metric_value for res in data.eval_results}
     assert set(METRICS) <= set(recorded)
-    assert recorded == {k.removeprefix("test_"): v for k, v in test_results.items() if k.removeprefix("test_") in recorded}
+    assert recorded == {k.removeprefix("test_"): v for k, v in test_results.items()
+                        if k.removeprefix("test_") in recorded}
     assert all(res.dataset_split == "test" for res in data.eval_results)
     text = card.text
     for needle in ("lambda_r", "lambda_d", "train_prompt", "eval_prompt", "prompt_point_prob", "image_size",

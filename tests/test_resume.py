@@ -63,7 +63,8 @@ def resume_equals_uninterrupted(tmp_path, monkeypatch, extra):
 
     resumed = json.loads((part / "trainer_state.json").read_text())
     assert resumed["global_step"] == TOTAL
-    expected, got = load_file(str(full / "adapter_model.safetensors")), load_file(str(part / "adapter_model.safetensors"))
+    expected = load_file(str(full / "adapter_model.safetensors"))
+    got = load_file(str(part / "adapter_model.safetensors"))
     assert expected.keys() == got.keys()
     for part_name in ("lora_A", "mask_decoder", "relation_module"):
         assert any(part_name in key for key in got), part_name

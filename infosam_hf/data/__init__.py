@@ -133,7 +133,7 @@ def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_
         invert_mask=data_args.invert_mask, num_labels=data_args.num_labels,
         ignore_index=data_args.ignore_index, jpeg_draft=data_args.jpeg_draft, augmenter=augmenter,
     )
-    if not train and INDEX_COLUMN not in dataset.column_names:
+    if INDEX_COLUMN not in dataset.column_names:
         dataset = dataset.add_column(INDEX_COLUMN, list(range(len(dataset))))
     return dataset.with_transform(transform)
 

@@ -16,7 +16,8 @@ PAD_POINT_LABEL = -10  # SAM's prompt encoder ignores points with this label
 class SamPromptCollator:
     """Stack transformed examples and turn their prompts into SAM prompt tensors.
 
-    ``mixed`` batches use points with probability ``prompt_point_prob`` and boxes otherwise. A box
+    ``mixed`` batches use points with probability ``prompt_point_prob`` and boxes otherwise (decided by
+    the first example's keyed ``prompt_draw``, so the choice survives resuming). A box
     batch that contains an example with an empty mask falls back to points for the whole batch: the
     empty example gets its background point (label 0).
     """
@@ -32,7 +33,9 @@ class SamPromptCollator:
             batch["original_labels"] = [ex["original_labels"] for ex in examples]
         mode = examples[0]["prompt_mode"]
         if mode == "mixed":
-            mode = "point" if float(torch.rand(())) < self.prompt_point_prob else "box"
+            draw = examples[0].get("prompt_draw")
+            draw = float(torch.rand(())) if draw is None else draw
+            mode = "point" if draw < self.prompt_point_prob else "box"
         if mode == "box" and not all(ex["has_foreground"] for ex in examples):
             mode = "point"
         if mode == "box":

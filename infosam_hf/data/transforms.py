@@ -75,6 +75,7 @@ class SamSegmentationTransform:
             raise ValueError(f"prompt mode {prompt_mode!r} is not one of {PROMPT_MODES}")
         self.image_size = image_size
         self.prompt_mode = prompt_mode
+        self.epoch = 0
         self.train = train
         self.seed = seed
         self.num_fg_points = num_fg_points
@@ -88,10 +89,17 @@ class SamSegmentationTransform:
         self.image_column = image_column
         self.mask_column = mask_column
 
+    def set_epoch(self, epoch: int) -> None:
+        """Select the training epoch: training randomness is keyed by (seed, epoch, example index)."""
+        self.epoch = int(epoch)
+
     def _rng(self, index: int | None) -> np.random.Generator:
-        if self.train or index is None:
-            # Drawn from torch's RNG: seeded by the Trainer and per DataLoader worker, restored on resume.
+        if index is None:  # a dataset without the index column: fall back to torch's (seeded) RNG
             return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        if self.train:
+            # Keyed, not drawn from a global stream: identical with any num_workers, under DDP, and
+            # after resuming from a checkpoint (where prefetching would shift a global stream).
+            return np.random.default_rng([self.seed, 1 + self.epoch, int(index)])
         return np.random.default_rng([self.seed, int(index)])
 
     def _draft_allowed(self) -> bool:
@@ -175,6 +183,8 @@ class SamSegmentationTransform:
             points, labels = sample_points(mask, rng, self.num_fg_points, self.num_bg_points)
         prompts["prompt_points"] = torch.from_numpy(points)
         prompts["prompt_point_labels"] = torch.from_numpy(labels)
+        if mode == "mixed":  # the collator picks box or point per batch from its first example's draw
+            prompts["prompt_draw"] = float(rng.random())
         return prompts
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
