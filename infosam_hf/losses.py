@@ -6,6 +6,7 @@ vector and L2-normalised, ``G = U·Uᵀ`` is B×B, ``Ĝ = G / trace(G)`` and ``H
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -41,8 +42,9 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
 
 def _trace_normalize(gram: torch.Tensor) -> torch.Tensor:
     trace = torch.diagonal(gram).sum()
-    if not bool(torch.isfinite(trace)) or float(trace) <= 0.0:
-        raise InfoLossError(f"Gram matrix has trace {float(trace)}; the information loss is undefined "
+    value = float(trace.detach())
+    if not math.isfinite(value) or value <= 0.0:
+        raise InfoLossError(f"Gram matrix has trace {value}; the information loss is undefined "
                             "(an all-zero or non-finite feature reached the loss)")
     return gram / trace
 
@@ -64,8 +66,9 @@ def _check_batch(batch_size: int) -> None:
 
 
 def _finite(loss: torch.Tensor, name: str) -> torch.Tensor:
-    if not bool(torch.isfinite(loss)):
-        raise InfoLossError(f"{name} is {float(loss)}")
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise InfoLossError(f"{name} is {value}")
     return loss
 
 

@@ -99,6 +99,21 @@ def main():
     print(f"weights     one SAM: {one_model / 2**20:.2f} MiB")
     print(f"resident    teacher+student (adapters-off teacher, shared base): {shared / one_model:.3f}x one model")
     print(f"resident    with a separate teacher copy, for contrast: {with_copy / one_model:.3f}x one model")
+    vit_b = vit_b_resident_ratio()
+    print(f"resident    same layout for SAM ViT-B at 1024^2 (counted on the meta device): {vit_b:.3f}x one model")
+
+
+def vit_b_resident_ratio() -> float:
+    """teacher+student weights ÷ one model for facebook/sam-vit-base's architecture (no download)."""
+    from transformers import SamConfig, SamModel
+
+    with torch.device("meta"):
+        sam = SamModel(SamConfig())
+        base = sum(p.numel() for p in sam.parameters())
+        attach_relation_module(sam)
+        student = build_student(sam)
+    total = sum(p.numel() for p in student.parameters())
+    return total / base
 
 
 if __name__ == "__main__":
