@@ -68,6 +68,8 @@ def _coerce_one(key: str, value: Any, annotation: Any) -> Any:
     if origin is str:
         if isinstance(value, (dict, list)):
             raise TypeError
+        if isinstance(value, bool):  # YAML 1.1 reads an unquoted `no` / `yes` as a boolean
+            return "yes" if value else "no"
         return str(value)
     if origin in (list, tuple, Sequence):
         inner = (typing.get_args(annotation) or (Any,))[0]
@@ -92,7 +94,7 @@ def _coerce_one(key: str, value: Any, annotation: Any) -> Any:
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
     candidates = _union_args(annotation)
-    if value is None and type(None) in candidates:
+    if type(None) in candidates and (value is None or (isinstance(value, str) and value in ("null", "~"))):
         return None
     # Prefer an exact type match (so "auto" stays a string where str | float is allowed).
     ordered = sorted(candidates, key=lambda t: 0 if (isinstance(t, type) and type(value) is t) else 1)
@@ -127,7 +129,9 @@ def _parse_cli(args: Sequence[str], bool_keys: set[str]) -> dict[str, Any]:
                 value = "true"
             else:
                 raise RecipeError(f"--{key}: missing value")
-        overrides[key] = value if not isinstance(value, str) else _yaml_scalar(value)
+        # Values stay strings and are coerced by the field's type (so "no" stays "no" for a strategy);
+        # entries of mapping options (--peft_config.r 16) have no declared type and are read as YAML.
+        overrides[key] = _yaml_scalar(value) if "." in key else value
         i += 1
     return overrides
 

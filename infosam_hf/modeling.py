@@ -150,7 +150,8 @@ def attach_relation_module(model: SamModel, relation_state_dict: dict | None = N
 
 
 def get_relation_module(model: nn.Module) -> nn.Module:
-    """The relation module of a (PEFT-wrapped) SAM; for ``modules_to_save`` it is the trained copy."""
+    """The relation module of a (PEFT-wrapped) SAM. Under PEFT this is the ``modules_to_save`` wrapper,
+    whose forward runs the trained copy (or the original inside ``disable_adapter()``)."""
     for name, module in model.named_modules():
         if name.endswith(RELATION_MODULE_NAME) and not name.endswith("original_module"):
             return module

@@ -40,9 +40,15 @@ def upsample_logits(pred_masks: torch.Tensor, size: tuple[int, int]) -> torch.Te
 class _TransformEpochCallback(TrainerCallback):
     """Tell the train transform which epoch starts, so its keyed per-example randomness changes per epoch."""
 
-    def __init__(self, dataset):
+    def __init__(self, dataset, args):
         transform = getattr(dataset, "format", {}).get("format_kwargs", {}).get("transform") if dataset else None
         self.transform = transform if hasattr(transform, "set_epoch") else None
+        if self.transform is not None and args.dataloader_num_workers > 0 and args.dataloader_persistent_workers:
+            # persistent workers keep their own copy of the transform: set_epoch would not reach them
+            warnings.warn("dataloader_persistent_workers: per-epoch keyed data randomness falls back to each "
+                          "worker's torch RNG, so resuming from a checkpoint is not bit-exact", stacklevel=3)
+            self.transform.keyed = False
+            self.transform = None
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         if self.transform is not None:
@@ -83,7 +89,7 @@ class InfoSAMTrainer(Trainer):
             if "iou_prediction_head" in name:
                 param.requires_grad_(False)
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
-        self.add_callback(_TransformEpochCallback(self.train_dataset))
+        self.add_callback(_TransformEpochCallback(self.train_dataset, args))
         self.student_capture = SamFeatureCapture(self.model)
         self.teacher_model = teacher_model
         if teacher_model is not None:
@@ -112,9 +118,13 @@ class InfoSAMTrainer(Trainer):
             return features
         student = self.accelerator.unwrap_model(model)
         was_training = student.training
+        # Leaving disable_adapter() sets requires_grad on every modules_to_save copy; keep frozen ones frozen.
+        frozen = [p for p in student.parameters() if not p.requires_grad]
         with student.disable_adapter(), self.teacher_capture.record() as features:
             student.eval()  # the pre-trained SAM: no dropout
             student(pixel_values=inputs["pixel_values"], multimask_output=False, **prompts)
+        for param in frozen:
+            param.requires_grad_(False)
         student.train(was_training)
         return features
 

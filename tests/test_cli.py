@@ -66,3 +66,10 @@ def test_script_prints_one_line_error_and_exit_code(tmp_path):
 def test_every_shipped_recipe_parses():
     for recipe in sorted((ROOT / "recipes").glob("*.yaml")):
         parse_train_args([str(recipe)])
+
+
+def test_strategy_no_and_null_survive_parsing(tmp_path):
+    recipe = write(tmp_path, "save_strategy: no\neval_strategy: \"no\"\noutput_dir: out\n")
+    _, _, data, args = parse_train_args([recipe, "--logging_strategy", "no", "--test_split", "null"])
+    assert args.save_strategy == "no" and args.eval_strategy == "no" and args.logging_strategy == "no"
+    assert data.test_split is None

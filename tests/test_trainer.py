@@ -191,3 +191,17 @@ def test_non_finite_info_loss_is_skipped_with_a_warning(tmp_path, monkeypatch):
     assert logs["loss_r"] == 0.0 and logs["loss_d"] == 0.0 and logs["loss"] == pytest.approx(logs["loss_seg"])
     after = dict(student.named_parameters())
     assert all(torch.isfinite(after[n]).all() for n in before)
+
+
+def test_frozen_parameters_stay_frozen_after_teacher_passes(tmp_path):
+    from infosam_hf.modeling import get_relation_module
+
+    splits = tiny_data()
+    student = tiny_student()
+    get_relation_module(student).requires_grad_(False)  # as freeze_relation does
+    args = InfoSAMConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, save_strategy="no",
+                         report_to="none", use_cpu=True, disable_tqdm=True)
+    InfoSAMTrainer(model=student, args=args, train_dataset=splits.train).train()
+    leaked = [n for n, p in student.named_parameters()
+              if p.requires_grad and ("iou_prediction_head" in n or "relation_module" in n)]
+    assert not leaked

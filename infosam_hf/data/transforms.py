@@ -76,6 +76,7 @@ class SamSegmentationTransform:
         self.image_size = image_size
         self.prompt_mode = prompt_mode
         self.epoch = 0
+        self.keyed = True  # training randomness keyed by (seed, epoch, index) instead of torch's RNG
         self.train = train
         self.seed = seed
         self.num_fg_points = num_fg_points
@@ -94,7 +95,7 @@ class SamSegmentationTransform:
         self.epoch = int(epoch)
 
     def _rng(self, index: int | None) -> np.random.Generator:
-        if index is None:  # a dataset without the index column: fall back to torch's (seeded) RNG
+        if index is None or (self.train and not self.keyed):  # fall back to torch's (seeded) RNG
             return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
         if self.train:
             # Keyed, not drawn from a global stream: identical with any num_workers, under DDP, and
