@@ -29,7 +29,8 @@ from .visualization import TrainingCurvesCallback
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "build_image_processor", "build_models", "run_training",
+__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "build_image_processor", "build_models", "score_before_training",
+           "finish_run", "run_training",
            "main"]
 
 RECIPE_DATACLASSES = (ModelArguments, PeftArguments, DataArguments, InfoSAMConfig)
@@ -81,6 +82,44 @@ def _print_table(title: str, rows: dict[str, dict[str, float]], keys: Sequence[s
         print(f"{name:<{width}}" + "".join(f"{values.get(key, float('nan')):>12.4f}" for key in keys))
 
 
+def score_before_training(trainer: InfoSAMTrainer, test_set, data_args: DataArguments) -> dict[str, dict[str, float]]:
+    """Test-split metrics of the untrained model and, with box prompts, of the fill-the-box baseline."""
+    if test_set is None:
+        return {}
+    before = trainer.evaluate(test_set, metric_key_prefix="test")
+    summary = {"before training": {k.removeprefix("test_"): v for k, v in before.items()}}
+    if data_args.eval_prompt == "box":
+        summary["box-fill baseline"] = evaluate_segmentation(
+            box_fill_logits, trainer.get_eval_dataloader(test_set), trainer.new_metrics(), structure_loss_bce=None)
+    return summary
+
+
+def finish_run(trainer: InfoSAMTrainer, args: InfoSAMConfig, results: dict[str, Any],
+               summary: dict[str, dict[str, float]], run_args: dict[str, Any]) -> None:
+    """Main process: write the run's arguments, summary and model card, then push if asked."""
+    output_dir = Path(args.output_dir)
+    with open(output_dir / "run_args.json", "w") as handle:
+        json.dump(run_args, handle, indent=2, default=str)
+    if summary:
+        with open(output_dir / EVAL_SUMMARY_NAME, "w") as handle:
+            json.dump(summary, handle, indent=2)
+    repo_id = (getattr(trainer, "hub_model_id", None) or args.hub_model_id) if args.push_to_hub else None
+    write_model_card(args.output_dir, repo_id, run_args=run_args, test_metrics=results.get("test", {}),
+                     summary=summary)
+    print(f"\nAdapter saved to {args.output_dir}")
+    if args.push_to_hub:
+        trainer._finish_current_push()  # checkpoint pushes of hub_strategy still in flight
+        try:
+            info = push_adapter_dir(args.output_dir, repo_id, token=args.hub_token, revision=args.hub_revision,
+                                    create_repo=False, commit_message="End of training")
+        except OSError:
+            print(f"error: the push to {repo_id} failed; the run is saved, push it later with "
+                  f"scripts/push_to_hub.py {args.output_dir} {repo_id}", file=sys.stderr)
+            raise
+        results["hub_commit"] = str(getattr(info, "commit_url", "") or "")
+        print(f"Pushed to {repo_id}")
+
+
 def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args: DataArguments,
                  args: InfoSAMConfig) -> dict[str, Any]:
     """Train, save the adapter to ``args.output_dir`` and evaluate on the test split. Returns metrics."""
@@ -99,15 +138,7 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     )
     if trainer.is_world_process_zero():
         student.print_trainable_parameters()
-    summary: dict[str, dict[str, float]] = {}
-    if args.eval_before_training and splits.test is not None:
-        before = trainer.evaluate(splits.test, metric_key_prefix="test")
-        summary["before training"] = {k.removeprefix("test_"): v for k, v in before.items()}
-        if data_args.eval_prompt == "box":
-            metrics = trainer.new_metrics()
-            baseline = evaluate_segmentation(box_fill_logits, trainer.get_eval_dataloader(splits.test), metrics,
-                                             structure_loss_bce=None)
-            summary["box-fill baseline"] = baseline
+    summary = score_before_training(trainer, splits.test, data_args) if args.eval_before_training else {}
     train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     # Save without Trainer's push: the push comes last, with the model card and the test results.
     trainer.save_model(_internal_call=True)
@@ -125,28 +156,9 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
         if summary:
             keys = [k for k in ("iou", "iou@0.5", "dice", "miou") if k in next(iter(summary.values()))]
             _print_table(f"Test split ({len(splits.test)} images, {data_args.eval_prompt} prompts)", summary, keys)
-        run_args = {"model": asdict(model_args), "peft": asdict(peft_args), "data": asdict(data_args),
-                    "training": training_args_dict(args)}
-        with open(Path(args.output_dir) / "run_args.json", "w") as handle:
-            json.dump(run_args, handle, indent=2, default=str)
-        if summary:
-            with open(Path(args.output_dir) / EVAL_SUMMARY_NAME, "w") as handle:
-                json.dump(summary, handle, indent=2)
-        repo_id = (getattr(trainer, "hub_model_id", None) or args.hub_model_id) if args.push_to_hub else None
-        write_model_card(args.output_dir, repo_id, run_args=run_args,
-                         test_metrics=results.get("test", {}), summary=summary)
-        print(f"\nAdapter saved to {args.output_dir}")
-        if args.push_to_hub:
-            trainer._finish_current_push()  # checkpoint pushes of hub_strategy still in flight
-            try:
-                info = push_adapter_dir(args.output_dir, repo_id, token=args.hub_token, revision=args.hub_revision,
-                                        create_repo=False, commit_message="End of training")
-            except OSError:
-                print(f"error: the push to {repo_id} failed; the run is saved, push it later with "
-                      f"scripts/push_to_hub.py {args.output_dir} {repo_id}", file=sys.stderr)
-                raise
-            results["hub_commit"] = str(getattr(info, "commit_url", "") or "")
-            print(f"Pushed to {repo_id}")
+        finish_run(trainer, args, results, summary,
+                   {"model": asdict(model_args), "peft": asdict(peft_args), "data": asdict(data_args),
+                    "training": training_args_dict(args)})
     results["summary"] = summary
     return results
 
