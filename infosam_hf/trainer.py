@@ -90,6 +90,7 @@ class InfoSAMTrainer(Trainer):
                 param.requires_grad_(False)
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
         self.add_callback(_TransformEpochCallback(self.train_dataset, args))
+        self.relation_module = get_relation_module(self.model)  # shared by the teacher and student passes
         self.student_capture = SamFeatureCapture(self.model)
         self.teacher_model = teacher_model
         if teacher_model is not None:
@@ -143,7 +144,7 @@ class InfoSAMTrainer(Trainer):
         loss = loss_seg
         if model.training and self.use_info_losses:
             teacher = self.teacher_features(model, inputs)
-            relation = get_relation_module(self.accelerator.unwrap_model(model))
+            relation = self.relation_module
             relation_t = relation(teacher["image_embeds"], teacher["mask_token"])
             relation_s = relation(student["image_embeds"], student["mask_token"])
             try:

@@ -205,3 +205,17 @@ def test_frozen_parameters_stay_frozen_after_teacher_passes(tmp_path):
     leaked = [n for n, p in student.named_parameters()
               if p.requires_grad and ("iou_prediction_head" in n or "relation_module" in n)]
     assert not leaked
+
+
+def test_best_checkpoint_is_picked_on_an_eval_metric(tmp_path):
+    out = tmp_path / "best"
+    argv = [DEMO, "--output_dir", str(out), "--max_steps", "4", "--eval_strategy", "steps", "--eval_steps", "2",
+            "--save_strategy", "steps", "--save_steps", "2", "--load_best_model_at_end", "true",
+            "--metric_for_best_model", "iou", "--eval_before_training", "false", "--test_split", "null", *FAST]
+    run_training(*parse_train_args(argv))
+    state = json.loads((out / "trainer_state.json").read_text())
+    evals = {h["step"]: h["eval_iou"] for h in state["log_history"] if "eval_iou" in h}
+    assert set(evals) == {2, 4}
+    best_step = max(evals, key=evals.get)
+    assert state["best_metric"] == pytest.approx(evals[best_step])
+    assert state["best_model_checkpoint"].endswith(f"checkpoint-{best_step}")
