@@ -120,7 +120,8 @@ def _parse_cli(args: Sequence[str], bool_keys: set[str]) -> dict[str, Any]:
         if not token.startswith("--"):
             raise RecipeError(f"unexpected argument {token!r}: use --key value")
         key, eq, value = token[2:].partition("=")
-        key = key.replace("-", "_") if key.replace("-", "_").split(".")[0] in bool_keys else key
+        base, dot, sub = key.partition(".")
+        key = base.replace("-", "_") + dot + sub  # --eval-prompt is --eval_prompt
         if not eq:
             if i + 1 < len(args) and not args[i + 1].startswith("--"):
                 value = args[i + 1]

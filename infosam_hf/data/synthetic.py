@@ -78,6 +78,8 @@ def _sample(rng: np.random.Generator, size: int) -> tuple[PILImage.Image, PILIma
         canvas[region] = color + rng.normal(0, 10, (int(region.sum()), 3))
         if k == target:
             mask_out = region
+        elif mask_out is not None:
+            mask_out = mask_out & ~region  # the target's mask is what stays visible
     image = PILImage.fromarray(np.clip(canvas, 0, 255).astype(np.uint8), "RGB")
     mask = PILImage.fromarray((mask_out * 255).astype(np.uint8), "L")
     return image, mask
