@@ -7,24 +7,31 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from .losses import structure_loss
 from .metrics import SegmentationMetrics, logits_to_original
 
-__all__ = ["PROMPT_KEYS", "sam_logits", "box_fill_logits", "evaluate_segmentation", "reduce_metrics"]
+__all__ = ["PROMPT_KEYS", "upsample_logits", "sam_logits", "box_fill_logits", "evaluate_segmentation",
+           "reduce_metrics"]
 
 PROMPT_KEYS = ("input_boxes", "input_points", "input_labels")
+
+
+def upsample_logits(pred_masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """SAM's low-res mask logits (B, 1, 1, h, w) or (B, 1, h, w) bilinearly upsampled to ``size`` (float32)."""
+    if pred_masks.dim() == 5:
+        pred_masks = pred_masks[:, 0]
+    return F.interpolate(pred_masks.float(), size=size, mode="bilinear", align_corners=False)
 
 
 def sam_logits(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
     """Single-mask logits (B, 1, S, S) of ``model`` for a collated batch, upsampled to the input size."""
     prompts = {key: batch[key] for key in PROMPT_KEYS if key in batch}
     outputs = model(pixel_values=batch["pixel_values"], multimask_output=False, **prompts)
-    masks = outputs.pred_masks[:, 0] if outputs.pred_masks.dim() == 5 else outputs.pred_masks
-    size = batch["pixel_values"].shape[-2:]
-    return torch.nn.functional.interpolate(masks.float(), size=size, mode="bilinear", align_corners=False)
+    return upsample_logits(outputs.pred_masks, batch["pixel_values"].shape[-2:])
 
 
 def box_fill_logits(batch: dict[str, Any]) -> torch.Tensor:

@@ -8,7 +8,6 @@ import warnings
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import nested_gather
@@ -16,25 +15,17 @@ from transformers.trainer_utils import EvalLoopOutput
 
 from .config import InfoSAMConfig
 from .data.collator import SamPromptCollator
-from .evaluation import evaluate_segmentation, reduce_metrics, sam_logits
+from .evaluation import PROMPT_KEYS, evaluate_segmentation, reduce_metrics, sam_logits, upsample_logits
 from .metrics import SegmentationMetrics
 from .losses import InfoLossError, compression_loss, distillation_loss, structure_loss
 from .modeling import SamFeatureCapture, get_relation_module
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["InfoSAMTrainer", "PROMPT_KEYS", "META_KEYS", "upsample_logits"]
+__all__ = ["InfoSAMTrainer", "META_KEYS"]
 
-PROMPT_KEYS = ("input_boxes", "input_points", "input_labels")
 META_KEYS = ("original_sizes", "reshaped_input_sizes", "original_labels")
 LOSS_COMPONENTS = ("loss_seg", "loss_r", "loss_d")
-
-
-def upsample_logits(pred_masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """SAM's low-res mask logits (B, 1, 1, h, w) or (B, 1, h, w) bilinearly upsampled to ``size``."""
-    if pred_masks.dim() == 5:
-        pred_masks = pred_masks[:, 0]
-    return F.interpolate(pred_masks.float(), size=size, mode="bilinear", align_corners=False)
 
 
 class _TransformEpochCallback(TrainerCallback):
