@@ -14,6 +14,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+# scripts/evaluate.py would shadow the `evaluate` package: drop this folder from the import path.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from infosam_hf.metrics import SegmentationMetrics  # noqa: E402
 
