@@ -82,3 +82,18 @@ class DataArguments:
     synthetic_num_test: int = field(default=64, metadata={"help": "Synthetic demo: test images."})
     synthetic_image_size: int = field(default=128, metadata={"help": "Synthetic demo: image side in pixels."})
     synthetic_seed: int = field(default=0, metadata={"help": "Synthetic demo: generator seed."})
+
+    def __post_init__(self):
+        from .data.prompts import PROMPT_MODES  # imported here: the data package imports this module
+
+        for key in ("train_prompt", "eval_prompt"):
+            if getattr(self, key) not in PROMPT_MODES:
+                raise ValueError(f"{key}={getattr(self, key)!r} is not one of {', '.join(PROMPT_MODES)}")
+        if self.eval_prompt == "mixed":
+            raise ValueError("eval_prompt='mixed' would make evaluation depend on batching; use box or point")
+        if self.num_labels < 1:
+            raise ValueError(f"num_labels must be >= 1, got {self.num_labels}")
+        if not 0 <= self.validation_split_percentage < 100:
+            raise ValueError(f"validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}")
+        if self.prompt_fg_points < 0 or self.prompt_bg_points < 0:
+            raise ValueError("prompt_fg_points and prompt_bg_points must be >= 0")

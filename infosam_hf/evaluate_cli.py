@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .arguments import DataArguments
-from .cli import RecipeError
+from .cli import RecipeError, error_line
 from .data import DataError, SamPromptCollator, open_source, with_sam_transform
 from .evaluation import evaluate_segmentation, sam_logits
 from .inference import BaseModelMismatchError, load_for_inference, model_image_size
@@ -52,21 +52,11 @@ __all__ = [
 
 RESULTS_FILENAME = "eval_results.json"
 # Errors that are the user's input, reported as one ``error: ...`` line (exit status 2).
-USER_ERRORS = (RecipeError, DataError, BaseModelMismatchError, OSError)
+USER_ERRORS = (RecipeError, DataError, BaseModelMismatchError, ValueError, OSError)
 
 
 class UsageError(ValueError):
     """A command-line problem (a missing or contradictory option)."""
-
-
-def error_line(err: BaseException) -> str:
-    """One line for an error, also when a DataLoader worker wrapped it in its traceback text."""
-    text = str(err).strip()
-    if "Original Traceback" in text:  # re-raised from a DataLoader worker: the cause is the last line
-        last = text.splitlines()[-1]
-        text = last.split(": ", 1)[1] if ": " in last and "Error" in last.split(": ", 1)[0] else last
-    lines = text.splitlines()
-    return lines[0] if lines else type(err).__name__
 
 
 def resolve_device(name: str | None) -> torch.device:

@@ -14,8 +14,7 @@ from tqdm.auto import tqdm
 from .losses import structure_loss
 from .metrics import SegmentationMetrics, logits_to_original
 
-__all__ = ["PROMPT_KEYS", "upsample_logits", "sam_logits", "box_fill_logits", "evaluate_segmentation",
-           "reduce_metrics"]
+__all__ = ["PROMPT_KEYS", "upsample_logits", "sam_logits", "box_fill_logits", "evaluate_segmentation"]
 
 PROMPT_KEYS = ("input_boxes", "input_points", "input_labels")
 
@@ -35,31 +34,33 @@ def sam_logits(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
 
 
 def box_fill_logits(batch: dict[str, Any]) -> torch.Tensor:
-    """The trivial baseline: the prompt box filled as the mask (logit +20 inside, -20 outside)."""
-    if "input_boxes" not in batch:
+    """The trivial baseline: each example's prompt box filled as the mask (logit +20 inside, -20
+    outside); an example with an empty mask predicts background."""
+    if "prompt_boxes" not in batch:
         raise ValueError("the box-fill baseline needs box prompts (eval_prompt: box)")
     size = batch["pixel_values"].shape[-1]
-    boxes = batch["input_boxes"][:, 0]
+    boxes = batch["prompt_boxes"]
     coords = torch.arange(size, device=boxes.device, dtype=torch.float32) + 0.5
     inside_x = (coords[None] >= boxes[:, 0:1]) & (coords[None] <= boxes[:, 2:3] + 1)
     inside_y = (coords[None] >= boxes[:, 1:2]) & (coords[None] <= boxes[:, 3:4] + 1)
-    inside = inside_y[:, :, None] & inside_x[:, None, :]
+    inside = inside_y[:, :, None] & inside_x[:, None, :] & batch["has_foreground"].view(-1, 1, 1)
     return (inside.float() * 40 - 20).unsqueeze(1)
 
 
-def reduce_metrics(metrics: SegmentationMetrics, accelerator=None) -> None:
-    """Sum a metrics accumulator's state over processes (no-op on one process)."""
-    if accelerator is None or accelerator.num_processes == 1:
-        return
+def _state_row(metrics: SegmentationMetrics, loss: float) -> list[float]:
+    """An accumulator's state (image count, metric sums, confusion counts) plus a loss, as one row."""
+    return ([float(metrics.num_images), loss] + [metrics.sums[k] for k in metrics.sums]
+            + metrics.confusion.astype(np.float64).ravel().tolist())
+
+
+def _add_state(metrics: SegmentationMetrics, row: np.ndarray) -> float:
+    """Add a summed state row into ``metrics``; returns the row's loss sum."""
     keys = list(metrics.sums)
-    state = torch.tensor([float(metrics.num_images)] + [metrics.sums[k] for k in keys]
-                         + metrics.confusion.astype(np.float64).ravel().tolist(),
-                         dtype=torch.float64, device=accelerator.device)
-    state = accelerator.reduce(state, reduction="sum").cpu().numpy()
-    metrics.num_images = int(round(state[0]))
+    metrics.num_images += int(round(row[0]))
     for i, key in enumerate(keys):
-        metrics.sums[key] = float(state[1 + i])
-    metrics.confusion = np.rint(state[1 + len(keys):]).astype(np.int64).reshape(metrics.confusion.shape)
+        metrics.sums[key] += float(row[2 + i])
+    metrics.confusion += np.rint(row[2 + len(keys):]).astype(np.int64).reshape(metrics.confusion.shape)
+    return float(row[1])
 
 
 @torch.no_grad()
@@ -70,26 +71,35 @@ def evaluate_segmentation(
     structure_loss_bce: str | None = "weighted",
     progress: bool = False,
     description: str = "eval",
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Score ``predict(batch) -> (B, 1, S, S) logits`` over ``batches``; returns metrics and ``loss``.
 
     Logits are cropped of their padding and resized to each image's original size before scoring
-    against ``original_labels``. Only running sums are kept, never masks.
+    against ``original_labels``. Only running sums are kept, never masks. Under distributed
+    evaluation pass ``gather=accelerator.gather_for_metrics``: each image's contribution travels as
+    one row, so the samples repeated to even out the last batches are dropped, not counted twice.
     """
-    loss_total, loss_batches = 0.0, 0
+    loss_total = 0.0
     iterator = tqdm(batches, desc=description, leave=False) if progress else batches
+    with_loss = structure_loss_bce is not None and metrics.binary
     for batch in iterator:
         logits = predict(batch)
-        if structure_loss_bce is not None and metrics.binary:
-            loss_total += float(structure_loss(logits, batch["labels"].unsqueeze(1).float(), structure_loss_bce))
-            loss_batches += 1
         size = logits.shape[-1]
-        preds = [
-            logits_to_original(logits[i, 0], size, batch["reshaped_input_sizes"][i], batch["original_sizes"][i]).cpu()
-            for i in range(logits.shape[0])
-        ]
-        metrics.update(preds, [gt.cpu() for gt in batch["original_labels"]])
+        rows = []
+        for i in range(logits.shape[0]):
+            image_metrics = SegmentationMetrics(metrics.num_labels, metrics.ignore_index, metrics.metric_input,
+                                                metrics.sod_metrics)
+            pred = logits_to_original(logits[i, 0], size, batch["reshaped_input_sizes"][i], batch["original_sizes"][i])
+            image_metrics.update([pred.cpu()], [batch["original_labels"][i].cpu()])
+            loss = (float(structure_loss(logits[i:i + 1], batch["labels"][i:i + 1].unsqueeze(1).float(),
+                                         structure_loss_bce)) if with_loss else 0.0)
+            rows.append(_state_row(image_metrics, loss))
+        rows = torch.tensor(rows, dtype=torch.float64, device=logits.device)
+        if gather is not None:
+            rows = gather(rows)
+        loss_total += _add_state(metrics, rows.sum(0).cpu().numpy())
     results = metrics.compute()
-    if loss_batches:
-        results["loss"] = loss_total / loss_batches
+    if with_loss and metrics.num_images:
+        results["loss"] = loss_total / metrics.num_images
     return results

@@ -23,6 +23,8 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError, HfHubHTTPError
 from huggingface_hub.utils import validate_repo_id
 
+from .inference import BASE_MODEL_DIR
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -49,7 +51,6 @@ RUN_ARGS_NAME = "run_args.json"
 TEST_RESULTS_NAME = "test_results.json"
 EVAL_SUMMARY_NAME = "eval_summary.json"
 TRAINER_STATE_NAME = "trainer_state.json"
-BASE_MODEL_DIR = "base_model"
 # Like Trainer.push_to_hub: no private files and no intermediate checkpoints.
 PUSH_IGNORE_PATTERNS = ["_*", "checkpoint-*", ".*"]
 # Trainer bookkeeping in *_results.json that is not a segmentation metric.

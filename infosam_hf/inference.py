@@ -13,7 +13,9 @@ from .modeling import attach_relation_module
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BaseModelMismatchError", "load_for_inference", "model_image_size"]
+__all__ = ["BASE_MODEL_DIR", "BaseModelMismatchError", "load_for_inference", "model_image_size"]
+
+BASE_MODEL_DIR = "base_model"  # where a run keeps a base that has no Hub id (built from config or resized)
 
 
 class BaseModelMismatchError(ValueError):
@@ -46,14 +48,32 @@ def load_for_inference(adapter: str | None, base_model: str | None = None, devic
         except (OSError, ValueError) as err:
             raise OSError(f"adapter={adapter}: not a PEFT adapter ({str(err).splitlines()[0]})") from None
         recorded = config.base_model_name_or_path
-        if base_model and recorded and not _same_model(base_model, recorded):
+        recorded_gone = bool(recorded) and Path(recorded).is_absolute() and not Path(recorded).exists()
+        if base_model and recorded and not recorded_gone and not _same_model(base_model, recorded):
             raise BaseModelMismatchError(
                 f"adapter {adapter} was trained on base model {recorded!r}, not {base_model!r}; "
                 "omit the base model to use the recorded one")
-        base = SamModel.from_pretrained(base_model or recorded)
+        base = _load_base(adapter, base_model or recorded, revision)
         attach_relation_module(base)  # so the adapter's relation weights load too
         model = PeftModel.from_pretrained(base, adapter, revision=revision)
     return model.to(device).eval()
+
+
+def _load_base(adapter: str, base: str | None, revision: str | None) -> SamModel:
+    """The base SAM; a recorded local path that no longer exists (a moved run, or an adapter from the
+    Hub whose base was built locally) falls back to the ``base_model/`` folder shipped beside the adapter."""
+    if base and (Path(base).exists() or not Path(base).is_absolute()):
+        return SamModel.from_pretrained(base)
+    local_copy = Path(adapter) / BASE_MODEL_DIR
+    if local_copy.is_dir():
+        return SamModel.from_pretrained(local_copy)
+    if not Path(adapter).exists():
+        try:
+            return SamModel.from_pretrained(adapter, subfolder=BASE_MODEL_DIR, revision=revision)
+        except OSError:
+            pass
+    raise OSError(f"adapter {adapter}: its base model {base!r} is not on this machine and the adapter has no "
+                  f"{BASE_MODEL_DIR}/ folder; pass the base model explicitly")
 
 
 def model_image_size(model: torch.nn.Module) -> int:

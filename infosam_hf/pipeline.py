@@ -16,10 +16,11 @@ from transformers import SamModel, set_seed
 from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
 
 from .arguments import DataArguments, ModelArguments, PeftArguments
-from .cli import RecipeError, parse_recipe
+from .cli import RecipeError, error_line, parse_recipe
 from .config import InfoSAMConfig
-from .data import DataError, build_datasets, select_splits
+from .data import DataError, augmenter_from_args, build_datasets, select_splits
 from .evaluation import box_fill_logits, evaluate_segmentation
+from .inference import BASE_MODEL_DIR
 from .hub import EVAL_SUMMARY_NAME, push_adapter_dir, training_args_dict, write_model_card
 from .modeling import attach_relation_module, load_sam
 from .peft_methods import build_student
@@ -34,7 +35,6 @@ __all__ = ["RECIPE_DATACLASSES", "parse_train_args", "build_image_processor", "b
            "main"]
 
 RECIPE_DATACLASSES = (ModelArguments, PeftArguments, DataArguments, InfoSAMConfig)
-BASE_MODEL_DIR = "base_model"
 
 
 def parse_train_args(argv: Sequence[str]) -> tuple[ModelArguments, PeftArguments, DataArguments, InfoSAMConfig]:
@@ -90,7 +90,8 @@ def score_before_training(trainer: InfoSAMTrainer, test_set, data_args: DataArgu
     summary = {"before training": {k.removeprefix("test_"): v for k, v in before.items()}}
     if data_args.eval_prompt == "box":
         summary["box-fill baseline"] = evaluate_segmentation(
-            box_fill_logits, trainer.get_eval_dataloader(test_set), trainer.new_metrics(), structure_loss_bce=None)
+            box_fill_logits, trainer.get_eval_dataloader(test_set), trainer.new_metrics(), structure_loss_bce=None,
+            gather=trainer.gather_for_metrics)
     return summary
 
 
@@ -127,7 +128,11 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
         raise RecipeError(f"num_labels={data_args.num_labels}: multi-class training is not available yet (the data "
                           "loader and metrics support it; the model side comes with the G-SAM work)")
     set_seed(args.seed)
-    raw_splits = select_splits(data_args, seed=args.seed)  # fail on bad data before loading any model
+    # Fail on bad data or options before loading any model. A validation split is held out of train
+    # only when something evaluates during training.
+    need_eval = args.eval_strategy != "no" or args.load_best_model_at_end
+    raw_splits = select_splits(data_args, seed=args.seed, need_eval=need_eval)
+    augmenter_from_args(data_args)
     student, teacher, image_size = build_models(model_args, peft_args, args.output_dir, args.seed)
     splits = build_datasets(data_args, image_size, seed=args.seed, splits=raw_splits)
     image_processor = build_image_processor(image_size)
@@ -170,7 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         model_args, peft_args, data_args, args = parse_train_args(argv)
         run_training(model_args, peft_args, data_args, args)
-    except (RecipeError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (RecipeError, DataError, ValueError, OSError) as err:
+        if os.environ.get("INFOSAM_TRACEBACK"):
+            raise
+        print(f"error: {error_line(err)}  (INFOSAM_TRACEBACK=1 shows the traceback)", file=sys.stderr)
         return 2
     return 0

@@ -37,8 +37,9 @@ class RelationModule(nn.Module):
                 f"RelationModule expects image_embeds (B, HW, dim) and mask_token (B, 1, dim); "
                 f"got {tuple(image_embeds.shape)} and {tuple(mask_token.shape)}"
             )
-        feat = self.layer_norm_feat(image_embeds)
-        token = self.layer_norm_mask(mask_token)
+        dtype = self.query_proj.weight.dtype  # features captured under autocast may be bf16/fp16
+        feat = self.layer_norm_feat(image_embeds.to(dtype))
+        token = self.layer_norm_mask(mask_token.to(dtype))
         query = self.query_proj(token)
         key = self.key_proj(feat)
         score = query @ key.transpose(1, 2) * self.scale + token @ feat.transpose(1, 2)

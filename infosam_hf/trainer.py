@@ -15,7 +15,7 @@ from transformers.trainer_utils import EvalLoopOutput
 
 from .config import InfoSAMConfig
 from .data.collator import SamPromptCollator
-from .evaluation import PROMPT_KEYS, evaluate_segmentation, reduce_metrics, sam_logits, upsample_logits
+from .evaluation import PROMPT_KEYS, evaluate_segmentation, sam_logits, upsample_logits
 from .metrics import SegmentationMetrics
 from .losses import InfoLossError, compression_loss, distillation_loss, structure_loss
 from .modeling import SamFeatureCapture, get_relation_module
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["InfoSAMTrainer", "META_KEYS"]
 
-META_KEYS = ("original_sizes", "reshaped_input_sizes", "original_labels")
+META_KEYS = ("original_sizes", "reshaped_input_sizes", "original_labels", "prompt_boxes", "has_foreground")
 LOSS_COMPONENTS = ("loss_seg", "loss_r", "loss_d")
 
 
@@ -147,8 +147,10 @@ class InfoSAMTrainer(Trainer):
                     warnings.warn(f"Skipping the information losses for this step: {err}", stacklevel=2)
                     self._warned_info_skip = True
                 loss_r = loss_d = torch.zeros((), device=loss_seg.device)
-                # keep every trained parameter in the graph so DDP's reducer stays in step
-                loss = loss_seg + 0.0 * (relation_t.sum() + relation_s.sum())
+                # keep the relation module in the graph (zero gradient, finite even if the relations are
+                # not) so DDP's reducer stays in step
+                anchor = sum(p.sum() for p in relation.parameters() if p.requires_grad)
+                loss = loss_seg + 0.0 * anchor
             self._accumulate({"loss_seg": loss_seg, "loss_r": loss_r, "loss_d": loss_d})
         elif model.training:
             self._accumulate({"loss_seg": loss_seg})
@@ -183,6 +185,10 @@ class InfoSAMTrainer(Trainer):
                                    metric_input=self.args.metric_input,
                                    sod_metrics=self.args.metric_set == "paper")
 
+    def gather_for_metrics(self, rows: torch.Tensor) -> torch.Tensor:
+        """Per-image rows from every process, without the samples repeated to even out batches."""
+        return self.accelerator.gather_for_metrics(rows) if self.accelerator.num_processes > 1 else rows
+
     def evaluation_loop(self, dataloader, description: str, prediction_loss_only: bool | None = None,
                         ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> EvalLoopOutput:
         """Streamed evaluation: metrics at the original resolution, without the teacher or held masks."""
@@ -197,14 +203,7 @@ class InfoSAMTrainer(Trainer):
 
         results = evaluate_segmentation(predict, dataloader, metrics, self.args.structure_loss_bce,
                                         progress=not self.args.disable_tqdm and self.is_world_process_zero(),
-                                        description=description)
-        reduce_metrics(metrics, self.accelerator)
-        if self.accelerator.num_processes > 1:
-            loss = results.get("loss")
-            results = metrics.compute()
-            if loss is not None:
-                results["loss"] = float(self.accelerator.reduce(
-                    torch.tensor(loss, device=self.accelerator.device), reduction="mean"))
+                                        description=description, gather=self.gather_for_metrics)
         model.train(was_training)
         prefixed = {f"{metric_key_prefix}_{key}": float(value) for key, value in results.items()}
         return EvalLoopOutput(predictions=None, label_ids=None, metrics=prefixed, num_samples=metrics.num_images)

@@ -75,9 +75,9 @@ def open_source(data_args: DataArguments) -> SourceSplits:
     )
 
 
-def select_splits(data_args: DataArguments, seed: int = 42) -> SegmentationSplits:
-    """Resolve ``train_split`` / ``eval_split`` / ``test_split``; carve a seeded validation split from
-    train when no validation split exists (test data is never used to pick checkpoints).
+def select_splits(data_args: DataArguments, seed: int = 42, need_eval: bool = True) -> SegmentationSplits:
+    """Resolve ``train_split`` / ``eval_split`` / ``test_split``; when ``need_eval`` and no validation
+    split exists, carve a seeded one from train (test data is never used to pick checkpoints).
 
     Every split that is used is loaded here, so missing files and unknown splits fail before training.
     ``train_split`` / ``test_split`` set to None (or an empty string) skip that split.
@@ -89,7 +89,7 @@ def select_splits(data_args: DataArguments, seed: int = 42) -> SegmentationSplit
         eval_name = next((n for n in ("validation", "val", "valid") if n in splits), None)
     if eval_name:
         eval_ds = splits.get_split(eval_name)
-    elif train is not None:
+    elif train is not None and need_eval:
         train, eval_ds = _carve_validation(train, data_args.validation_split_percentage, seed)
     else:
         eval_ds = None
@@ -139,12 +139,12 @@ def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_
 
 
 def build_datasets(data_args: DataArguments, image_size: int, seed: int = 42,
-                   splits: SegmentationSplits | None = None) -> SegmentationSplits:
+                   splits: SegmentationSplits | None = None, need_eval: bool = True) -> SegmentationSplits:
     """Load the splits (or take already ``select_splits``-ed ones) and attach train / eval transforms
     (train augmentation from ``data_args.augment``)."""
     augmenter = augmenter_from_args(data_args)  # validate the names before any loading work
     if splits is None:
-        splits = select_splits(data_args, seed)
+        splits = select_splits(data_args, seed, need_eval)
     return SegmentationSplits(
         train=with_sam_transform(splits.train, data_args, image_size, train=True, seed=seed,
                                  augmenter=augmenter if augmenter is not None else False),

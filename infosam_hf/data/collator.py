@@ -31,6 +31,9 @@ class SamPromptCollator:
         }
         if "original_labels" in examples[0]:
             batch["original_labels"] = [ex["original_labels"] for ex in examples]
+            if "prompt_box" in examples[0]:  # evaluation: each example's own box, whatever the batch uses
+                batch["prompt_boxes"] = torch.stack([ex["prompt_box"] for ex in examples])
+                batch["has_foreground"] = torch.tensor([ex["has_foreground"] for ex in examples])
         mode = examples[0]["prompt_mode"]
         if mode == "mixed":
             draw = examples[0].get("prompt_draw")

@@ -10,23 +10,23 @@ import numpy as np
 __all__ = ["PROMPT_MODES", "sample_box", "sample_points"]
 
 PROMPT_MODES = ("box", "point", "points", "mixed", "none")
-MAX_BOX_SHIFT = 5.0
+MAX_BOX_SHIFT = 5
 
 
 def sample_box(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
-    """Tight box (x0, y0, x1, y1) around all foreground, both corners shifted by one random offset.
+    """Tight box (x0, y0, x1, y1) around all foreground, shifted as a whole by one random offset.
 
-    The offset is drawn uniformly in ±min(5, ½·min(w, h)) px per coordinate; the result is clipped to
-    the mask. Returns None for an empty mask.
+    As in the official InfoSAM data code, one integer offset (dx, dy) is drawn from
+    [-m, m) with m = min(5, ½·min(w, h)) (w, h: the tight box's extent) and applied to both corners;
+    the result is clipped to the mask. Returns None for an empty mask.
     """
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
         return None
     x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
-    width, height = x1 - x0 + 1, y1 - y0 + 1
-    shift = min(MAX_BOX_SHIFT, 0.5 * min(width, height))
-    jitter = rng.uniform(-shift, shift, size=4)
-    box = np.array([x0, y0, x1, y1], dtype=np.float64) + jitter
+    shift = int(min(MAX_BOX_SHIFT, 0.5 * min(x1 - x0, y1 - y0)))
+    dx, dy = (rng.integers(-shift, shift, size=2) if shift > 0 else (0, 0))
+    box = np.array([x0 + dx, y0 + dy, x1 + dx, y1 + dy], dtype=np.float64)
     h, w = mask.shape
     box[[0, 2]] = np.clip(box[[0, 2]], 0, w - 1)
     box[[1, 3]] = np.clip(box[[1, 3]], 0, h - 1)
