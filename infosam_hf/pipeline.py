@@ -23,7 +23,7 @@ from .evaluation import box_fill_logits, evaluate_segmentation
 from .inference import BASE_MODEL_DIR
 from .hub import EVAL_SUMMARY_NAME, push_adapter_dir, training_args_dict, write_model_card
 from .modeling import attach_relation_module, load_sam
-from .peft_methods import build_student
+from .peft_methods import build_peft_config, build_student
 from .relation_io import load_relation_state_dict
 from .trainer import InfoSAMTrainer
 from .visualization import TrainingCurvesCallback
@@ -55,6 +55,8 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     size) is saved to ``output_dir/base_model`` so the adapter's ``base_model_name_or_path`` points at
     something ``AutoPeftModel.from_pretrained`` can load.
     """
+    build_peft_config(peft_args.peft_method, peft_args.peft_config)  # bad PEFT options fail before any loading
+    relation_state = load_relation_state_dict(model_args.relation_from) if model_args.relation_from else None
     sam = load_sam(model_args.model_name_or_path, model_args.sam_config, model_args.image_size, seed=seed)
     image_size = sam.config.vision_config.image_size
     if not model_args.model_name_or_path or getattr(sam, "infosam_resized_from", None):
@@ -65,7 +67,6 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
         sam.config._name_or_path = sam.name_or_path
     else:
         sam.name_or_path = model_args.model_name_or_path
-    relation_state = load_relation_state_dict(model_args.relation_from) if model_args.relation_from else None
     attach_relation_module(sam, relation_state)
     student = build_student(sam, peft_args.peft_method, peft_args.peft_config, model_args.freeze_relation)
     teacher = None

@@ -73,3 +73,20 @@ def test_strategy_no_and_null_survive_parsing(tmp_path):
     _, _, data, args = parse_train_args([recipe, "--logging_strategy", "no", "--test_split", "null"])
     assert args.save_strategy == "no" and args.eval_strategy == "no" and args.logging_strategy == "no"
     assert data.test_split is None
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--eval_prompt", "mixd"], "eval_prompt='mixd' is not one of"),
+    (["--peft_method", "adapterx"], "peft_method='adapterx' is not known"),
+    (["--peft_config.rr", "3"], "peft_config:"),
+    (["--relation_from", "/nonexistent/relation_models/3.pth"], "relation_from=/nonexistent/relation_models/3.pth"),
+    (["--model_name_or_path", "/nonexistent/sam"], "model_name_or_path='/nonexistent/sam'"),
+    (["--augment", "hflip,warp"], "warp"),
+])
+def test_bad_options_fail_with_one_line(tmp_path, capsys, extra, expected):
+    from infosam_hf.pipeline import main
+
+    code = main([str(ROOT / "recipes" / "demo.yaml"), "--output_dir", str(tmp_path), "--synthetic_num_train", "8",
+                 "--synthetic_num_test", "4", "--synthetic_num_eval", "4", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err

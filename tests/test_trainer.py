@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import subprocess
 import sys
@@ -141,16 +142,25 @@ def test_loss_components_reach_tensorboard(tmp_path):
 def test_ddp_two_processes_gloo(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    # 5 test images over 2 processes x batch 2: accelerate pads the last batches with repeats
+    data = [*FAST, "--synthetic_num_test", "5", "--per_device_eval_batch_size", "2", "--metric_set", "iou"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
            str(ROOT / "scripts" / "train.py"), DEMO, "--output_dir", str(out), "--max_steps", "2",
-           "--eval_before_training", "false", "--ddp_backend", "gloo", *FAST]
+           "--eval_before_training", "false", "--ddp_backend", "gloo", *data]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = json.loads((out / "trainer_state.json").read_text())
-    assert state["global_step"] == 2
-    assert (out / "adapter_model.safetensors").is_file()
-    # 2 processes x batch 4 per step: the effective batch is 8
-    assert state["train_batch_size"] == 4
+    assert state["global_step"] == 2 and (out / "adapter_model.safetensors").is_file()
+    # the distributed test metrics equal a single-process evaluation of the saved adapter
+    ddp_metrics = json.loads((out / "test_results.json").read_text())
+    from infosam_hf.evaluate_cli import evaluate_adapter
+
+    data_args = parse_train_args([DEMO, "--output_dir", str(tmp_path / "unused"), *data])[2]
+    single = evaluate_adapter(str(out), data_args, split="test", batch_size=3, metric_input="probability",
+                              metric_set="iou", seed=42, device="cpu", num_workers=0, progress=False)
+    assert single["num_images"] == 5
+    for key in ("iou", "dice", "iou@0.5", "miou"):
+        assert ddp_metrics[f"test_{key}"] == pytest.approx(single[key], abs=1e-6), key
 
 
 def test_separate_teacher_is_frozen_on_device_and_not_prepared(tmp_path):
@@ -219,3 +229,46 @@ def test_best_checkpoint_is_picked_on_an_eval_metric(tmp_path):
     best_step = max(evals, key=evals.get)
     assert state["best_metric"] == pytest.approx(evals[best_step])
     assert state["best_model_checkpoint"].endswith(f"checkpoint-{best_step}")
+
+
+def test_bf16_autocast_training_step(tmp_path):
+    out = tmp_path / "bf16"
+    argv = [DEMO, "--output_dir", str(out), "--max_steps", "2", "--bf16", "true", "--eval_before_training", "false",
+            "--test_split", "null", *FAST]
+    run_training(*parse_train_args(argv))
+    logs = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+    assert logs and all(math.isfinite(h[k]) for h in logs for k in ("loss", "loss_r", "loss_d"))
+
+
+def test_non_finite_relations_never_reach_the_weights(tmp_path, monkeypatch):
+    from infosam_hf.relation import RelationModule
+
+    original = RelationModule.forward
+    monkeypatch.setattr(RelationModule, "forward", lambda self, *a: original(self, *a) * float("nan"))
+    splits = tiny_data()
+    student = tiny_student()
+    args = InfoSAMConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, save_strategy="no",
+                         report_to="none", use_cpu=True, disable_tqdm=True, logging_steps=1)
+    with pytest.warns(UserWarning, match="Skipping the information losses"):
+        InfoSAMTrainer(model=student, args=args, train_dataset=splits.train).train()
+    assert all(torch.isfinite(p).all() for p in student.parameters())
+
+
+def test_empty_masks_in_box_evaluation(tmp_path):
+    from infosam_hf.data import SamPromptCollator
+    from infosam_hf.evaluation import box_fill_logits, evaluate_segmentation
+    from infosam_hf.metrics import SegmentationMetrics
+
+    splits = tiny_data()
+    examples = [splits.test[i] for i in range(2)]
+    empty = dict(examples[1], has_foreground=False, labels=torch.zeros_like(examples[1]["labels"]),
+                 original_labels=torch.zeros_like(examples[1]["original_labels"]),
+                 prompt_points=torch.tensor([[3.0, 3.0]]), prompt_point_labels=torch.tensor([0]))
+    batch = SamPromptCollator()([examples[0], empty])
+    assert "input_points" in batch and batch["input_labels"][1, 0, 0] == 0  # background point, no crash
+    scores = evaluate_segmentation(box_fill_logits, [batch], SegmentationMetrics(sod_metrics=False),
+                                   structure_loss_bce=None)
+    # the empty example's baseline predicts background: a perfect score for it
+    single = evaluate_segmentation(box_fill_logits, [SamPromptCollator()([examples[0]])],
+                                   SegmentationMetrics(sod_metrics=False), structure_loss_bce=None)
+    assert scores["iou@0.5"] == pytest.approx((single["iou@0.5"] + 1.0) / 2)
