@@ -78,7 +78,7 @@ def _coerce_one(key: str, value: Any, annotation: Any) -> Any:
             value = parsed
         if not isinstance(value, (list, tuple)):
             value = [value]
-        return [_coerce(key, item, inner) for item in value]
+        return [coerce_value(key, item, inner) for item in value]
     if origin is dict:
         if isinstance(value, str):
             value = yaml.safe_load(value) if value.strip() else {}
@@ -92,7 +92,8 @@ def _coerce_one(key: str, value: Any, annotation: Any) -> Any:
     raise TypeError
 
 
-def _coerce(key: str, value: Any, annotation: Any) -> Any:
+def coerce_value(key: str, value: Any, annotation: Any) -> Any:
+    """Coerce ``value`` to the dataclass field type ``annotation`` or raise :class:`RecipeError`."""
     candidates = _union_args(annotation)
     if type(None) in candidates and (value is None or (isinstance(value, str) and value in ("null", "~"))):
         return None
@@ -105,11 +106,6 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             continue
     names = " | ".join(getattr(c, "__name__", str(c)) for c in candidates)
     raise RecipeError(f"{key}: expected {names}, got {value!r}")
-
-
-def coerce_value(key: str, value: Any, annotation: Any) -> Any:
-    """Coerce ``value`` to the dataclass field type ``annotation`` or raise :class:`RecipeError`."""
-    return _coerce(key, value, annotation)
 
 
 def _parse_cli(args: Sequence[str], bool_keys: set[str]) -> dict[str, Any]:
@@ -188,7 +184,7 @@ def parse_recipe(argv: Sequence[str], dataclass_types: Sequence[type]) -> tuple[
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise RecipeError(f"unknown key {key!r}{hint}")
         index, annotation = fields[key]
-        per_class[index][key] = _coerce(key, value, annotation)
+        per_class[index][key] = coerce_value(key, value, annotation)
 
     instances = []
     for cls, kwargs in zip(dataclass_types, per_class):

@@ -30,10 +30,9 @@ from tqdm.auto import tqdm
 
 from .arguments import DataArguments
 from .cli import RecipeError, error_line
-from .data import DataError, SamPromptCollator, open_source, with_sam_transform
-from .evaluation import evaluate_segmentation, sam_logits
+from .data import DataError, SamPromptCollator, open_source, take_first, with_sam_transform
+from .evaluation import evaluate_segmentation, make_metrics, sam_logits
 from .inference import BaseModelMismatchError, load_for_inference, model_image_size
-from .metrics import SegmentationMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -141,23 +140,20 @@ def evaluate_adapter(adapter: str, data_args: DataArguments, *, split: str = "te
     if adapter.lower() == "none" and not base_model:
         raise UsageError("--adapter none needs --base_model (the SAM checkpoint to evaluate zero-shot)")
     device = resolve_device(device) if not isinstance(device, torch.device) else device
-    dataset = open_source(data_args).get_split(split)  # fail on data before the model loads
-    if data_args.max_eval_samples is not None:
-        dataset = dataset.select(range(min(data_args.max_eval_samples, len(dataset))))
+    # fail on data before the model loads
+    dataset = take_first(open_source(data_args).get_split(split), data_args.max_eval_samples)
     model = load_for_inference(adapter, base_model, device=device)
     image_size = model_image_size(model)
     dataset = with_sam_transform(dataset, data_args, image_size, train=False, seed=seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                          collate_fn=SamPromptCollator(), num_workers=num_workers)
-    metrics = SegmentationMetrics(num_labels=data_args.num_labels, ignore_index=data_args.ignore_index,
-                                  metric_input=metric_input, sod_metrics=metric_set != "iou")
+    metrics = make_metrics(data_args.num_labels, data_args.ignore_index, metric_input, metric_set)
 
     def predict(batch: dict[str, Any]) -> torch.Tensor:
         batch = {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
         return sam_logits(model, batch)
 
     batches = tqdm(loader, desc=f"evaluating {split}", unit="batch", disable=not progress)
-    torch.manual_seed(seed)  # only 'mixed' eval prompts draw from torch's RNG (in the collator)
     scores = evaluate_segmentation(predict, batches, metrics, structure_loss_bce=None)
     results: dict[str, Any] = {key: float(value) for key, value in scores.items()}
     results.update({

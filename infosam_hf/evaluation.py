@@ -14,9 +14,19 @@ from tqdm.auto import tqdm
 from .losses import structure_loss
 from .metrics import SegmentationMetrics, logits_to_original
 
-__all__ = ["PROMPT_KEYS", "upsample_logits", "sam_logits", "box_fill_logits", "evaluate_segmentation"]
+__all__ = ["PROMPT_KEYS", "METRIC_SETS", "make_metrics", "upsample_logits", "sam_logits", "box_fill_logits",
+           "evaluate_segmentation"]
 
 PROMPT_KEYS = ("input_boxes", "input_points", "input_labels")
+METRIC_SETS = ("paper", "iou")
+
+
+def make_metrics(num_labels: int = 1, ignore_index: int = 255, metric_input: str = "probability",
+                 metric_set: str = "paper") -> SegmentationMetrics:
+    """A streamed accumulator for a recipe's ``metric_set``: ``paper`` (IoU, Dice, S, E, wF, MAE, mIoU) or
+    ``iou`` (IoU, Dice, mIoU only: fast)."""
+    return SegmentationMetrics(num_labels=num_labels, ignore_index=ignore_index, metric_input=metric_input,
+                               sod_metrics=metric_set == "paper")
 
 
 def upsample_logits(pred_masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -86,15 +96,15 @@ def evaluate_segmentation(
     for batch in iterator:
         logits = predict(batch)
         size = logits.shape[-1]
+        losses = (structure_loss(logits, batch["labels"].unsqueeze(1).float(), structure_loss_bce, reduction="none")
+                  if with_loss else torch.zeros(logits.shape[0]))
         rows = []
         for i in range(logits.shape[0]):
             image_metrics = SegmentationMetrics(metrics.num_labels, metrics.ignore_index, metrics.metric_input,
-                                                metrics.sod_metrics)
+                                                metrics.sod_metrics)  # this image's contribution alone
             pred = logits_to_original(logits[i, 0], size, batch["reshaped_input_sizes"][i], batch["original_sizes"][i])
             image_metrics.update([pred.cpu()], [batch["original_labels"][i].cpu()])
-            loss = (float(structure_loss(logits[i:i + 1], batch["labels"][i:i + 1].unsqueeze(1).float(),
-                                         structure_loss_bce)) if with_loss else 0.0)
-            rows.append(_state_row(image_metrics, loss))
+            rows.append(_state_row(image_metrics, float(losses[i])))
         rows = torch.tensor(rows, dtype=torch.float64, device=logits.device)
         if gather is not None:
             rows = gather(rows)

@@ -24,6 +24,7 @@ from huggingface_hub.errors import HFValidationError, HfHubHTTPError
 from huggingface_hub.utils import validate_repo_id
 
 from .inference import BASE_MODEL_DIR
+from .relation_io import ADAPTER_WEIGHTS_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,6 @@ __all__ = [
 CARD_TAGS = ("infosam", "segment-anything", "peft", "image-segmentation")
 PIPELINE_TAG = "mask-generation"
 ADAPTER_CONFIG_NAME = "adapter_config.json"
-ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 PREPROCESSOR_NAME = "preprocessor_config.json"
 RUN_ARGS_NAME = "run_args.json"
 TEST_RESULTS_NAME = "test_results.json"

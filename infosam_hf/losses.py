@@ -104,7 +104,8 @@ def _box_mean_31(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, kernel_size=(1, 31), stride=1, padding=(0, 15))
 
 
-def structure_loss(logits: torch.Tensor, target: torch.Tensor, bce: str = "weighted") -> torch.Tensor:
+def structure_loss(logits: torch.Tensor, target: torch.Tensor, bce: str = "weighted",
+                   reduction: str = "mean") -> torch.Tensor:
     """PraNet/F3Net structure loss: boundary-weighted BCE plus weighted IoU, averaged over the batch.
 
     Args:
@@ -113,6 +114,7 @@ def structure_loss(logits: torch.Tensor, target: torch.Tensor, bce: str = "weigh
         bce: ``"weighted"`` (the published form: each image's BCE is the w-weighted mean) or
             ``"unweighted"`` (the official code's behaviour: ``reduce="none"`` is read by PyTorch as a
             legacy flag, so its BCE term is the plain global mean).
+        reduction: ``"mean"`` over the batch, or ``"none"`` for one loss per image.
     """
     if bce not in ("weighted", "unweighted"):
         raise ValueError(f"structure_loss_bce must be 'weighted' or 'unweighted', got {bce!r}")
@@ -129,4 +131,5 @@ def structure_loss(logits: torch.Tensor, target: torch.Tensor, bce: str = "weigh
     inter = (prob * target * weight).sum(dim=(2, 3))
     union = ((prob + target) * weight).sum(dim=(2, 3))
     wiou = 1 - (inter + 1) / (union - inter + 1)
-    return (wbce + wiou).mean()
+    per_image = (wbce + wiou).mean(dim=1)
+    return per_image if reduction == "none" else per_image.mean()

@@ -30,7 +30,6 @@ set at threshold 0.5 (G-SAM's number). Multi-class: ``miou`` / ``iou_class_{k}``
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np

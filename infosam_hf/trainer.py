@@ -15,7 +15,7 @@ from transformers.trainer_utils import EvalLoopOutput
 
 from .config import InfoSAMConfig
 from .data.collator import SamPromptCollator
-from .evaluation import PROMPT_KEYS, evaluate_segmentation, sam_logits, upsample_logits
+from .evaluation import PROMPT_KEYS, evaluate_segmentation, make_metrics, sam_logits, upsample_logits
 from .metrics import SegmentationMetrics
 from .losses import InfoLossError, compression_loss, distillation_loss, structure_loss
 from .modeling import SamFeatureCapture, get_relation_module
@@ -82,6 +82,9 @@ class InfoSAMTrainer(Trainer):
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
         self.add_callback(_TransformEpochCallback(self.train_dataset, args))
         self.relation_module = get_relation_module(self.model)  # shared by the teacher and student passes
+        # Leaving disable_adapter() sets requires_grad on every modules_to_save copy; these must stay frozen.
+        self._frozen_copies = [p for n, p in self.model.named_parameters()
+                               if "modules_to_save" in n and not p.requires_grad]
         self.student_capture = SamFeatureCapture(self.model)
         self.teacher_model = teacher_model
         if teacher_model is not None:
@@ -110,12 +113,10 @@ class InfoSAMTrainer(Trainer):
             return features
         student = self.accelerator.unwrap_model(model)
         was_training = student.training
-        # Leaving disable_adapter() sets requires_grad on every modules_to_save copy; keep frozen ones frozen.
-        frozen = [p for p in student.parameters() if not p.requires_grad]
         with student.disable_adapter(), self.teacher_capture.record() as features:
             student.eval()  # the pre-trained SAM: no dropout
             student(pixel_values=inputs["pixel_values"], multimask_output=False, **prompts)
-        for param in frozen:
+        for param in self._frozen_copies:
             param.requires_grad_(False)
         student.train(was_training)
         return features
@@ -161,9 +162,8 @@ class InfoSAMTrainer(Trainer):
     # -------------------------------------------------------------- logging
     def _accumulate(self, values: dict[str, torch.Tensor]) -> None:
         for name, value in values.items():
-            value = value.detach().float()
-            self._component_sums[name] = self._component_sums.get(name, 0.0) + value
-        self._component_steps += 1 if "loss_seg" in values else 0
+            self._component_sums[name] = self._component_sums.get(name, 0.0) + value.detach().float()
+        self._component_steps += 1
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add ``loss_seg``, ``loss_r`` and ``loss_d`` (averaged over the logging interval) to train logs."""
@@ -181,9 +181,7 @@ class InfoSAMTrainer(Trainer):
     # ----------------------------------------------------------- evaluation
     def new_metrics(self) -> SegmentationMetrics:
         """A fresh streamed metrics accumulator configured from ``args``."""
-        return SegmentationMetrics(num_labels=self.num_labels, ignore_index=self.ignore_index,
-                                   metric_input=self.args.metric_input,
-                                   sod_metrics=self.args.metric_set == "paper")
+        return make_metrics(self.num_labels, self.ignore_index, self.args.metric_input, self.args.metric_set)
 
     def gather_for_metrics(self, rows: torch.Tensor) -> torch.Tensor:
         """Per-image rows from every process, without the samples repeated to even out batches."""

@@ -11,7 +11,7 @@ from .augment import AUGMENTATIONS, SegmentationAugmenter, build_augmenter
 from .collator import SamPromptCollator
 from .decoding import DataError, decode_image, decode_mask
 from .prompts import sample_box, sample_points
-from .sources import SYNTHETIC, SourceSplits, load_splits
+from .sources import SourceSplits, load_splits
 from .synthetic import make_synthetic_dataset
 from .transforms import INDEX_COLUMN, SamSegmentationTransform, preprocess_image
 
@@ -29,6 +29,7 @@ __all__ = [
     "SamSegmentationTransform",
     "build_datasets",
     "select_splits",
+    "take_first",
     "open_source",
     "decode_image",
     "decode_mask",
@@ -48,7 +49,8 @@ class SegmentationSplits:
     test: Dataset | None
 
 
-def _truncate(dataset: Dataset | None, limit: int | None) -> Dataset | None:
+def take_first(dataset: Dataset | None, limit: int | None) -> Dataset | None:
+    """The first ``limit`` rows of ``dataset`` (all of them when ``limit`` is None)."""
     if dataset is None or limit is None:
         return dataset
     return dataset.select(range(min(limit, len(dataset))))
@@ -71,7 +73,7 @@ def open_source(data_args: DataArguments) -> SourceSplits:
          "num_test": data_args.synthetic_num_test, "image_size": data_args.synthetic_image_size,
          "seed": data_args.synthetic_seed},
         image_column=data_args.image_column, mask_column=data_args.mask_column,
-        config_name=getattr(data_args, "dataset_config_name", None),
+        config_name=data_args.dataset_config_name,
     )
 
 
@@ -95,9 +97,9 @@ def select_splits(data_args: DataArguments, seed: int = 42, need_eval: bool = Tr
         eval_ds = None
     test = splits.get_split(data_args.test_split) if data_args.test_split else None
     return SegmentationSplits(
-        train=_truncate(train, data_args.max_train_samples),
-        eval=_truncate(eval_ds, data_args.max_eval_samples),
-        test=_truncate(test, data_args.max_eval_samples),
+        train=take_first(train, data_args.max_train_samples),
+        eval=take_first(eval_ds, data_args.max_eval_samples),
+        test=take_first(test, data_args.max_eval_samples),
     )
 
 
@@ -105,26 +107,21 @@ def augmenter_from_args(data_args: DataArguments) -> SegmentationAugmenter | Non
     """The train-time augmenter named by ``data_args.augment`` (None when the list is empty)."""
     return build_augmenter(
         data_args.augment, crop_size=data_args.crop_size,
-        rotate_degrees=getattr(data_args, "rotate_degrees", 90.0),
-        color_jitter=getattr(data_args, "color_jitter", 0.2),
+        rotate_degrees=data_args.rotate_degrees, color_jitter=data_args.color_jitter,
         num_labels=data_args.num_labels, ignore_index=data_args.ignore_index,
     )
 
 
 def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_size: int, train: bool,
-                       seed: int = 42, augmenter=None) -> Dataset | None:
+                       seed: int = 42) -> Dataset | None:
     """Attach the on-the-fly SAM transform (train or eval prompts) to a split.
 
-    Train splits get the augmenter passed in, or else the one ``data_args.augment`` names (pass
-    ``augmenter=False`` to force none). Eval splits never augment and get an ``__index__`` column that
-    seeds their prompts, so repeated evaluations see identical prompts.
+    Train splits augment as ``data_args.augment`` names; eval splits never augment. Every split gets an
+    ``__index__`` column that keys its per-example randomness, so evaluation prompts repeat exactly.
     """
     if dataset is None:
         return None
-    if not train or augmenter is False:
-        augmenter = None
-    elif augmenter is None:
-        augmenter = augmenter_from_args(data_args)
+    augmenter = augmenter_from_args(data_args) if train else None
     transform = SamSegmentationTransform(
         image_size=image_size,
         prompt_mode=data_args.train_prompt if train else data_args.eval_prompt,
@@ -142,12 +139,10 @@ def build_datasets(data_args: DataArguments, image_size: int, seed: int = 42,
                    splits: SegmentationSplits | None = None, need_eval: bool = True) -> SegmentationSplits:
     """Load the splits (or take already ``select_splits``-ed ones) and attach train / eval transforms
     (train augmentation from ``data_args.augment``)."""
-    augmenter = augmenter_from_args(data_args)  # validate the names before any loading work
     if splits is None:
         splits = select_splits(data_args, seed, need_eval)
     return SegmentationSplits(
-        train=with_sam_transform(splits.train, data_args, image_size, train=True, seed=seed,
-                                 augmenter=augmenter if augmenter is not None else False),
+        train=with_sam_transform(splits.train, data_args, image_size, train=True, seed=seed),
         eval=with_sam_transform(splits.eval, data_args, image_size, train=False, seed=seed),
         test=with_sam_transform(splits.test, data_args, image_size, train=False, seed=seed),
     )

@@ -131,7 +131,8 @@ class SegmentationAugmenter:
         pixels = image.astype(np.float32)
         gray = pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         pixels = gray[..., None] + saturation * (pixels - gray[..., None])
-        pixels = float(gray.mean()) + contrast * (pixels - float(gray.mean()))
+        mean = float(gray.mean())
+        pixels = mean + contrast * (pixels - mean)
         pixels *= brightness
         return np.clip(pixels, 0, 255).astype(np.uint8), mask
 

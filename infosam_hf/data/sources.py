@@ -288,12 +288,8 @@ def _has_metadata(root: Path) -> bool:
     return any((d / m).is_file() for d in candidates for m in METADATA_FILES)
 
 
-def _load_from_disk_splits(root: Path, image_column: str, mask_column: str) -> SourceSplits:
-    try:
-        loaded = load_from_disk(str(root))
-    except (OSError, ValueError) as err:
-        raise DataError(f"{root}: cannot load the saved dataset ({type(err).__name__}: {err})") from None
-    splits = loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
+def _checked_splits(root: Path, splits: DatasetDict, image_column: str, mask_column: str) -> SourceSplits:
+    """Splits of an already loaded local dataset, standardised and file-checked on first access."""
 
     def loader(name: str) -> Dataset:
         dataset = standardize_columns(splits[name], f"{root} [{name}]", image_column, mask_column)
@@ -303,19 +299,22 @@ def _load_from_disk_splits(root: Path, image_column: str, mask_column: str) -> S
     return SourceSplits(str(root), list(splits), loader)
 
 
+def _load_from_disk_splits(root: Path, image_column: str, mask_column: str) -> SourceSplits:
+    try:
+        loaded = load_from_disk(str(root))
+    except (OSError, ValueError) as err:
+        raise DataError(f"{root}: cannot load the saved dataset ({type(err).__name__}: {err})") from None
+    splits = loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
+    return _checked_splits(root, splits, image_column, mask_column)
+
+
 def _imagefolder_splits(root: Path, image_column: str, mask_column: str) -> SourceSplits:
     try:
         loaded = load_dataset("imagefolder", data_dir=str(root))
     except (OSError, ValueError) as err:
         raise DataError(f"{root}: cannot read the imagefolder metadata ({type(err).__name__}: "
-                        f"{str(err).splitlines()[0] if str(err) else ''})") from None
-
-    def loader(name: str) -> Dataset:
-        dataset = standardize_columns(loaded[name], f"{root} [{name}]", image_column, mask_column)
-        check_files_exist(dataset, f"{root} [{name}]")
-        return dataset
-
-    return SourceSplits(str(root), list(loaded), loader)
+                        f"{_first_line(err)})") from None
+    return _checked_splits(root, loaded, image_column, mask_column)
 
 
 def _first_line(err: BaseException, limit: int = 300) -> str:

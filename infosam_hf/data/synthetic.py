@@ -54,7 +54,7 @@ def _draw_object(draw: ImageDraw.ImageDraw, rng, shape: str, cx: float, cy: floa
     if shape == "ring":
         inner = radius * rng.uniform(0.45, 0.6)
         draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=fill)
-        draw.ellipse([cx - inner, cy - inner, cx + inner, cy + inner], fill=0 if isinstance(fill, int) else None)
+        draw.ellipse([cx - inner, cy - inner, cx + inner, cy + inner], fill=0)  # the hole
     else:
         draw.polygon(_polygon(rng, shape, cx, cy, radius), fill=fill)
 

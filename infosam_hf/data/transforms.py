@@ -57,8 +57,8 @@ class SamSegmentationTransform:
         image_size: square input size S (the longest side is resized to S, then padded).
         prompt_mode: one of ``box | point | points | mixed | none``. ``mixed`` produces both a box
             and a point; the collator picks one per batch.
-        train: training transforms use fresh randomness; evaluation prompts are seeded by
-            ``(seed, example index)`` so two evaluations give identical numbers.
+        train: training randomness is keyed by ``(seed, epoch, example index)`` (see :meth:`set_epoch`);
+            evaluation prompts by ``(seed, example index)``, so two evaluations give identical numbers.
         augmenter: optional callable ``(image_array, mask_array, rng) -> (image_array, mask_array)``,
             applied before resizing and before prompts are sampled (train only); see
             :func:`infosam_hf.data.augment.build_augmenter`. Must be picklable for DataLoader workers.
@@ -140,12 +140,8 @@ class SamSegmentationTransform:
             mask = _resize_mask(mask, *decoded)  # a no-op unless the image is a draft
             image_array, mask = self.augmenter(np.asarray(image), mask, rng)
             image = Image.fromarray(image_array)
-            if mask.shape == decoded:
-                pass
-            elif mask.shape == decoded[::-1]:
-                original_size = original_size[::-1]
-            else:  # cropped (drafting is off for crops, so this is full resolution)
-                original_size = mask.shape
+            if mask.shape != decoded:  # rotated by 90°, or cropped (no drafting with crops: full resolution)
+                original_size = original_size[::-1] if mask.shape == decoded[::-1] else mask.shape
         new_h, new_w = _resized_shape(*original_size, self.image_size)
         pixel_values, _ = preprocess_image(image, self.image_size, (new_h, new_w))
         resized_mask = _resize_mask(mask, new_h, new_w)
