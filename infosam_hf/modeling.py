@@ -6,6 +6,7 @@ import contextlib
 import copy
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -74,6 +75,8 @@ def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = No
     (see :func:`resize_sam_input`).
     """
     if model_name_or_path:
+        if model_name_or_path.startswith((".", "/", "~")) and not Path(model_name_or_path).expanduser().exists():
+            raise OSError(f"model_name_or_path={model_name_or_path!r}: no such directory")
         try:
             model = SamModel.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
         except OSError as err:
