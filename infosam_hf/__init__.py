@@ -1,12 +1,11 @@
 """infosam-hf: fine-tune Segment Anything with InfoSAM relation distillation, the HuggingFace way."""
 
-from .arguments import DataArguments, ModelArguments, PeftArguments
-from .config import InfoSAMConfig
+from .data import DataArguments
 from .losses import compression_loss, distillation_loss, structure_loss
-from .modeling import attach_relation_module, load_sam, resize_sam_input
-from .peft_methods import build_student
+from .models import ModelArguments, attach_relation_module, load_for_inference, load_sam, resize_sam_input
 from .relation import RelationModule, load_official_relation_state_dict
-from .trainer import InfoSAMTrainer
+from .training import InfoSAMConfig, InfoSAMTrainer
+from .tuners import PeftArguments, build_student
 
 __version__ = "0.1.0"
 
@@ -21,6 +20,7 @@ __all__ = [
     "build_student",
     "compression_loss",
     "distillation_loss",
+    "load_for_inference",
     "load_official_relation_state_dict",
     "load_sam",
     "resize_sam_input",

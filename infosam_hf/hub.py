@@ -10,21 +10,19 @@ unless passed explicitly.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
-from huggingface_hub.errors import HFValidationError, HfHubHTTPError
+from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
+from peft.utils import SAFETENSORS_WEIGHTS_NAME as ADAPTER_WEIGHTS_NAME
 
-from .inference import BASE_MODEL_DIR
-from .relation_io import ADAPTER_WEIGHTS_NAME
+from .models.inference import BASE_MODEL_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +38,6 @@ __all__ = [
     "training_args_dict",
     "validate_adapter_dir",
     "write_model_card",
-    "main",
 ]
 
 CARD_TAGS = ("infosam", "segment-anything", "peft", "image-segmentation")
@@ -255,7 +252,7 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
     if results:
         eval_prompt = data_args.get("eval_prompt", "box")
         sections.append(f"Final evaluation on the `{test_split}` split with **{eval_prompt}** prompts (metrics of "
-                        "`infosam_hf.metrics`" + ("; `mae` is lower-is-better" if "mae" in results else "") + "):")
+                        "`infosam_hf.evaluation.metrics`" + ("; `mae` is lower-is-better" if "mae" in results else "") + "):")
         sections.append("")
         rows: dict[str, Mapping[str, float]] = {
             name: {k: float(v) for k, v in values.items() if isinstance(v, (int, float))}
@@ -394,33 +391,3 @@ def push_adapter_dir(output_dir: str | Path, repo_id: str, *, private: bool | No
         repo_id=repo_id, folder_path=str(output_dir), commit_message=commit_message, token=token,
         revision=revision, ignore_patterns=PUSH_IGNORE_PATTERNS, run_as_future=not blocking,
     )
-
-
-# -------------------------------------------------------------------------------------------- CLI
-def main(argv: Sequence[str] | None = None) -> int:
-    """``push_to_hub.py OUTPUT_DIR REPO_ID [--private] [--revision REV]``: push a finished run."""
-    parser = argparse.ArgumentParser(
-        prog="push_to_hub.py", description="Push a finished InfoSAM run (a PEFT adapter directory) to the Hub. "
-                                           "The token comes from HF_TOKEN or `hf auth login`.")
-    parser.add_argument("output_dir", help="the run's output_dir")
-    parser.add_argument("repo_id", help="target model repo, e.g. user/sam-vit-base-infosam-kvasir")
-    parser.add_argument("--private", action="store_true", help="create the repo private (no effect if it exists)")
-    parser.add_argument("--revision", default=None, help="branch to push to (created if missing)")
-    parser.add_argument("--commit_message", default="Upload InfoSAM adapter")
-    parser.add_argument("--keep_card", action="store_true",
-                        help="upload README.md as it is instead of regenerating the card for REPO_ID")
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        output_dir = validate_adapter_dir(args.output_dir)
-        validate_repo_id(args.repo_id)
-        if not (args.keep_card and (output_dir / "README.md").is_file()):
-            write_model_card(output_dir, args.repo_id)
-        info = push_adapter_dir(output_dir, args.repo_id, private=args.private or None, revision=args.revision,
-                                commit_message=args.commit_message)
-    except (AdapterDirError, HFValidationError, HfHubHTTPError, OSError, ValueError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    url = getattr(info, "commit_url", None) or getattr(info, "repo_url", None) or args.repo_id
-    print(f"Pushed {output_dir} to {url}")
-    return 0

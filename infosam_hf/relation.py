@@ -1,14 +1,26 @@
-"""The InfoSAM relation module, shared by the teacher and the student."""
+"""The InfoSAM relation module, shared by the teacher and the student, and reading its weights back
+(from an official ``relation_models/N.pth``, a previous run's adapter, or a Hub repo)."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from peft.utils import SAFETENSORS_WEIGHTS_NAME
+from safetensors.torch import load_file
 from torch import nn
 
-__all__ = ["RelationModule", "load_official_relation_state_dict"]
+__all__ = [
+    "RELATION_MODULE_NAME",
+    "RelationModule",
+    "load_official_relation_state_dict",
+    "load_relation_state_dict",
+    "relation_state_from_adapter_weights",
+]
+
+RELATION_MODULE_NAME = "relation_module"  # the attribute name on SamModel, and the modules_to_save entry
 
 
 class RelationModule(nn.Module):
@@ -63,3 +75,47 @@ def load_official_relation_state_dict(path: str | os.PathLike) -> dict[str, torc
         raise ValueError(f"{path}: expected a dict with key 'relation_model' holding a state dict")
     # Official checkpoints saved from DDP carry a 'module.' prefix.
     return {k.removeprefix("module."): v for k, v in checkpoint.items()}
+
+
+def relation_state_from_adapter_weights(weights: dict[str, torch.Tensor], source: str = "adapter") -> dict[str, torch.Tensor]:
+    """The relation module's state dict out of a PEFT adapter state dict."""
+    marker = f"{RELATION_MODULE_NAME}."
+    state = {}
+    for key, value in weights.items():
+        if marker in key:
+            name = key.split(marker, 1)[1].removeprefix("modules_to_save.default.")
+            state[name] = value
+    if not state:
+        raise ValueError(f"{source}: holds no relation-module weights (was it trained with infosam-hf?)")
+    return state
+
+
+def load_relation_state_dict(source: str | os.PathLike, revision: str | None = None) -> dict[str, torch.Tensor]:
+    """Relation weights from ``source``: an official ``relation_models/N.pth``, an adapter directory,
+    or a Hub repo id holding ``adapter_model.safetensors``. Only safetensors and ``weights_only`` loads."""
+    path = Path(source)
+    if path.suffix in (".pth", ".pt", ".bin"):
+        if not path.is_file():
+            raise FileNotFoundError(f"relation_from={source}: file not found")
+        return load_official_relation_state_dict(path)
+    if path.is_dir():
+        weights_path = path / SAFETENSORS_WEIGHTS_NAME
+        if not weights_path.is_file():
+            raise FileNotFoundError(f"relation_from={source}: no {SAFETENSORS_WEIGHTS_NAME} in the directory")
+    else:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import HFValidationError
+        from huggingface_hub.utils import validate_repo_id
+
+        try:
+            validate_repo_id(str(source))
+        except HFValidationError:
+            raise FileNotFoundError(f"relation_from={source}: no such file or directory") from None
+        if path.is_absolute() or str(source).startswith("."):
+            raise FileNotFoundError(f"relation_from={source}: no such file or directory")
+        try:
+            weights_path = Path(hf_hub_download(str(source), SAFETENSORS_WEIGHTS_NAME, revision=revision))
+        except OSError as err:  # not found, offline, no access: one line, like a local miss
+            raise FileNotFoundError(f"relation_from={source}: not a local path and no {SAFETENSORS_WEIGHTS_NAME} "
+                                    f"could be fetched from the Hub ({type(err).__name__})") from None
+    return relation_state_from_adapter_weights(load_file(str(weights_path)), str(source))

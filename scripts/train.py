@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Fine-tune SAM with InfoSAM: ``[accelerate launch] scripts/train.py RECIPE.yaml [--key value ...]``."""
+"""``infosam train``: see ``python scripts/train.py --help``."""
 
 import sys
 
-from infosam_hf.pipeline import main
+from infosam_hf.commands.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from infosam_hf.cli import RecipeError
-from infosam_hf.pipeline import parse_train_args
+from infosam_hf.training.recipe import RecipeError
+from infosam_hf.training.run import parse_train_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +84,7 @@ def test_strategy_no_and_null_survive_parsing(tmp_path):
     (["--augment", "hflip,warp"], "warp"),
 ])
 def test_bad_options_fail_with_one_line(tmp_path, capsys, extra, expected):
-    from infosam_hf.pipeline import main
+    from infosam_hf.commands.train import main
 
     code = main([str(ROOT / "recipes" / "demo.yaml"), "--output_dir", str(tmp_path), "--synthetic_num_train", "8",
                  "--synthetic_num_test", "4", "--synthetic_num_eval", "4", *extra])

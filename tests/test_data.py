@@ -19,7 +19,7 @@ import torch
 from datasets import Image, load_from_disk
 from PIL import Image as PILImage
 
-from infosam_hf.arguments import DataArguments
+from infosam_hf.data import DataArguments
 from infosam_hf.data import (
     DataError,
     SamPromptCollator,

@@ -1,4 +1,4 @@
-"""End-to-end tests of scripts/evaluate.py and scripts/predict.py on a tiny adapter trained here."""
+"""End-to-end tests of scripts/eval.py and scripts/predict.py on a tiny adapter trained here."""
 
 import json
 import math
@@ -12,9 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from infosam_hf import evaluate_cli, predict
-from infosam_hf.inference import load_for_inference
-from infosam_hf.pipeline import parse_train_args, run_training
+from infosam_hf.commands import evaluate as evaluate_cli
+from infosam_hf.commands import predict
+from infosam_hf.errors import UsageError
+from infosam_hf.evaluation import predict as predict_lib
+from infosam_hf.models.inference import load_for_inference
+from infosam_hf.training.run import parse_train_args, run_training
 from tiny_sam import tiny_sam
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,7 +173,7 @@ def test_evaluate_script_base_model_mismatch(demo_adapter, csv_folder, tmp_path)
     other = tmp_path / "other_base"
     tiny_sam().save_pretrained(other)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--adapter", str(adapter),
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "eval.py"), "--adapter", str(adapter),
                            "--base_model", str(other), "--dataset_name_or_path", str(csv_folder)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2
@@ -227,7 +230,7 @@ def test_predict_maps_prompts_from_original_pixels(demo_adapter, image_folder, t
         size = batch["pixel_values"].shape[-1]
         return torch.zeros(batch["pixel_values"].shape[0], 1, size, size)
 
-    monkeypatch.setattr(predict, "sam_logits", fake_logits)
+    monkeypatch.setattr(predict_lib, "sam_logits", fake_logits)
     prompt = predict.Prompt(box=(12.0, 8.0, 60.0, 40.0), points=[(30.0, 20.0), (3.0, 4.0)], labels=[1, 0])
     paths = [image_folder / "wide.png", image_folder / "tall.png"]  # 120x80 and 60x90 (WxH)
     results = predict.predict_masks(model, paths, prompt, tmp_path, batch_size=2, progress=False)
@@ -242,15 +245,15 @@ def test_predict_maps_prompts_from_original_pixels(demo_adapter, image_folder, t
 
 
 def test_prompt_parsing():
-    assert predict.parse_box("1, 2,30.5,40") == (1.0, 2.0, 30.5, 40.0)
-    assert predict.parse_points("1,2; 3,4,0;") == ([(1.0, 2.0), (3.0, 4.0)], [1, 0])
+    assert predict_lib.parse_box("1, 2,30.5,40") == (1.0, 2.0, 30.5, 40.0)
+    assert predict_lib.parse_points("1,2; 3,4,0;") == ([(1.0, 2.0), (3.0, 4.0)], [1, 0])
     for bad in ("1,2,3", "a,b,c,d", "5,5,5,9"):
-        with pytest.raises(evaluate_cli.UsageError):
-            predict.parse_box(bad)
+        with pytest.raises(UsageError):
+            predict_lib.parse_box(bad)
     for bad in ("1", "1,2,5", ""):
-        with pytest.raises(evaluate_cli.UsageError):
-            predict.parse_points(bad)
-    np.testing.assert_allclose(predict.scale_to_input([[100, 50]], (200, 400), 1024), [[256, 128]])
+        with pytest.raises(UsageError):
+            predict_lib.parse_points(bad)
+    np.testing.assert_allclose(predict_lib.scale_to_input([[100, 50]], (200, 400), 1024), [[256, 128]])
 
 
 # ----------------------------------------------------------------------------- real data (optional)

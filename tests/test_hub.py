@@ -18,14 +18,15 @@ from safetensors.torch import load_file, save_file
 from transformers import SamModel
 
 import infosam_hf.hub as hub
-import infosam_hf.pipeline as pipeline
+from infosam_hf.commands.push import main as push_main
+import infosam_hf.training.run as pipeline
 from infosam_hf import InfoSAMTrainer
 from infosam_hf.data import build_datasets
-from infosam_hf.export import export_merged
-from infosam_hf.export import main as export_main
-from infosam_hf.modeling import get_relation_module
-from infosam_hf.pipeline import build_models, parse_train_args, run_training
-from infosam_hf.relation_io import load_relation_state_dict, relation_state_from_adapter_weights
+from infosam_hf.models.merge import export_merged
+from infosam_hf.commands.export import main as export_main
+from infosam_hf.models.sam import get_relation_module
+from infosam_hf.training.run import build_models, parse_train_args, run_training
+from infosam_hf.relation import load_relation_state_dict, relation_state_from_adapter_weights
 from test_trainer import DEMO, FAST
 from tiny_sam import tiny_batch
 
@@ -214,7 +215,7 @@ def test_push_script_uploads_the_adapter_dir(run, tmp_path, monkeypatch, capsys)
     api = FakeHubApi()
     monkeypatch.setattr(hub, "_default_api", lambda: api)
     monkeypatch.setenv("HF_TOKEN", SECRET)
-    assert hub.main([str(out), "someone/sam-demo", "--private", "--revision", "dev"]) == 0
+    assert push_main([str(out), "someone/sam-demo", "--private", "--revision", "dev"]) == 0
     assert ("create_repo", "someone/sam-demo", True) in api.calls
     assert ("create_branch", "someone/sam-demo", "dev") in api.calls
     (upload,) = api.uploads
@@ -247,7 +248,7 @@ def test_push_script_one_line_errors(run, tmp_path, monkeypatch, capsys, make_di
     if make_dir == "ok":
         target.rmdir()
         shutil.copytree(run.out, target)
-    assert hub.main([str(target), repo]) == 2
+    assert push_main([str(target), repo]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err
     assert not api.uploads

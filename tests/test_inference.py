@@ -4,8 +4,8 @@ import shutil
 import pytest
 import torch
 
-from infosam_hf.inference import BaseModelMismatchError, load_for_inference
-from infosam_hf.pipeline import parse_train_args, run_training
+from infosam_hf.models.inference import BaseModelMismatchError, load_for_inference
+from infosam_hf.training.run import parse_train_args, run_training
 from test_trainer import DEMO, FAST
 
 

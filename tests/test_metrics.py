@@ -5,7 +5,7 @@ import pytest
 import torch
 from py_sod_metrics import MAE, Emeasure, Smeasure, WeightedFmeasure
 
-from infosam_hf.metrics import (
+from infosam_hf.evaluation.metrics import (
     BINARY_IMAGE_KEYS,
     SegmentationMetrics,
     binary_metrics_from_logits,

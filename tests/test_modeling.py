@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from infosam_hf.modeling import SamFeatureCapture, build_sam_config, get_relation_module, load_sam
-from infosam_hf.peft_methods import build_peft_config
+from infosam_hf.models import SamFeatureCapture
+from infosam_hf.models.sam import build_sam_config, get_relation_module, load_sam
+from infosam_hf.tuners.registry import build_peft_config
 from tiny_sam import TINY_SAM, tiny_batch, tiny_sam, tiny_student
 
 

@@ -6,9 +6,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-import infosam_hf.pipeline as pipeline
+import infosam_hf.training.run as pipeline
 from infosam_hf import InfoSAMTrainer
-from infosam_hf.pipeline import parse_train_args, run_training
+from infosam_hf.training.run import parse_train_args, run_training
 from test_trainer import DEMO, FAST
 
 TOTAL, STOP = 6, 3  # 16 images / batch 4 = 4 steps per epoch: resumes mid-epoch and crosses an epoch boundary

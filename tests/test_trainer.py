@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from infosam_hf import InfoSAMConfig, InfoSAMTrainer
-from infosam_hf.arguments import DataArguments
+from infosam_hf.data import DataArguments
 from infosam_hf.data import build_datasets
-from infosam_hf.pipeline import parse_train_args, run_training
+from infosam_hf.training.run import parse_train_args, run_training
 from tiny_sam import tiny_student
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ def test_info_losses_reach_the_right_parameters():
             student(pixel_values=batch["pixel_values"], input_boxes=batch["input_boxes"], multimask_output=False)
         teacher = trainer.teacher_features(student, batch)
         from infosam_hf.losses import compression_loss, distillation_loss
-        from infosam_hf.modeling import get_relation_module
+        from infosam_hf.models.sam import get_relation_module
         relation = get_relation_module(student)
         rel_t = relation(teacher["image_embeds"], teacher["mask_token"])
         rel_s = relation(feats["image_embeds"], feats["mask_token"])
@@ -153,7 +153,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert state["global_step"] == 2 and (out / "adapter_model.safetensors").is_file()
     # the distributed test metrics equal a single-process evaluation of the saved adapter
     ddp_metrics = json.loads((out / "test_results.json").read_text())
-    from infosam_hf.evaluate_cli import evaluate_adapter
+    from infosam_hf.evaluation.evaluate import evaluate_adapter
 
     data_args = parse_train_args([DEMO, "--output_dir", str(tmp_path / "unused"), *data])[2]
     single = evaluate_adapter(str(out), data_args, split="test", batch_size=3, metric_input="probability",
@@ -182,7 +182,7 @@ def test_separate_teacher_is_frozen_on_device_and_not_prepared(tmp_path):
 
 
 def test_non_finite_info_loss_is_skipped_with_a_warning(tmp_path, monkeypatch):
-    import infosam_hf.trainer as trainer_module
+    import infosam_hf.training.trainer as trainer_module
     from infosam_hf.losses import InfoLossError
 
     def broken(*args, **kwargs):
@@ -204,7 +204,7 @@ def test_non_finite_info_loss_is_skipped_with_a_warning(tmp_path, monkeypatch):
 
 
 def test_frozen_parameters_stay_frozen_after_teacher_passes(tmp_path):
-    from infosam_hf.modeling import get_relation_module
+    from infosam_hf.models.sam import get_relation_module
 
     splits = tiny_data()
     student = tiny_student()
@@ -256,8 +256,8 @@ def test_non_finite_relations_never_reach_the_weights(tmp_path, monkeypatch):
 
 def test_empty_masks_in_box_evaluation(tmp_path):
     from infosam_hf.data import SamPromptCollator
-    from infosam_hf.evaluation import box_fill_logits, evaluate_segmentation
-    from infosam_hf.metrics import SegmentationMetrics
+    from infosam_hf.evaluation.loop import box_fill_logits, evaluate_segmentation
+    from infosam_hf.evaluation.metrics import SegmentationMetrics
 
     splits = tiny_data()
     examples = [splits.test[i] for i in range(2)]

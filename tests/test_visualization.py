@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from infosam_hf import InfoSAMConfig, InfoSAMTrainer
-from infosam_hf.arguments import DataArguments
+from infosam_hf.data import DataArguments
 from infosam_hf.data import build_datasets
-from infosam_hf.visualization import (BOX_COLOR, CURVES_FILENAME, MASK_COLOR, POINT_COLORS, TrainingCurvesCallback,
+from infosam_hf.evaluation.visualization import (BOX_COLOR, CURVES_FILENAME, MASK_COLOR, POINT_COLORS, TrainingCurvesCallback,
                                       mask_contour, overlay_mask, plot_training_curves)
 from tiny_sam import tiny_student
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from infosam_hf.modeling import attach_relation_module, load_sam
-from infosam_hf.peft_methods import build_student
+from infosam_hf.models.sam import attach_relation_module, load_sam
+from infosam_hf.tuners.registry import build_student
 
 TINY_SAM = {
     "vision_config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "window_size": 4,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from datasets import Dataset
 
-from ..arguments import DataArguments
+from .arguments import DataArguments
 from .augment import AUGMENTATIONS, SegmentationAugmenter, build_augmenter
 from .collator import SamPromptCollator
 from .decoding import DataError, decode_image, decode_mask
@@ -17,6 +17,7 @@ from .transforms import INDEX_COLUMN, SamSegmentationTransform, preprocess_image
 
 __all__ = [
     "AUGMENTATIONS",
+    "DataArguments",
     "DataError",
     "SegmentationAugmenter",
     "SourceSplits",

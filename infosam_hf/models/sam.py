@@ -1,11 +1,9 @@
-"""Loading SAM for InfoSAM: checkpoints or config fields, input-size surgery, relation module, feature capture."""
+"""Loading SAM for InfoSAM: checkpoints or config fields, input-size surgery, the relation module."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import SamConfig, SamModel
-from transformers.models.sam.modeling_sam import SamTwoWayTransformer, SamVisionNeck
 
-from .relation import RelationModule
+from ..relation import RELATION_MODULE_NAME, RelationModule
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +23,8 @@ __all__ = [
     "resize_sam_input",
     "attach_relation_module",
     "get_relation_module",
-    "SamFeatureCapture",
 ]
 
-RELATION_MODULE_NAME = "relation_module"
 
 
 def build_sam_config(fields: dict[str, Any]) -> SamConfig:
@@ -159,46 +154,3 @@ def get_relation_module(model: nn.Module) -> nn.Module:
         if name.endswith(RELATION_MODULE_NAME) and not name.endswith("original_module"):
             return module
     raise AttributeError("model has no relation module; call attach_relation_module() before wrapping")
-
-
-class SamFeatureCapture:
-    """Forward hooks that capture the vision-neck output and the first mask token of the decoder.
-
-    Use as ``with capture.record() as feats: model(...)``; afterwards ``feats["image_embeds"]`` is
-    (B, HW, C) and ``feats["mask_token"]`` is (B, 1, C). Only the first call of each hook inside a
-    ``record()`` block is kept, so re-entrant activation checkpointing cannot overwrite a capture.
-    """
-
-    def __init__(self, model: nn.Module):
-        self._store: dict[str, torch.Tensor] | None = None
-        self._handles = []
-        for module in model.modules():
-            if isinstance(module, SamVisionNeck):
-                self._handles.append(module.register_forward_hook(self._neck_hook))
-            elif isinstance(module, SamTwoWayTransformer):
-                self._handles.append(module.register_forward_hook(self._transformer_hook))
-        if not self._handles:
-            raise ValueError("SamFeatureCapture: no SAM vision neck or two-way transformer found in the model")
-
-    def _neck_hook(self, module, args, output):
-        if self._store is not None and "image_embeds" not in self._store:
-            self._store["image_embeds"] = output.flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, hw, C)
-
-    def _transformer_hook(self, module, args, output):
-        if self._store is not None and "mask_token" not in self._store:
-            queries = output[0]  # (B, point_batch, tokens, C); token 0 is the IoU token
-            self._store["mask_token"] = queries[:, 0, 1:2, :]
-
-    @contextlib.contextmanager
-    def record(self) -> Iterator[dict[str, torch.Tensor]]:
-        store: dict[str, torch.Tensor] = {}
-        self._store = store
-        try:
-            yield store
-        finally:
-            self._store = None
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()

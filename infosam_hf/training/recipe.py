@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["RecipeError", "parse_recipe", "coerce_value", "error_line"]
+__all__ = ["RecipeError", "parse_recipe", "coerce_value"]
 
 
 class RecipeError(ValueError):
@@ -193,13 +193,3 @@ def parse_recipe(argv: Sequence[str], dataclass_types: Sequence[type]) -> tuple[
         except (ValueError, TypeError) as err:
             raise RecipeError(f"{cls.__name__}: {str(err).splitlines()[0]}") from None
     return tuple(instances)
-
-
-def error_line(err: BaseException) -> str:
-    """One line for an error, also when a DataLoader worker wrapped it in its traceback text."""
-    text = str(err).strip()
-    if "Original Traceback" in text:  # re-raised from a DataLoader worker: the cause is the last line
-        last = text.splitlines()[-1]
-        text = last.split(": ", 1)[1] if ": " in last and "Error" in last.split(": ", 1)[0] else last
-    lines = text.splitlines()
-    return lines[0] if lines else type(err).__name__

@@ -2,7 +2,7 @@
 """Benchmark: optimiser-step time of plain PEFT (structure loss only) vs InfoSAM, and resident weights.
 
 Both variants run on the same model config and the same batch, interleaved in one process, so the
-ratio is measured side by side. Usage: ``python scripts/bench_step.py [--image_size 256] [--steps 20]``.
+ratio is measured side by side. Usage: ``python benchmarks/bench_step.py [--image_size 256] [--steps 20]``.
 """
 
 import os
@@ -16,9 +16,9 @@ import torch  # noqa: E402
 
 from infosam_hf import InfoSAMConfig, InfoSAMTrainer  # noqa: E402
 from infosam_hf.data import SamPromptCollator, make_synthetic_dataset, with_sam_transform  # noqa: E402
-from infosam_hf.arguments import DataArguments  # noqa: E402
-from infosam_hf.modeling import attach_relation_module, load_sam  # noqa: E402
-from infosam_hf.peft_methods import build_student  # noqa: E402
+from infosam_hf.data import DataArguments  # noqa: E402
+from infosam_hf.models.sam import attach_relation_module, load_sam  # noqa: E402
+from infosam_hf.tuners.registry import build_student  # noqa: E402
 
 
 def sam_fields(image_size: int) -> dict:

@@ -9,11 +9,11 @@ import torch
 from peft import PeftConfig, PeftModel
 from transformers import SamModel
 
-from .modeling import attach_relation_module
+from .sam import attach_relation_module
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BASE_MODEL_DIR", "BaseModelMismatchError", "load_for_inference", "model_image_size"]
+__all__ = ["BASE_MODEL_DIR", "BaseModelMismatchError", "load_for_inference", "model_image_size", "resolve_device"]
 
 BASE_MODEL_DIR = "base_model"  # where a run keeps a base that has no Hub id (built from config or resized)
 
@@ -80,3 +80,12 @@ def model_image_size(model: torch.nn.Module) -> int:
     """The square input size the (possibly PEFT-wrapped) SAM expects."""
     config = model.config if not isinstance(model, PeftModel) else model.get_base_model().config
     return int(config.vision_config.image_size)
+
+
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """``auto`` (or None): CUDA when available, else CPU; otherwise the named device."""
+    if isinstance(name, torch.device):
+        return name
+    if not name or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

@@ -1,35 +1,12 @@
-"""Recipe argument groups: model, PEFT and data. Training arguments live in :class:`InfoSAMConfig`."""
+"""``DataArguments``: the recipe keys for data sources, transforms, prompts and augmentation."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from .prompts import PROMPT_MODES
 
-@dataclass
-class ModelArguments:
-    """Which SAM to fine-tune, at which input size, and the optional separate teacher."""
-
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "SAM checkpoint: a hub id such as facebook/sam-vit-base, or a directory."})
-    sam_config: dict[str, Any] | None = field(
-        default=None, metadata={"help": "Build a random SAM from SamConfig fields instead (demo and tests)."})
-    image_size: int | None = field(
-        default=None, metadata={"help": "Train at this fixed input size (default: the checkpoint's)."})
-    teacher_model_name_or_path: str | None = field(
-        default=None, metadata={"help": "A separate frozen teacher SAM (default: the student with adapters off)."})
-    relation_from: str | None = field(
-        default=None, metadata={"help": "Initialise the relation module from an adapter dir/repo or an official .pth."})
-    freeze_relation: bool = field(default=False, metadata={"help": "Keep the relation module fixed."})
-
-
-@dataclass
-class PeftArguments:
-    """The PEFT method of the student and its options (merged over the method's paper defaults)."""
-
-    peft_method: str = field(default="lora", metadata={"help": "Registered PEFT method name."})
-    peft_config: dict[str, Any] = field(
-        default_factory=dict, metadata={"help": "Options for the method, e.g. {r: 4, lora_alpha: 4}."})
+__all__ = ["DataArguments"]
 
 
 @dataclass
@@ -84,8 +61,6 @@ class DataArguments:
     synthetic_seed: int = field(default=0, metadata={"help": "Synthetic demo: generator seed."})
 
     def __post_init__(self):
-        from .data.prompts import PROMPT_MODES  # imported here: the data package imports this module
-
         for key in ("train_prompt", "eval_prompt"):
             if getattr(self, key) not in PROMPT_MODES:
                 raise ValueError(f"{key}={getattr(self, key)!r} is not one of {', '.join(PROMPT_MODES)}")

@@ -1,10 +1,4 @@
-"""``scripts/predict.py``: masks and overlay pictures for new images with a trained adapter.
-
-::
-
-    scripts/predict.py --adapter DIR_OR_REPO --images PATH_OR_GLOB
-                       [--box x0,y0,x1,y1 | --points "x,y[,label];..." | --auto] --out DIR
-                       [--base_model B] [--batch_size N] [--threshold 0.5]
+"""Masks and overlay pictures for new images with a trained adapter (``infosam predict``).
 
 Prompt coordinates are in the ORIGINAL image's pixels (as in any image viewer) and are mapped to
 the model's input frame by the resize factor ``image_size / max(h, w)``, as the data layer does.
@@ -15,11 +9,9 @@ be read are listed at the end and make the exit status 1; the others are still w
 
 from __future__ import annotations
 
-import argparse
 import glob
 import logging
 import math
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +22,11 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .data import DataError, decode_image, preprocess_image
-from .data.sources import IMAGE_EXTENSIONS
-from .evaluate_cli import USER_ERRORS, UsageError, error_line, resolve_device
-from .evaluation import sam_logits
-from .inference import load_for_inference, model_image_size
+from ..data import DataError, decode_image, preprocess_image
+from ..data.sources import IMAGE_EXTENSIONS
+from ..errors import UsageError, error_line
+from ..models.inference import model_image_size, resolve_device
+from .loop import sam_logits
 from .metrics import logits_to_original
 from .visualization import overlay_mask
 
@@ -224,71 +216,3 @@ def predict_masks(model: torch.nn.Module, paths: Sequence[Path], prompt: Prompt,
     bar.close()
     order = {path: i for i, path in enumerate(paths)}
     return sorted(results, key=lambda r: order[r.path])
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="predict.py", allow_abbrev=False,
-        description="Predict masks with a trained InfoSAM adapter and draw overlays. Prompt coordinates are in "
-                    "original image pixels.",
-    )
-    parser.add_argument("--adapter", required=True,
-                        help="Adapter directory or Hub repo id; 'none' uses the base model alone (needs --base_model).")
-    parser.add_argument("--images", required=True, help="An image file, a folder of images, or a glob pattern.")
-    parser.add_argument("--out", required=True, help="Output folder for <stem>_mask.png and <stem>_overlay.png.")
-    prompts = parser.add_argument_group("prompt (one of --box / --points, both together, or --auto)")
-    prompts.add_argument("--box", default=None, help="x0,y0,x1,y1 in original image pixels.")
-    prompts.add_argument("--points", default=None,
-                         help="'x,y[,label];x,y[,label]...' in original pixels; label 1 = foreground (default), "
-                              "0 = background.")
-    prompts.add_argument("--auto", action="store_true", help="No prompt (for semantic-mode adapters).")
-    parser.add_argument("--base_model", default=None, help="Base SAM (default: the adapter's recorded base model).")
-    parser.add_argument("--batch_size", type=int, default=4, help="Images per forward pass (default: 4).")
-    parser.add_argument("--threshold", type=float, default=0.5, help="Foreground if probability > this (default 0.5).")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ... (default: auto).")
-    parser.add_argument("--no_progress", action="store_true", help="Hide the progress bar.")
-    return parser
-
-
-def parse_prompt(options: argparse.Namespace) -> Prompt:
-    """The prompt from ``--box`` / ``--points`` / ``--auto`` (exactly one kind must be chosen)."""
-    if options.auto and (options.box or options.points):
-        raise UsageError("--auto runs without a prompt; drop --box / --points or drop --auto")
-    if not (options.auto or options.box or options.points):
-        raise UsageError("give a prompt: --box x0,y0,x1,y1, --points 'x,y[,label];...', or --auto for no prompt")
-    prompt = Prompt()
-    if options.box:
-        prompt.box = parse_box(options.box)
-    if options.points:
-        prompt.points, prompt.labels = parse_points(options.points)
-    return prompt
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: 0 on success, 1 when some images could not be read, 2 on bad input."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    options = build_parser().parse_args(argv)
-    try:
-        prompt = parse_prompt(options)
-        if options.batch_size < 1:
-            raise UsageError(f"--batch_size must be >= 1, got {options.batch_size}")
-        paths = find_images(options.images)
-        if options.adapter.lower() == "none" and not options.base_model:
-            raise UsageError("--adapter none needs --base_model")
-        device = resolve_device(options.device)
-        model = load_for_inference(options.adapter, options.base_model, device=device)
-        results = predict_masks(model, paths, prompt, options.out, batch_size=options.batch_size,
-                                threshold=options.threshold, device=device, progress=not options.no_progress)
-    except (UsageError, *USER_ERRORS) as err:
-        print(f"error: {error_line(err)}", file=sys.stderr)
-        return 2
-    written = [r for r in results if r.error is None]
-    failed = [r for r in results if r.error is not None]
-    print(f"Wrote masks and overlays of {len(written)} image(s) to {options.out}")
-    if failed:
-        print(f"error: {len(failed)} image(s) could not be read:", file=sys.stderr)
-        for result in failed:
-            print(f"  {result.path}: {result.error}", file=sys.stderr)
-        return 1
-    return 0

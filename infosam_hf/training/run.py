@@ -1,4 +1,4 @@
-"""The end-to-end training run behind ``scripts/train.py``: recipe → data → student/teacher → train → save."""
+"""The end-to-end training run behind ``infosam train``: recipe → data → student/teacher → train → save."""
 
 from __future__ import annotations
 
@@ -15,24 +15,23 @@ import torch
 from transformers import SamModel, set_seed
 from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
 
-from .arguments import DataArguments, ModelArguments, PeftArguments
-from .cli import RecipeError, error_line, parse_recipe
+from ..data import DataArguments, augmenter_from_args, build_datasets, select_splits
+from ..evaluation.loop import box_fill_logits, evaluate_segmentation
+from ..evaluation.visualization import TrainingCurvesCallback
+from ..hub import EVAL_SUMMARY_NAME, push_adapter_dir, training_args_dict, write_model_card
+from ..models import ModelArguments
+from ..models.inference import BASE_MODEL_DIR
+from ..models.sam import attach_relation_module, load_sam
+from ..relation import load_relation_state_dict
+from ..tuners import PeftArguments, build_peft_config, build_student
 from .config import InfoSAMConfig
-from .data import DataError, augmenter_from_args, build_datasets, select_splits
-from .evaluation import box_fill_logits, evaluate_segmentation
-from .inference import BASE_MODEL_DIR
-from .hub import EVAL_SUMMARY_NAME, push_adapter_dir, training_args_dict, write_model_card
-from .modeling import attach_relation_module, load_sam
-from .peft_methods import build_peft_config, build_student
-from .relation_io import load_relation_state_dict
+from .recipe import RecipeError, parse_recipe
 from .trainer import InfoSAMTrainer
-from .visualization import TrainingCurvesCallback
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RECIPE_DATACLASSES", "parse_train_args", "build_image_processor", "build_models", "score_before_training",
-           "finish_run", "run_training",
-           "main"]
+           "finish_run", "run_training"]
 
 RECIPE_DATACLASSES = (ModelArguments, PeftArguments, DataArguments, InfoSAMConfig)
 
@@ -167,18 +166,3 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
                     "training": training_args_dict(args)})
     results["summary"] = summary
     return results
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: ``train.py RECIPE.yaml [--key value ...]``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    try:
-        model_args, peft_args, data_args, args = parse_train_args(argv)
-        run_training(model_args, peft_args, data_args, args)
-    except (RecipeError, DataError, ValueError, OSError) as err:
-        if os.environ.get("INFOSAM_TRACEBACK"):
-            raise
-        print(f"error: {error_line(err)}  (INFOSAM_TRACEBACK=1 shows the traceback)", file=sys.stderr)
-        return 2
-    return 0

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from transformers import AutoImageProcessor, SamModel
 
-from .hub import AdapterDirError, validate_adapter_dir
+from ..hub import validate_adapter_dir
+from ..relation import RELATION_MODULE_NAME
 from .inference import load_for_inference
-from .modeling import RELATION_MODULE_NAME
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["merge_adapter", "export_merged", "main"]
+__all__ = ["merge_adapter", "export_merged"]
 
 
 def merge_adapter(adapter: str, base_model: str | None = None, revision: str | None = None) -> SamModel:
@@ -51,23 +48,3 @@ def export_merged(adapter: str, output_dir: str | Path, base_model: str | None =
     else:
         processor.save_pretrained(output_dir)
     return output_dir
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``export.py ADAPTER OUT [--base_model B] [--revision R]``."""
-    parser = argparse.ArgumentParser(
-        prog="export.py", description="Merge an InfoSAM adapter into its base SAM and save a plain SamModel.")
-    parser.add_argument("adapter", help="adapter directory (a run's output_dir) or Hub repo id")
-    parser.add_argument("output_dir", help="where to save the merged SamModel")
-    parser.add_argument("--base_model", default=None, help="base SAM (default: the adapter's recorded base)")
-    parser.add_argument("--revision", default=None, help="revision of a Hub adapter")
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        with torch.no_grad():
-            out = export_merged(args.adapter, args.output_dir, args.base_model, args.revision)
-    except (AdapterDirError, OSError, ValueError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    print(f"Merged SamModel saved to {out}")
-    return 0

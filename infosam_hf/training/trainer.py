@@ -13,12 +13,13 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import EvalLoopOutput
 
+from ..data.collator import SamPromptCollator
+from ..evaluation.loop import PROMPT_KEYS, evaluate_segmentation, make_metrics, sam_logits, upsample_logits
+from ..evaluation.metrics import SegmentationMetrics
+from ..losses import InfoLossError, compression_loss, distillation_loss, structure_loss
+from ..models.capture import SamFeatureCapture
+from ..models.sam import get_relation_module
 from .config import InfoSAMConfig
-from .data.collator import SamPromptCollator
-from .evaluation import PROMPT_KEYS, evaluate_segmentation, make_metrics, sam_logits, upsample_logits
-from .metrics import SegmentationMetrics
-from .losses import InfoLossError, compression_loss, distillation_loss, structure_loss
-from .modeling import SamFeatureCapture, get_relation_module
 
 logger = logging.getLogger(__name__)
 

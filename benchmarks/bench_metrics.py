@@ -1,6 +1,6 @@
 """Time the streamed InfoSAM metrics against `evaluate`'s mean_iou (or a numpy re-implementation).
 
-Usage: OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python scripts/bench_metrics.py
+Usage: OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/bench_metrics.py
 """
 
 import os
@@ -14,10 +14,10 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-# scripts/evaluate.py would shadow the `evaluate` package: drop this folder from the import path.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from infosam_hf.metrics import SegmentationMetrics  # noqa: E402
+from infosam_hf.evaluation.metrics import SegmentationMetrics  # noqa: E402
 
 CASES = ((64, 256), (16, 1024))
 REPEATS = 3

@@ -3,7 +3,7 @@
 normalise, pad, label, prompts) for leaf_disease (phone JPEGs up to 4160 px) and kvasir_seg
 (256² JPEGs), with and without ``PIL.Image.draft``, measured side by side in one run.
 
-    python scripts/bench_data.py [--data ../shared/data] [--images 40] [--repeats 2] [--workers 0]
+    python benchmarks/bench_data.py [--data ../shared/data] [--images 40] [--repeats 2] [--workers 0]
 
 Single-threaded (OMP_NUM_THREADS=1), one process unless ``--workers`` is given. Draft and no-draft
 passes alternate over the same images after one warm-up pass, so the page cache treats them alike.

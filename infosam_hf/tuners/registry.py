@@ -13,7 +13,8 @@ from typing import Any
 from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
 from torch import nn
 
-from .modeling import RELATION_MODULE_NAME, get_relation_module
+from ..models.sam import get_relation_module
+from ..relation import RELATION_MODULE_NAME
 
 __all__ = ["PEFT_METHODS", "register_peft_method", "build_peft_config", "build_student"]
 

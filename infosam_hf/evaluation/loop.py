@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .losses import structure_loss
+from ..losses import structure_loss
 from .metrics import SegmentationMetrics, logits_to_original
 
 __all__ = ["PROMPT_KEYS", "METRIC_SETS", "make_metrics", "upsample_logits", "sam_logits", "box_fill_logits",

@@ -1,0 +1,55 @@
+"""What every command shares: logging set-up, the one-line error report, and the adapter options."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from ..data import DataError
+from ..errors import UsageError, error_line
+from ..models import BaseModelMismatchError
+from ..training import RecipeError
+
+__all__ = ["USER_ERRORS", "adapter_parser", "configure_logging", "run_main"]
+
+# Errors that are the user's input, reported as one ``error: ...`` line (exit status 2).
+USER_ERRORS = (UsageError, RecipeError, DataError, BaseModelMismatchError, ValueError, OSError)
+TRACEBACK_ENV = "INFOSAM_TRACEBACK"
+
+
+def configure_logging(level: int = logging.WARNING) -> None:
+    """One handler on the root logger (never a second one), warnings and above by default."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def run_main(body: Callable[[list[str]], int], argv: Sequence[str] | None) -> int:
+    """Run a command's ``body(argv)``; a user error becomes one ``error:`` line on stderr and exit status 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    configure_logging()
+    try:
+        return body(argv)
+    except USER_ERRORS as err:
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        print(f"error: {error_line(err)}  ({TRACEBACK_ENV}=1 shows the traceback)", file=sys.stderr)
+        return 2
+
+
+def adapter_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The options every command that loads a trained adapter shares (``evaluate``, ``predict``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False)
+    parser.add_argument("--adapter", required=True,
+                        help="Adapter directory or Hub repo id; 'none' uses the base model alone (zero-shot).")
+    parser.add_argument("--base_model", default=None,
+                        help="Base SAM (default: the adapter's recorded base model).")
+    parser.add_argument("--batch_size", type=int, default=None, help="Images per forward pass.")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ... (default: auto).")
+    return parser

@@ -1,0 +1,80 @@
+"""``infosam predict --adapter DIR_OR_REPO --images PATH_OR_GLOB --out DIR [--box ... | --points ... | --auto]``.
+
+Prompt coordinates are in the original image's pixels. For each image ``<stem>_mask.png`` (0/255,
+original size) and ``<stem>_overlay.png`` are written to ``--out``. Images that cannot be read are
+listed at the end and make the exit status 1; the others are still written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..errors import UsageError
+from ..evaluation.predict import Prompt, find_images, parse_box, parse_points, predict_masks
+from ..models import load_for_inference, resolve_device
+from .common import adapter_parser, run_main
+
+__all__ = ["build_parser", "parse_prompt", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = adapter_parser(
+        "infosam predict",
+        "Predict masks with a trained InfoSAM adapter and draw overlays. Prompt coordinates are in original "
+        "image pixels.")
+    parser.add_argument("--images", required=True, help="An image file, a folder of images, or a glob pattern.")
+    parser.add_argument("--out", required=True, help="Output folder for <stem>_mask.png and <stem>_overlay.png.")
+    prompts = parser.add_argument_group("prompt (one of --box / --points, both together, or --auto)")
+    prompts.add_argument("--box", default=None, help="x0,y0,x1,y1 in original image pixels.")
+    prompts.add_argument("--points", default=None,
+                         help="'x,y[,label];x,y[,label]...' in original pixels; label 1 = foreground (default), "
+                              "0 = background.")
+    prompts.add_argument("--auto", action="store_true", help="No prompt (for semantic-mode adapters).")
+    parser.add_argument("--threshold", type=float, default=0.5, help="Foreground if probability > this (default 0.5).")
+    parser.add_argument("--no_progress", action="store_true", help="Hide the progress bar.")
+    parser.set_defaults(batch_size=4)
+    return parser
+
+
+def parse_prompt(options: argparse.Namespace) -> Prompt:
+    """The prompt from ``--box`` / ``--points`` / ``--auto`` (exactly one kind must be chosen)."""
+    if options.auto and (options.box or options.points):
+        raise UsageError("--auto runs without a prompt; drop --box / --points or drop --auto")
+    if not (options.auto or options.box or options.points):
+        raise UsageError("give a prompt: --box x0,y0,x1,y1, --points 'x,y[,label];...', or --auto for no prompt")
+    prompt = Prompt()
+    if options.box:
+        prompt.box = parse_box(options.box)
+    if options.points:
+        prompt.points, prompt.labels = parse_points(options.points)
+    return prompt
+
+
+def _predict(argv: list[str]) -> int:
+    options = build_parser().parse_args(argv)
+    prompt = parse_prompt(options)
+    if options.batch_size < 1:
+        raise UsageError(f"--batch_size must be >= 1, got {options.batch_size}")
+    paths = find_images(options.images)
+    if options.adapter.lower() == "none" and not options.base_model:
+        raise UsageError("--adapter none needs --base_model")
+    device = resolve_device(options.device)
+    model = load_for_inference(options.adapter, options.base_model, device=device)
+    results = predict_masks(model, paths, prompt, options.out, batch_size=options.batch_size,
+                            threshold=options.threshold, device=device, progress=not options.no_progress)
+    written = [r for r in results if r.error is None]
+    failed = [r for r in results if r.error is not None]
+    print(f"Wrote masks and overlays of {len(written)} image(s) to {options.out}")
+    if failed:
+        print(f"error: {len(failed)} image(s) could not be read:", file=sys.stderr)
+        for result in failed:
+            print(f"  {result.path}: {result.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: 0 on success, 1 when some images could not be read, 2 on bad input."""
+    return run_main(_predict, argv)

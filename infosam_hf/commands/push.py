@@ -1,0 +1,45 @@
+"""``infosam push OUTPUT_DIR REPO_ID [--private] [--revision REV]``: push a finished run to the Hub."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from huggingface_hub.utils import validate_repo_id
+
+from ..hub import push_adapter_dir, validate_adapter_dir, write_model_card
+from .common import run_main
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="infosam push", description="Push a finished InfoSAM run (a PEFT adapter directory) to the Hub. "
+                                         "The token comes from HF_TOKEN or `hf auth login`.")
+    parser.add_argument("output_dir", help="the run's output_dir")
+    parser.add_argument("repo_id", help="target model repo, e.g. user/sam-vit-base-infosam-kvasir")
+    parser.add_argument("--private", action="store_true", help="create the repo private (no effect if it exists)")
+    parser.add_argument("--revision", default=None, help="branch to push to (created if missing)")
+    parser.add_argument("--commit_message", default="Upload InfoSAM adapter")
+    parser.add_argument("--keep_card", action="store_true",
+                        help="upload README.md as it is instead of regenerating the card for REPO_ID")
+    return parser
+
+
+def _push(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    output_dir = validate_adapter_dir(args.output_dir)
+    validate_repo_id(args.repo_id)
+    if not (args.keep_card and (output_dir / "README.md").is_file()):
+        write_model_card(output_dir, args.repo_id)
+    info = push_adapter_dir(output_dir, args.repo_id, private=args.private or None, revision=args.revision,
+                            commit_message=args.commit_message)
+    url = getattr(info, "commit_url", None) or getattr(info, "repo_url", None) or args.repo_id
+    print(f"Pushed {output_dir} to {url}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: 0 on success, 2 with one ``error:`` line on bad input or a failed push."""
+    return run_main(_push, argv)

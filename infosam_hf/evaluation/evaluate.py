@@ -1,0 +1,100 @@
+"""Score a trained adapter (or the zero-shot base SAM) on one dataset split (``infosam evaluate``).
+
+The data settings (``eval_prompt``, ``prompt_fg_points``, ``num_labels``, ``invert_mask``,
+``mask_threshold``, ``max_eval_samples`` ...) and the metric settings (``metric_input``,
+``metric_set``) come from the recipe ``R`` and can be overridden with ``--key value``, exactly as
+for ``infosam train``. Prompts are the data layer's deterministic evaluation prompts (seeded by
+the recipe's ``seed`` and the example index), the input size is the model's, and the scores are
+computed at each image's original resolution -- the same protocol as the evaluation at the end of
+training, so the numbers are reproducible and comparable.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data import DataArguments, SamPromptCollator, open_source, take_first, with_sam_transform
+from ..errors import UsageError
+from ..models.inference import load_for_inference, model_image_size, resolve_device
+from .loop import evaluate_segmentation, make_metrics, sam_logits
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RESULTS_FILENAME", "default_output_path", "evaluate_adapter", "format_results_table"]
+
+RESULTS_FILENAME = "eval_results.json"
+
+
+def default_output_path(adapter: str) -> Path:
+    """``ADAPTER/eval_results.json`` when the adapter is a local directory, else ``./eval_results.json``."""
+    if adapter.lower() != "none" and Path(adapter).is_dir():
+        return Path(adapter) / RESULTS_FILENAME
+    return Path.cwd() / RESULTS_FILENAME
+
+
+def _base_model_name(model: torch.nn.Module, given: str | None) -> str | None:
+    peft_config = getattr(model, "peft_config", None)
+    if isinstance(peft_config, dict) and peft_config:
+        return next(iter(peft_config.values())).base_model_name_or_path
+    return given
+
+
+def evaluate_adapter(adapter: str, data_args: DataArguments, *, split: str = "test",
+                     base_model: str | None = None, batch_size: int = 8, metric_input: str = "probability",
+                     metric_set: str = "paper", seed: int = 42, device: str | torch.device | None = None,
+                     num_workers: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Score ``adapter`` (``"none"``: the base model alone) on ``split`` of ``data_args.dataset_name_or_path``.
+
+    Returns the dataset-level metrics (keys as :class:`~infosam_hf.evaluation.metrics.SegmentationMetrics`
+    produces them) plus ``num_images``, ``split``, ``dataset``, ``eval_prompt``, ``adapter``,
+    ``base_model``, ``metric_input`` and ``metric_set``.
+    """
+    if adapter.lower() == "none" and not base_model:
+        raise UsageError("--adapter none needs --base_model (the SAM checkpoint to evaluate zero-shot)")
+    device = resolve_device(device)
+    # fail on data before the model loads
+    dataset = take_first(open_source(data_args).get_split(split), data_args.max_eval_samples)
+    model = load_for_inference(adapter, base_model, device=device)
+    image_size = model_image_size(model)
+    dataset = with_sam_transform(dataset, data_args, image_size, train=False, seed=seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                         collate_fn=SamPromptCollator(), num_workers=num_workers)
+    metrics = make_metrics(data_args.num_labels, data_args.ignore_index, metric_input, metric_set)
+
+    def predict(batch: dict[str, Any]) -> torch.Tensor:
+        batch = {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
+        return sam_logits(model, batch)
+
+    batches = tqdm(loader, desc=f"evaluating {split}", unit="batch", disable=not progress)
+    scores = evaluate_segmentation(predict, batches, metrics, structure_loss_bce=None)
+    results: dict[str, Any] = {key: float(value) for key, value in scores.items()}
+    results.update({
+        "num_images": metrics.num_images,
+        "split": split,
+        "dataset": data_args.dataset_name_or_path,
+        "eval_prompt": data_args.eval_prompt,
+        "adapter": adapter,
+        "base_model": _base_model_name(model, base_model),
+        "metric_input": metric_input,
+        "metric_set": metric_set,
+    })
+    return results
+
+
+def format_results_table(results: dict[str, Any]) -> str:
+    """A two-column text table of the numeric metrics under a one-line header."""
+    header = (f"{results['adapter']} on {results['dataset']} [{results['split']}]: {results['num_images']} images, "
+              f"{results['eval_prompt']} prompts, metric_input={results['metric_input']}")
+    meta = {"num_images", "split", "dataset", "eval_prompt", "adapter", "base_model", "metric_input", "metric_set"}
+    rows = [(key, value) for key, value in results.items() if key not in meta and isinstance(value, float)]
+    width = max([len("metric")] + [len(key) for key, _ in rows]) + 2
+    lines = [header, f"  {'metric':<{width}}{'value':>10}", f"  {'-' * (width + 10)}"]
+    for key, value in rows:
+        lines.append(f"  {key:<{width}}{value:>10.4f}" if math.isfinite(value) else f"  {key:<{width}}{'nan':>10}")
+    return "\n".join(lines)

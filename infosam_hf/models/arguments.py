@@ -1,0 +1,25 @@
+"""``ModelArguments``: the recipe keys that choose and shape the SAM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ModelArguments"]
+
+
+@dataclass
+class ModelArguments:
+    """Which SAM to fine-tune, at which input size, and the optional separate teacher."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "SAM checkpoint: a hub id such as facebook/sam-vit-base, or a directory."})
+    sam_config: dict[str, Any] | None = field(
+        default=None, metadata={"help": "Build a random SAM from SamConfig fields instead (demo and tests)."})
+    image_size: int | None = field(
+        default=None, metadata={"help": "Train at this fixed input size (default: the checkpoint's)."})
+    teacher_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A separate frozen teacher SAM (default: the student with adapters off)."})
+    relation_from: str | None = field(
+        default=None, metadata={"help": "Initialise the relation module from an adapter dir/repo or an official .pth."})
+    freeze_relation: bool = field(default=False, metadata={"help": "Keep the relation module fixed."})
