@@ -1,0 +1,149 @@
+"""The teacher-embedding cache: the frozen teacher's image-encoder output, computed once per example.
+
+The teacher's image embedding depends only on the image as it enters the encoder. When the train
+transform feeds every example the same pixels in every epoch (no augmentation, no random crop: the
+official InfoSAM setting), the embedding is stored on first use and read back afterwards; only the
+teacher's mask decoder runs every step, with that step's prompts.
+
+Storage: one safetensors file per example under a folder named by a hash of everything the
+embedding depends on (the dataset's fingerprint, the transform settings, the teacher's identity), in
+the Hugging Face cache by default, so a later run with the same data and teacher reuses it. Files are
+written to a temporary name and renamed, so concurrent DDP processes and interrupted runs never
+leave a half-written entry; a resumed run finds what it already computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "TEACHER_CACHE_MODES",
+    "TeacherEmbeddingCache",
+    "default_cache_root",
+    "model_fingerprint",
+    "pixel_changing_options",
+    "resolve_teacher_cache",
+]
+
+TEACHER_CACHE_MODES = ("auto", "off", "on")
+_CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_TENSOR_KEY = "image_embeddings"
+
+
+def default_cache_root() -> Path:
+    """``$HF_HOME/infosam_hf/teacher_cache`` (``~/.cache/huggingface/...`` by default)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME) / "infosam_hf" / "teacher_cache"
+
+
+def model_fingerprint(module: torch.nn.Module) -> str:
+    """A hash of a module's parameters and buffers (names, shapes, dtypes and values)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def pixel_changing_options(augment: Sequence[str], random_crop: Any = None) -> list[str]:
+    """The train-time options that change the encoder's input between epochs (each makes the cache invalid)."""
+    reasons = [f"augment: {name}" for name in augment]
+    if random_crop:
+        reasons.append(f"random_crop: {random_crop}")
+    return reasons
+
+
+def resolve_teacher_cache(mode: str, pixel_changes: Sequence[str]) -> bool:
+    """Whether the cache is used: ``auto`` exactly when valid, ``on`` fails when it is not, ``off`` never."""
+    if mode not in TEACHER_CACHE_MODES:
+        raise ValueError(f"teacher_cache must be one of {', '.join(TEACHER_CACHE_MODES)}, got {mode!r}")
+    if mode == "off":
+        return False
+    if pixel_changes:
+        if mode == "on":
+            raise ValueError(f"teacher_cache: on needs the same encoder input every epoch, but {pixel_changes[0]} "
+                             "changes the pixels; use teacher_cache: auto (or off)")
+        logger.info("Teacher-embedding cache off: %s changes the encoder input between epochs", pixel_changes[0])
+        return False
+    return True
+
+
+class TeacherEmbeddingCache:
+    """Per-example teacher image embeddings on disk, keyed by what they depend on.
+
+    Args:
+        key: everything the embedding depends on (dataset fingerprint, transform settings, teacher
+            fingerprint ...); JSON-serialisable. Its hash names the cache folder.
+        root: the folder holding every cache (default :func:`default_cache_root`).
+        dtype: storage precision, ``float32`` (exact) or ``float16`` / ``bfloat16`` (half the disk).
+    """
+
+    def __init__(self, key: Mapping[str, Any], root: str | os.PathLike | None = None, dtype: str = "float32"):
+        if dtype not in _CACHE_DTYPES:
+            raise ValueError(f"teacher_cache_dtype must be one of {', '.join(_CACHE_DTYPES)}, got {dtype!r}")
+        text = json.dumps({**key, "dtype": dtype}, sort_keys=True, default=str)
+        self.key_hash = hashlib.sha256(text.encode()).hexdigest()[:20]
+        self.directory = Path(root or default_cache_root()) / self.key_hash
+        self.dtype = _CACHE_DTYPES[dtype]
+        self.directory.mkdir(parents=True, exist_ok=True)
+        key_file = self.directory / "key.json"
+        if not key_file.exists():
+            self._atomic_write_text(key_file, json.dumps({**key, "dtype": dtype}, indent=2, sort_keys=True,
+                                                         default=str))
+        self.hits = 0
+        self.misses = 0
+
+    def _path(self, index: int) -> Path:
+        return self.directory / f"{int(index)}.safetensors"
+
+    def _atomic_write_text(self, path: Path, text: str) -> None:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+
+    def __contains__(self, index: int) -> bool:
+        return self._path(index).is_file()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.directory.glob("*.safetensors"))
+
+    def get(self, indices: Sequence[int], device: torch.device | str = "cpu",
+            dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
+        """The stacked embeddings of ``indices``, or None when any of them is missing."""
+        paths = [self._path(i) for i in indices]
+        if not all(path.is_file() for path in paths):
+            self.misses += 1
+            return None
+        self.hits += 1
+        tensors = [load_file(str(path))[_TENSOR_KEY] for path in paths]
+        return torch.stack(tensors).to(device=device, dtype=dtype, non_blocking=True)
+
+    def put(self, indices: Sequence[int], embeddings: torch.Tensor) -> None:
+        """Store ``embeddings[i]`` for ``indices[i]`` (entries already present are kept)."""
+        cpu = embeddings.detach().to("cpu", self.dtype)
+        for row, index in enumerate(indices):
+            path = self._path(index)
+            if path.is_file():
+                continue
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".safetensors")
+            os.close(fd)
+            save_file({_TENSOR_KEY: cpu[row].contiguous()}, tmp)
+            os.replace(tmp, path)
+
+    def __repr__(self) -> str:
+        return f"TeacherEmbeddingCache({self.directory}, {len(self)} entries, {self.dtype})"
