@@ -27,5 +27,5 @@ def test_config_loads_and_says_when_to_use_it(name, kind):
 def test_an_unknown_key_is_refused_by_accelerate(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text((CONFIGS / "ddp.yaml").read_text() + "num_procesess: 2\n")
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="num_procesess"):
         load_config_from_file(str(bad))
