@@ -293,7 +293,8 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
                      "with torch.no_grad():",
                      "    outputs = model(pixel_values=inputs[\"pixel_values\"], multimask_output=True)",
                      "logits = processor.image_processor.post_process_masks(",
-                     '    outputs.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"], binarize=False)',
+                     '    outputs.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"],',
+                     "    binarize=False)",
                      f"classes = logits[0][0].argmax(0)  # (H, W) class ids 0..{num_classes - 1}",
                      "```", ""]
     else:

@@ -108,7 +108,8 @@ def evaluate_segmentation(
         for i in range(logits.shape[0]):
             image_metrics = SegmentationMetrics(metrics.num_labels, metrics.ignore_index, metrics.metric_input,
                                                 metrics.sod_metrics)  # this image's contribution alone
-            pred = logits_to_original(logits[i, 0] if metrics.binary else logits[i], size, batch["reshaped_input_sizes"][i], batch["original_sizes"][i])
+            pred = logits_to_original(logits[i, 0] if metrics.binary else logits[i], size,
+                                      batch["reshaped_input_sizes"][i], batch["original_sizes"][i])
             image_metrics.update([pred.cpu()], [batch["original_labels"][i].cpu()])
             rows.append(_state_row(image_metrics, float(losses[i])))
         rows = torch.tensor(rows, dtype=torch.float64, device=logits.device)

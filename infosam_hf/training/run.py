@@ -55,8 +55,8 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
 
     ``num_labels > 1`` gives the student a multi-class head (see :mod:`infosam_hf.models.multiclass`).
     A base model that has no loadable name (built from config fields, resized to another input
-    size, or given a multi-class head) is saved to ``output_dir/base_model`` so the adapter's ``base_model_name_or_path`` points at
-    something ``AutoPeftModel.from_pretrained`` can load.
+    size, or given a multi-class head) is saved to ``output_dir/base_model`` so the adapter's
+    ``base_model_name_or_path`` points at something ``AutoPeftModel.from_pretrained`` can load.
     """
     build_peft_config(peft_args.peft_method, peft_args.peft_config)  # bad PEFT options fail before any loading
     relation_state = load_relation_state_dict(model_args.relation_from) if model_args.relation_from else None
@@ -184,8 +184,9 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
         summary["after training"] = {k.removeprefix("test_"): v for k, v in test_metrics.items()}
     if trainer.is_world_process_zero():
         if summary:
-            keys = [k for k in ("iou", "iou@0.5", "dice", "miou", "pixel_accuracy") if k in next(iter(summary.values()))]
-            keys += [k for k in next(iter(summary.values())) if k.startswith(CLASS_IOU_PREFIX)]
+            first = next(iter(summary.values()))
+            keys = [k for k in ("iou", "iou@0.5", "dice", "miou", "pixel_accuracy") if k in first]
+            keys += [k for k in first if k.startswith(CLASS_IOU_PREFIX)]
             _print_table(f"Test split ({len(splits.test)} images, {data_args.eval_prompt} prompts)", summary, keys)
         finish_run(trainer, args, results, summary,
                    {"model": asdict(model_args), "peft": asdict(peft_args), "data": asdict(data_args),
