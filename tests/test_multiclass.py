@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from peft import AutoPeftModel
 from PIL import Image
+from transformers import SamModel
 
 from infosam_hf import InfoSAMConfig, InfoSAMTrainer
 from infosam_hf.commands import evaluate as evaluate_cli
@@ -22,6 +23,7 @@ from infosam_hf.evaluation.class_map import class_palette
 from infosam_hf.evaluation.loop import evaluate_segmentation, make_metrics, sam_logits
 from infosam_hf.losses import class_cross_entropy, compression_loss, distillation_loss
 from infosam_hf.models import ModelArguments, load_for_inference
+from infosam_hf.models.merge import export_merged
 from infosam_hf.models.multiclass import class_token_slice, sam_num_classes
 from infosam_hf.models.sam import load_sam
 from infosam_hf.training.run import build_models, parse_train_args, run_training
@@ -185,6 +187,11 @@ def test_save_reload_gives_identical_predictions(tmp_path):
         for model in (load_for_inference(str(tmp_path / "adapter")),
                       AutoPeftModel.from_pretrained(str(tmp_path / "adapter")).eval()):
             torch.testing.assert_close(sam_logits(model, batch), expected, rtol=0, atol=0)
+    # merged into a plain SamModel (infosam export): still C channels, same predictions up to rounding
+    merged = SamModel.from_pretrained(export_merged(str(tmp_path / "adapter"), tmp_path / "merged")).eval()
+    assert sam_num_classes(merged) == C
+    with torch.no_grad():
+        torch.testing.assert_close(sam_logits(merged, batch), expected, rtol=1e-4, atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------ the CLI
