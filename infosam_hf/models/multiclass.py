@@ -13,7 +13,9 @@ hypernetwork MLP per class, fed without prompts. Here that head is built from tr
   evaluation, prediction, the reloaded adapter) reads through :func:`sam_num_classes`.
 * initialisation follows G-SAM: the two-way transformer and the upscaling layers are SAM's; class c's
   MLP is a copy of SAM's MLP c for c < 4 (SAM has four), later classes get the default init; the mask
-  tokens, the IoU token and the IoU head are re-initialised at random.
+  tokens, the IoU token and the IoU head are re-initialised at random. "Default" and "random" are
+  transformers' SAM initialisation (normal with std ``initializer_range``, zero biases), not PyTorch's
+  module defaults that G-SAM's code ends up with (e.g. N(0, 1) token embeddings).
 """
 
 from __future__ import annotations
@@ -72,10 +74,8 @@ def add_multiclass_head(model: SamModel, num_classes: int) -> SamModel:
     for module in head.modules():
         model._init_weights(module)
     head.to(device=param.device, dtype=param.dtype)
-    keep = {k: v for k, v in old.state_dict().items()
-            if not k.startswith(("mask_tokens", "iou_token", "iou_prediction_head", "output_hypernetworks_mlps"))}
-    missing, unexpected = head.load_state_dict(keep, strict=False)
-    assert not unexpected, unexpected
+    fresh = ("mask_tokens", "iou_token", "iou_prediction_head", "output_hypernetworks_mlps")
+    head.load_state_dict({k: v for k, v in old.state_dict().items() if not k.startswith(fresh)}, strict=False)
     with torch.no_grad():
         head.output_hypernetworks_mlps[0].load_state_dict(old.output_hypernetworks_mlps[0].state_dict())
         for c in range(min(num_classes, len(old.output_hypernetworks_mlps))):
