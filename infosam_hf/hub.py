@@ -22,6 +22,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from peft.utils import SAFETENSORS_WEIGHTS_NAME as ADAPTER_WEIGHTS_NAME
 
+from .evaluation.metrics import CLASS_IOU_PREFIX
 from .models.inference import BASE_MODEL_DIR
 
 logger = logging.getLogger(__name__)
@@ -210,9 +211,12 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
     image_size = model_args.get("image_size") or _image_size(output_dir)
     model_name = (repo_id or output_dir.resolve().name).split("/")[-1]
     tags = list(CARD_TAGS) + [t for t in (peft_method,) if t and t not in CARD_TAGS]
+    num_classes = int(data_args.get("num_labels") or 1)
 
     eval_results = [
-        EvalResult(task_type="image-segmentation", task_name="Prompted segmentation", dataset_type=dataset_id,
+        EvalResult(task_type="image-segmentation",
+                   task_name="Semantic segmentation" if num_classes > 1 else "Prompted segmentation",
+                   dataset_type=dataset_id,
                    dataset_name=dataset_name, dataset_split=test_split, metric_type=name, metric_name=name,
                    metric_value=value)
         for name, value in results.items()
@@ -247,6 +251,9 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
                     f"evaluated on the `{test_split}` split")
     if image_size:
         sections.append(f"- **Input size:** {image_size}×{image_size}")
+    if num_classes > 1:
+        sections.append(f"- **Classes:** {num_classes} (a multi-class head without prompts: class c is mask "
+                        f"token c + 1; ignore_index {data_args.get('ignore_index')})")
 
     sections += ["", "## Results", ""]
     if results:
@@ -258,7 +265,14 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
             name: {k: float(v) for k, v in values.items() if isinstance(v, (int, float))}
             for name, values in (summary or {}).items() if name != "after training" and isinstance(values, Mapping)}
         rows["this adapter"] = results
-        sections.append(_metric_table(rows, list(results)))
+        class_keys = [key for key in results if key.startswith(CLASS_IOU_PREFIX)]
+        sections.append(_metric_table(rows, [key for key in results if key not in class_keys]))
+        if class_keys:  # multi-class: IoU per class (confusion matrix over the whole split), one row each
+            sections += ["", "IoU per class:", ""]
+            per_class = {f"class {key.removeprefix(CLASS_IOU_PREFIX)}": {name: values[key] for name, values in
+                                                                           rows.items() if key in values}
+                         for key in class_keys}
+            sections.append(_metric_table(per_class, list(rows)))
     else:
         sections.append("No test evaluation was recorded for this run.")
 
@@ -273,14 +287,25 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
     if not (local_base and repo_id):
         sections += ["# or, in one step (loads the recorded base model):",
                      f'# model = AutoPeftModel.from_pretrained("{adapter_ref}").eval()']
-    sections += ["", 'image = Image.open("image.png").convert("RGB")',
-                 "inputs = processor(images=image, input_boxes=[[[x0, y0, x1, y1]]], return_tensors=\"pt\")",
-                 "with torch.no_grad():",
-                 "    outputs = model(**inputs, multimask_output=False)",
-                 "masks = processor.image_processor.post_process_masks(",
-                 '    outputs.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"])',
-                 "```", "",
-                 "To get a plain `SamModel` with the adapter merged in: "
+    if num_classes > 1:  # no prompt; one channel per class, the prediction is the argmax
+        sections += ["", 'image = Image.open("image.png").convert("RGB")',
+                     'inputs = processor(images=image, return_tensors="pt")',
+                     "with torch.no_grad():",
+                     "    outputs = model(pixel_values=inputs[\"pixel_values\"], multimask_output=True)",
+                     "logits = processor.image_processor.post_process_masks(",
+                     '    outputs.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"],',
+                     "    binarize=False)",
+                     f"classes = logits[0][0].argmax(0)  # (H, W) class ids 0..{num_classes - 1}",
+                     "```", ""]
+    else:
+        sections += ["", 'image = Image.open("image.png").convert("RGB")',
+                     "inputs = processor(images=image, input_boxes=[[[x0, y0, x1, y1]]], return_tensors=\"pt\")",
+                     "with torch.no_grad():",
+                     "    outputs = model(**inputs, multimask_output=False)",
+                     "masks = processor.image_processor.post_process_masks(",
+                     '    outputs.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"])',
+                     "```", ""]
+    sections += ["To get a plain `SamModel` with the adapter merged in: "
                  f"`python scripts/export.py {adapter_ref} merged/`."]
 
     sections += ["", "## Training", "", "| hyperparameter | value |", "|---|---|"]

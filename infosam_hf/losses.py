@@ -19,6 +19,7 @@ __all__ = [
     "compression_loss",
     "distillation_loss",
     "structure_loss",
+    "class_cross_entropy",
 ]
 
 _EPS_NORM = 1e-12
@@ -133,3 +134,19 @@ def structure_loss(logits: torch.Tensor, target: torch.Tensor, bce: str = "weigh
     wiou = 1 - (inter + 1) / (union - inter + 1)
     per_image = (wbce + wiou).mean(dim=1)
     return per_image if reduction == "none" else per_image.mean()
+
+
+def class_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255,
+                        reduction: str = "mean") -> torch.Tensor:
+    """Multi-class loss: pixel cross-entropy of (B, C, H, W) logits against (B, H, W) class ids.
+
+    Pixels labelled ``ignore_index`` do not count. ``"mean"`` averages over the batch's valid pixels
+    (0, still attached to the graph, when there are none); ``"none"`` gives one mean per image.
+    """
+    logits = _as_float32(logits)
+    labels = labels.long()
+    pixel = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")  # 0 where ignored
+    valid = (labels != ignore_index).flatten(1).sum(1)
+    if reduction == "none":
+        return pixel.flatten(1).sum(1) / valid.clamp_min(1)
+    return pixel.sum() / valid.sum().clamp_min(1)

@@ -1,8 +1,9 @@
 """``infosam predict --adapter DIR_OR_REPO --images PATH_OR_GLOB --out DIR [--box ... | --points ... | --auto]``.
 
 Prompt coordinates are in the original image's pixels. For each image ``<stem>_mask.png`` (0/255,
-original size) and ``<stem>_overlay.png`` are written to ``--out``. Images that cannot be read are
-listed at the end and make the exit status 1; the others are still written.
+original size) and ``<stem>_overlay.png`` are written to ``--out``; a multi-class model takes no prompt
+and writes ``<stem>_classes.png`` (colour-coded class ids) instead of the mask. Images that cannot be
+read are listed at the end and make the exit status 1; the others are still written.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from ..errors import UsageError
 from ..evaluation.predict import Prompt, find_images, parse_box, parse_points, predict_masks
 from ..models import load_for_inference, resolve_device
+from ..models.multiclass import sam_num_classes
 from .common import adapter_parser, run_main
 
 __all__ = ["build_parser", "parse_prompt", "main"]
@@ -25,8 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Predict masks with a trained InfoSAM adapter and draw overlays. Prompt coordinates are in original "
         "image pixels.")
     parser.add_argument("--images", required=True, help="An image file, a folder of images, or a glob pattern.")
-    parser.add_argument("--out", required=True, help="Output folder for <stem>_mask.png and <stem>_overlay.png.")
-    prompts = parser.add_argument_group("prompt (one of --box / --points, both together, or --auto)")
+    parser.add_argument("--out", required=True, help="Output folder for <stem>_mask.png (multi-class models: "
+                                                     "<stem>_classes.png) and <stem>_overlay.png.")
+    prompts = parser.add_argument_group("prompt (one of --box / --points, both together, or --auto; none for a "
+                                        "multi-class model)")
     prompts.add_argument("--box", default=None, help="x0,y0,x1,y1 in original image pixels.")
     prompts.add_argument("--points", default=None,
                          help="'x,y[,label];x,y[,label]...' in original pixels; label 1 = foreground (default), "
@@ -38,11 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_prompt(options: argparse.Namespace) -> Prompt:
-    """The prompt from ``--box`` / ``--points`` / ``--auto`` (exactly one kind must be chosen)."""
+def parse_prompt(options: argparse.Namespace, required: bool = True) -> Prompt:
+    """The prompt from ``--box`` / ``--points`` / ``--auto`` (exactly one kind must be chosen when
+    ``required``; a multi-class model needs none)."""
     if options.auto and (options.box or options.points):
         raise UsageError("--auto runs without a prompt; drop --box / --points or drop --auto")
-    if not (options.auto or options.box or options.points):
+    if required and not (options.auto or options.box or options.points):
         raise UsageError("give a prompt: --box x0,y0,x1,y1, --points 'x,y[,label];...', or --auto for no prompt")
     prompt = Prompt()
     if options.box:
@@ -54,7 +59,7 @@ def parse_prompt(options: argparse.Namespace) -> Prompt:
 
 def _predict(argv: list[str]) -> int:
     options = build_parser().parse_args(argv)
-    prompt = parse_prompt(options)
+    prompt = parse_prompt(options, required=False)
     if options.batch_size < 1:
         raise UsageError(f"--batch_size must be >= 1, got {options.batch_size}")
     paths = find_images(options.images)
@@ -62,6 +67,8 @@ def _predict(argv: list[str]) -> int:
         raise UsageError("--adapter none needs --base_model")
     device = resolve_device(options.device)
     model = load_for_inference(options.adapter, options.base_model, device=device)
+    if sam_num_classes(model) == 1:
+        parse_prompt(options)  # a binary model needs a prompt (or --auto)
     results = predict_masks(model, paths, prompt, options.out, batch_size=options.batch_size,
                             threshold=options.threshold, device=device, progress=not options.no_progress)
     written = [r for r in results if r.error is None]

@@ -72,7 +72,7 @@ def open_source(data_args: DataArguments) -> SourceSplits:
         data_args.dataset_name_or_path,
         {"num_train": data_args.synthetic_num_train, "num_validation": data_args.synthetic_num_eval,
          "num_test": data_args.synthetic_num_test, "image_size": data_args.synthetic_image_size,
-         "seed": data_args.synthetic_seed},
+         "seed": data_args.synthetic_seed, "num_labels": data_args.num_labels},
         image_column=data_args.image_column, mask_column=data_args.mask_column,
         config_name=data_args.dataset_config_name,
     )

@@ -4,6 +4,9 @@ Each image shows three look-alike objects (stars, triangles, crosses, rings) on 
 target is one of them, chosen at random, so the prompt is what defines the mask: a model has to
 learn to follow the prompt, and filling the prompt box is a weak baseline (these shapes cover about
 a third to a half of their box).
+
+With ``num_labels=5`` the same images get a semantic target instead: every visible object labelled
+by its kind (0 background, 1 star, 2 triangle, 3 cross, 4 ring), for the multi-class head.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from datasets import Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
-__all__ = ["make_synthetic_split", "make_synthetic_dataset"]
+__all__ = ["SYNTHETIC_NUM_CLASSES", "make_synthetic_split", "make_synthetic_dataset"]
 
 _SHAPES = ("star", "triangle", "cross", "ring")
+SYNTHETIC_NUM_CLASSES = 1 + len(_SHAPES)  # background + one class per shape kind
 
 
 def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -59,8 +63,9 @@ def _draw_object(draw: ImageDraw.ImageDraw, rng, shape: str, cx: float, cy: floa
         draw.polygon(_polygon(rng, shape, cx, cy, radius), fill=fill)
 
 
-def _sample(rng: np.random.Generator, size: int) -> tuple[PILImage.Image, PILImage.Image]:
+def _sample(rng: np.random.Generator, size: int, semantic: bool = False) -> tuple[PILImage.Image, PILImage.Image]:
     canvas = _texture(rng, size)
+    class_map = np.zeros((size, size), np.uint8)
     cells = [(0.27, 0.27), (0.73, 0.27), (0.27, 0.73), (0.73, 0.73), (0.5, 0.5)]
     chosen = rng.choice(len(cells), size=3, replace=False)
     target = int(rng.integers(3))
@@ -76,12 +81,13 @@ def _sample(rng: np.random.Generator, size: int) -> tuple[PILImage.Image, PILIma
         color = rng.uniform(0, 1, 3)
         color = 120 + 135 * color / color.max()  # bright, saturated: objects stand out, yet look alike
         canvas[region] = color + rng.normal(0, 10, (int(region.sum()), 3))
+        class_map[region] = 1 + _SHAPES.index(shape)
         if k == target:
             mask_out = region
         elif mask_out is not None:
             mask_out = mask_out & ~region  # the target's mask is what stays visible
     image = PILImage.fromarray(np.clip(canvas, 0, 255).astype(np.uint8), "RGB")
-    mask = PILImage.fromarray((mask_out * 255).astype(np.uint8), "L")
+    mask = PILImage.fromarray(class_map if semantic else (mask_out * 255).astype(np.uint8), "L")
     return image, mask
 
 
@@ -91,14 +97,18 @@ def _png(img: PILImage.Image) -> dict:
     return {"bytes": buffer.getvalue(), "path": None}
 
 
-def make_synthetic_split(num_samples: int, image_size: int = 128, seed: int = 0) -> Dataset:
+def make_synthetic_split(num_samples: int, image_size: int = 128, seed: int = 0, num_labels: int = 1) -> Dataset:
     """``num_samples`` (image, label) pairs as a ``datasets.Dataset`` with PNG-encoded ``Image`` columns.
 
-    Sample ``i`` depends only on ``(seed, i)``.
+    Sample ``i`` depends only on ``(seed, i)``. ``num_labels``: 1 (a binary mask of one object) or
+    :data:`SYNTHETIC_NUM_CLASSES` (a class map; same images).
     """
+    if num_labels not in (1, SYNTHETIC_NUM_CLASSES):
+        raise ValueError(f"num_labels={num_labels}: the synthetic set is binary (1) or has "
+                         f"{SYNTHETIC_NUM_CLASSES} classes (background, {', '.join(_SHAPES)})")
     images, labels = [], []
     for index in range(num_samples):
-        image, mask = _sample(np.random.default_rng([seed, index]), image_size)
+        image, mask = _sample(np.random.default_rng([seed, index]), image_size, semantic=num_labels > 1)
         images.append(_png(image))
         labels.append(_png(mask))
     features = Features({"image": Image(decode=False), "label": Image(decode=False)})
@@ -106,10 +116,10 @@ def make_synthetic_split(num_samples: int, image_size: int = 128, seed: int = 0)
 
 
 def make_synthetic_dataset(num_train: int = 256, num_validation: int = 32, num_test: int = 64,
-                           image_size: int = 128, seed: int = 0) -> DatasetDict:
+                           image_size: int = 128, seed: int = 0, num_labels: int = 1) -> DatasetDict:
     """Train/validation/test splits drawn from disjoint seeds."""
     return DatasetDict({
-        "train": make_synthetic_split(num_train, image_size, seed),
-        "validation": make_synthetic_split(num_validation, image_size, seed + 1_000_003),
-        "test": make_synthetic_split(num_test, image_size, seed + 2_000_003),
+        "train": make_synthetic_split(num_train, image_size, seed, num_labels),
+        "validation": make_synthetic_split(num_validation, image_size, seed + 1_000_003, num_labels),
+        "test": make_synthetic_split(num_test, image_size, seed + 2_000_003, num_labels),
     })

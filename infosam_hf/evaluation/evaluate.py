@@ -11,6 +11,7 @@ training, so the numbers are reproducible and comparable.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 from ..data import DataArguments, SamPromptCollator, open_source, take_first, with_sam_transform
 from ..errors import UsageError
 from ..models.inference import load_for_inference, model_image_size, resolve_device
+from ..models.multiclass import sam_num_classes
 from .loop import evaluate_segmentation, make_metrics, sam_logits
 
 logger = logging.getLogger(__name__)
@@ -61,6 +63,9 @@ def evaluate_adapter(adapter: str, data_args: DataArguments, *, split: str = "te
     # fail on data before the model loads
     dataset = take_first(open_source(data_args).get_split(split), data_args.max_eval_samples)
     model = load_for_inference(adapter, base_model, device=device)
+    data_args, reload = _follow_model_classes(data_args, sam_num_classes(model))
+    if reload:  # the split was read as binary masks; read the class ids instead
+        dataset = take_first(open_source(data_args).get_split(split), data_args.max_eval_samples)
     image_size = model_image_size(model)
     dataset = with_sam_transform(dataset, data_args, image_size, train=False, seed=seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
@@ -85,6 +90,19 @@ def evaluate_adapter(adapter: str, data_args: DataArguments, *, split: str = "te
         "metric_set": metric_set,
     })
     return results
+
+
+def _follow_model_classes(data_args: DataArguments, classes: int) -> tuple[DataArguments, bool]:
+    """The data settings for a model with ``classes`` channels: a multi-class model reads class ids
+    (``num_labels`` left at 1 is raised to the model's) and takes no prompts. Returns the settings and
+    whether ``num_labels`` changed."""
+    if classes == data_args.num_labels:
+        if classes > 1 and data_args.eval_prompt != "none":
+            data_args = dataclasses.replace(data_args, eval_prompt="none")
+        return data_args, False
+    if data_args.num_labels != 1 or classes == 1:
+        raise UsageError(f"num_labels={data_args.num_labels}, but the model predicts {classes} class channel(s)")
+    return dataclasses.replace(data_args, num_labels=classes, eval_prompt="none"), True
 
 
 def format_results_table(results: dict[str, Any]) -> str:

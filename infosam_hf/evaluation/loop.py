@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..losses import structure_loss
+from ..losses import class_cross_entropy, structure_loss
+from ..models.multiclass import sam_num_classes
 from .metrics import SegmentationMetrics, logits_to_original
 
 __all__ = ["PROMPT_KEYS", "METRIC_SETS", "make_metrics", "upsample_logits", "sam_logits", "box_fill_logits",
@@ -37,9 +38,10 @@ def upsample_logits(pred_masks: torch.Tensor, size: tuple[int, int]) -> torch.Te
 
 
 def sam_logits(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-    """Single-mask logits (B, 1, S, S) of ``model`` for a collated batch, upsampled to the input size."""
+    """Logits of ``model`` for a collated batch, upsampled to the input size: (B, 1, S, S) single-mask
+    logits, or (B, C, S, S) class logits for a multi-class head."""
     prompts = {key: batch[key] for key in PROMPT_KEYS if key in batch}
-    outputs = model(pixel_values=batch["pixel_values"], multimask_output=False, **prompts)
+    outputs = model(pixel_values=batch["pixel_values"], multimask_output=sam_num_classes(model) > 1, **prompts)
     return upsample_logits(outputs.pred_masks, batch["pixel_values"].shape[-2:])
 
 
@@ -83,7 +85,7 @@ def evaluate_segmentation(
     description: str = "eval",
     gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """Score ``predict(batch) -> (B, 1, S, S) logits`` over ``batches``; returns metrics and ``loss``.
+    """Score ``predict(batch) -> (B, 1 or C, S, S) logits`` over ``batches``; returns metrics and ``loss``.
 
     Logits are cropped of their padding and resized to each image's original size before scoring
     against ``original_labels``. Only running sums are kept, never masks. Under distributed
@@ -92,17 +94,22 @@ def evaluate_segmentation(
     """
     loss_total = 0.0
     iterator = tqdm(batches, desc=description, leave=False) if progress else batches
-    with_loss = structure_loss_bce is not None and metrics.binary
+    with_loss = structure_loss_bce is not None
     for batch in iterator:
         logits = predict(batch)
         size = logits.shape[-1]
-        losses = (structure_loss(logits, batch["labels"].unsqueeze(1).float(), structure_loss_bce, reduction="none")
-                  if with_loss else torch.zeros(logits.shape[0]))
+        if not with_loss:
+            losses = torch.zeros(logits.shape[0])
+        elif metrics.binary:
+            losses = structure_loss(logits, batch["labels"].unsqueeze(1).float(), structure_loss_bce, reduction="none")
+        else:
+            losses = class_cross_entropy(logits, batch["labels"], metrics.ignore_index, reduction="none")
         rows = []
         for i in range(logits.shape[0]):
             image_metrics = SegmentationMetrics(metrics.num_labels, metrics.ignore_index, metrics.metric_input,
                                                 metrics.sod_metrics)  # this image's contribution alone
-            pred = logits_to_original(logits[i, 0], size, batch["reshaped_input_sizes"][i], batch["original_sizes"][i])
+            pred = logits_to_original(logits[i, 0] if metrics.binary else logits[i], size,
+                                      batch["reshaped_input_sizes"][i], batch["original_sizes"][i])
             image_metrics.update([pred.cpu()], [batch["original_labels"][i].cpu()])
             rows.append(_state_row(image_metrics, float(losses[i])))
         rows = torch.tensor(rows, dtype=torch.float64, device=logits.device)

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from py_sod_metrics import Emeasure, Smeasure, WeightedFmeasure
 
 __all__ = [
+    "CLASS_IOU_PREFIX",
     "THRESHOLDS",
     "METRIC_INPUTS",
     "BINARY_IMAGE_KEYS",
@@ -54,6 +55,7 @@ IOU_KEYS: tuple[str, ...] = ("iou", "dice", "iou@0.5", "dice@0.5")
 SOD_KEYS: tuple[str, ...] = ("s_measure", "e_measure", "weighted_f_measure", "mae")
 BINARY_IMAGE_KEYS: tuple[str, ...] = IOU_KEYS + SOD_KEYS
 
+CLASS_IOU_PREFIX = "iou_class_"  # multi-class results: iou_class_0 ... iou_class_{C-1}
 _IOU_SMOOTH = 1e-6
 _DICE_SMOOTH = 1e-4
 _LOGIT_THRESHOLDS = tuple(math.log(t / (1.0 - t)) for t in THRESHOLDS)
@@ -406,5 +408,5 @@ class SegmentationMetrics:
             return out
         out = {"miou": summary["miou"], "pixel_accuracy": summary["pixel_accuracy"]}
         for k, v in enumerate(summary["iou_per_class"]):
-            out[f"iou_class_{k}"] = float(v)
+            out[f"{CLASS_IOU_PREFIX}{k}"] = float(v)
         return out

@@ -5,6 +5,10 @@ the model's input frame by the resize factor ``image_size / max(h, w)``, as the 
 For each image ``<stem>_mask.png`` (0/255, original size) and ``<stem>_overlay.png`` (the image
 with the translucent mask, its contour and the prompt) are written to ``--out``. Images that cannot
 be read are listed at the end and make the exit status 1; the others are still written.
+
+A multi-class model (see :mod:`infosam_hf.models.multiclass`) takes no prompt and writes
+``<stem>_classes.png`` instead of the mask: a palette PNG whose pixel values are the argmax class
+ids, shown in colour, and an overlay tinted by class.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from ..data import DataError, decode_image, preprocess_image
 from ..data.sources import IMAGE_EXTENSIONS
 from ..errors import UsageError, error_line
 from ..models.inference import model_image_size, resolve_device
+from ..models.multiclass import sam_num_classes
+from .class_map import class_map_image, overlay_class_map
 from .loop import sam_logits
 from .metrics import logits_to_original
 from .visualization import overlay_mask
@@ -128,7 +134,7 @@ class PredictionResult:
     mask_path: Path | None = None
     overlay_path: Path | None = None
     error: str | None = None
-    foreground_fraction: float = field(default=float("nan"))
+    foreground_fraction: float = field(default=float("nan"))  # multi-class: the fraction not of class 0
 
 
 def _batches(items: Sequence[Path], size: int) -> Iterator[list[Path]]:
@@ -173,6 +179,10 @@ def predict_masks(model: torch.nn.Module, paths: Sequence[Path], prompt: Prompt,
     """
     if not 0.0 < threshold < 1.0:
         raise UsageError(f"--threshold must be in (0, 1), got {threshold}")
+    multiclass = sam_num_classes(model) > 1
+    if multiclass and not prompt.empty:
+        raise UsageError("this is a multi-class model: it segments every class without a prompt; drop --box / "
+                         "--points")
     device = resolve_device(device) if not isinstance(device, torch.device) else device
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -204,9 +214,19 @@ def predict_masks(model: torch.nn.Module, paths: Sequence[Path], prompt: Prompt,
         batch = {key: value.to(device) for key, value in batch.items()}
         logits = sam_logits(model, batch)
         for i, (path, image, size) in enumerate(loaded):
+            stem = names[path]
+            if multiclass:
+                full = logits_to_original(logits[i], image_size, reshaped[i], size)
+                classes = full.argmax(0).cpu().numpy()
+                map_path, overlay_path = out_dir / f"{stem}_classes.png", out_dir / f"{stem}_overlay.png"
+                class_map_image(classes).save(map_path)
+                overlay_class_map(image, classes).save(overlay_path)
+                results.append(PredictionResult(path, map_path, overlay_path,
+                                                foreground_fraction=float((classes != 0).mean())))
+                bar.update(1)
+                continue
             full = logits_to_original(logits[i, 0], image_size, reshaped[i], size).cpu().numpy()
             mask = full > logit_threshold
-            stem = names[path]
             mask_path, overlay_path = out_dir / f"{stem}_mask.png", out_dir / f"{stem}_overlay.png"
             Image.fromarray(mask.astype(np.uint8) * 255).save(mask_path)
             overlay_mask(image, mask, box=prompt.box, points=prompt.points, point_labels=prompt.labels).save(

@@ -3,6 +3,7 @@
 from .arguments import ModelArguments
 from .capture import SamFeatureCapture
 from .inference import BASE_MODEL_DIR, BaseModelMismatchError, load_for_inference, model_image_size, resolve_device
+from .multiclass import add_multiclass_head, sam_num_classes
 from .sam import attach_relation_module, build_sam_config, get_relation_module, load_sam, resize_sam_input
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "BaseModelMismatchError",
     "ModelArguments",
     "SamFeatureCapture",
+    "add_multiclass_head",
     "attach_relation_module",
     "build_sam_config",
     "get_relation_module",
@@ -18,4 +20,5 @@ __all__ = [
     "model_image_size",
     "resize_sam_input",
     "resolve_device",
+    "sam_num_classes",
 ]

@@ -9,18 +9,23 @@ import torch
 from torch import nn
 from transformers.models.sam.modeling_sam import SamTwoWayTransformer, SamVisionNeck
 
+from .multiclass import class_token_slice
+
 __all__ = ["SamFeatureCapture"]
 
 
 class SamFeatureCapture:
-    """Forward hooks that capture the vision-neck output and the first mask token of the decoder.
+    """Forward hooks that capture the vision-neck output and the decoder's mask token(s).
 
     Use as ``with capture.record() as feats: model(...)``; afterwards ``feats["image_embeds"]`` is
-    (B, HW, C) and ``feats["mask_token"]`` is (B, 1, C). Only the first call of each hook inside a
-    ``record()`` block is kept, so re-entrant activation checkpointing cannot overwrite a capture.
+    (B, HW, C) and ``feats["mask_token"]`` is (B, K, C): K = 1, SAM's first mask token, or with a
+    ``num_classes``-channel head K = num_classes, one token per class. Only the first call of each
+    hook inside a ``record()`` block is kept, so re-entrant activation checkpointing cannot overwrite
+    a capture.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, num_classes: int = 1):
+        self._tokens = class_token_slice(num_classes)
         self._store: dict[str, torch.Tensor] | None = None
         self._handles = []
         for module in model.modules():
@@ -38,7 +43,7 @@ class SamFeatureCapture:
     def _transformer_hook(self, module, args, output):
         if self._store is not None and "mask_token" not in self._store:
             queries = output[0]  # (B, point_batch, tokens, C); token 0 is the IoU token
-            self._store["mask_token"] = queries[:, 0, 1:2, :]
+            self._store["mask_token"] = queries[:, 0, self._tokens, :]
 
     @contextlib.contextmanager
     def record(self) -> Iterator[dict[str, torch.Tensor]]:

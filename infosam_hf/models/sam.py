@@ -13,6 +13,7 @@ from torch import nn
 from transformers import SamConfig, SamModel
 
 from ..relation import RELATION_MODULE_NAME, RelationModule
+from .multiclass import add_multiclass_head, sam_num_classes
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +64,13 @@ def build_sam_config(fields: dict[str, Any]) -> SamConfig:
 
 
 def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = None,
-             image_size: int | None = None, seed: int | None = None, **from_pretrained_kwargs) -> SamModel:
+             image_size: int | None = None, seed: int | None = None, num_labels: int = 1,
+             **from_pretrained_kwargs) -> SamModel:
     """Load a ``SamModel`` from a checkpoint (hub id or directory) or build one from config fields.
 
     If ``image_size`` differs from the checkpoint's, the position embeddings are resized
-    (see :func:`resize_sam_input`).
+    (see :func:`resize_sam_input`). ``num_labels > 1`` replaces the mask decoder with a multi-class
+    head of that many channels (see :mod:`infosam_hf.models.multiclass`), recorded in the config.
     """
     if model_name_or_path:
         if model_name_or_path.startswith((".", "/", "~")) and not Path(model_name_or_path).expanduser().exists():
@@ -91,6 +94,8 @@ def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = No
         raise ValueError("Set model_name_or_path (e.g. facebook/sam-vit-base) or sam_config")
     if image_size and image_size != model.config.vision_config.image_size:
         model = resize_sam_input(model, image_size)
+    if num_labels > 1 and sam_num_classes(model) != num_labels:  # a saved multi-class SAM keeps its head
+        model = add_multiclass_head(model, num_labels)
     return model
 
 

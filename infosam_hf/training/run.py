@@ -17,10 +17,12 @@ from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPi
 
 from ..data import DataArguments, augmenter_from_args, build_datasets, select_splits
 from ..evaluation.loop import box_fill_logits, evaluate_segmentation
+from ..evaluation.metrics import CLASS_IOU_PREFIX
 from ..evaluation.visualization import TrainingCurvesCallback
 from ..hub import EVAL_SUMMARY_NAME, push_adapter_dir, training_args_dict, write_model_card
 from ..models import ModelArguments
 from ..models.inference import BASE_MODEL_DIR
+from ..models.multiclass import NEW_HEAD_ATTR
 from ..models.sam import attach_relation_module, load_sam
 from ..relation import load_relation_state_dict
 from ..tuners import PeftArguments, build_peft_config, build_student
@@ -30,7 +32,8 @@ from .trainer import InfoSAMTrainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "build_image_processor", "build_models", "score_before_training",
+__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "build_image_processor", "build_models",
+           "check_multiclass_recipe", "score_before_training",
            "finish_run", "run_training"]
 
 RECIPE_DATACLASSES = (ModelArguments, PeftArguments, DataArguments, InfoSAMConfig)
@@ -47,18 +50,21 @@ def build_image_processor(image_size: int) -> SamImageProcessorPil:
 
 
 def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_dir: str,
-                 seed: int = 42) -> tuple[torch.nn.Module, SamModel | None, int]:
+                 seed: int = 42, num_labels: int = 1) -> tuple[torch.nn.Module, SamModel | None, int]:
     """The PEFT student (with its relation module), the optional separate teacher, and the input size.
 
-    A base model that has no loadable name (built from config fields, or resized to another input
-    size) is saved to ``output_dir/base_model`` so the adapter's ``base_model_name_or_path`` points at
-    something ``AutoPeftModel.from_pretrained`` can load.
+    ``num_labels > 1`` gives the student a multi-class head (see :mod:`infosam_hf.models.multiclass`).
+    A base model that has no loadable name (built from config fields, resized to another input
+    size, or given a multi-class head) is saved to ``output_dir/base_model`` so the adapter's
+    ``base_model_name_or_path`` points at something ``AutoPeftModel.from_pretrained`` can load.
     """
     build_peft_config(peft_args.peft_method, peft_args.peft_config)  # bad PEFT options fail before any loading
     relation_state = load_relation_state_dict(model_args.relation_from) if model_args.relation_from else None
-    sam = load_sam(model_args.model_name_or_path, model_args.sam_config, model_args.image_size, seed=seed)
+    sam = load_sam(model_args.model_name_or_path, model_args.sam_config, model_args.image_size, seed=seed,
+                   num_labels=num_labels)
     image_size = sam.config.vision_config.image_size
-    if not model_args.model_name_or_path or getattr(sam, "infosam_resized_from", None):
+    if (not model_args.model_name_or_path or getattr(sam, "infosam_resized_from", None)
+            or getattr(sam, NEW_HEAD_ATTR, False)):
         base_dir = Path(output_dir) / BASE_MODEL_DIR
         if int(os.environ.get("RANK", "0")) == 0:
             sam.save_pretrained(base_dir)
@@ -75,11 +81,31 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
 
 
 def _print_table(title: str, rows: dict[str, dict[str, float]], keys: Sequence[str]) -> None:
+    if len(keys) > 6:  # per-class IoU of a multi-class run: one row per metric, one column per run
+        width = max(len(key) for key in keys) + 2
+        print(f"\n{title}")
+        print(" " * width + "".join(f"{name:>20}" for name in rows))
+        for key in keys:
+            print(f"{key:<{width}}" + "".join(f"{values.get(key, float('nan')):>20.4f}" for values in rows.values()))
+        return
     width = max(len(name) for name in rows) + 2
     print(f"\n{title}")
     print(" " * width + "".join(f"{key:>12}" for key in keys))
     for name, values in rows.items():
         print(f"{name:<{width}}" + "".join(f"{values.get(key, float('nan')):>12.4f}" for key in keys))
+
+
+def check_multiclass_recipe(model_args: ModelArguments, data_args: DataArguments) -> None:
+    """One-line errors for options that a multi-class (``num_labels > 1``) run cannot use."""
+    if data_args.num_labels < 2:
+        return
+    for key in ("train_prompt", "eval_prompt"):
+        if getattr(data_args, key) != "none":
+            raise RecipeError(f"{key}={getattr(data_args, key)!r}: num_labels={data_args.num_labels} trains a "
+                              "semantic head without prompts; set train_prompt: none and eval_prompt: none")
+    if model_args.teacher_model_name_or_path:
+        raise RecipeError("teacher_model_name_or_path: a separate teacher has no multi-class head; with "
+                          "num_labels > 1 the teacher is the student with its adapters disabled")
 
 
 def score_before_training(trainer: InfoSAMTrainer, test_set, data_args: DataArguments) -> dict[str, dict[str, float]]:
@@ -124,16 +150,15 @@ def finish_run(trainer: InfoSAMTrainer, args: InfoSAMConfig, results: dict[str, 
 def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args: DataArguments,
                  args: InfoSAMConfig) -> dict[str, Any]:
     """Train, save the adapter to ``args.output_dir`` and evaluate on the test split. Returns metrics."""
-    if data_args.num_labels > 1:
-        raise RecipeError(f"num_labels={data_args.num_labels}: multi-class training is not available yet (the data "
-                          "loader and metrics support it; the model side comes with the G-SAM work)")
+    check_multiclass_recipe(model_args, data_args)
     set_seed(args.seed)
     # Fail on bad data or options before loading any model. A validation split is held out of train
     # only when something evaluates during training.
     need_eval = args.eval_strategy != "no" or args.load_best_model_at_end
     raw_splits = select_splits(data_args, seed=args.seed, need_eval=need_eval)
     augmenter_from_args(data_args)
-    student, teacher, image_size = build_models(model_args, peft_args, args.output_dir, args.seed)
+    student, teacher, image_size = build_models(model_args, peft_args, args.output_dir, args.seed,
+                                                data_args.num_labels)
     splits = build_datasets(data_args, image_size, seed=args.seed, splits=raw_splits)
     image_processor = build_image_processor(image_size)
     trainer = InfoSAMTrainer(
@@ -159,7 +184,9 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
         summary["after training"] = {k.removeprefix("test_"): v for k, v in test_metrics.items()}
     if trainer.is_world_process_zero():
         if summary:
-            keys = [k for k in ("iou", "iou@0.5", "dice", "miou") if k in next(iter(summary.values()))]
+            first = next(iter(summary.values()))
+            keys = [k for k in ("iou", "iou@0.5", "dice", "miou", "pixel_accuracy") if k in first]
+            keys += [k for k in first if k.startswith(CLASS_IOU_PREFIX)]
             _print_table(f"Test split ({len(splits.test)} images, {data_args.eval_prompt} prompts)", summary, keys)
         finish_run(trainer, args, results, summary,
                    {"model": asdict(model_args), "peft": asdict(peft_args), "data": asdict(data_args),

@@ -16,8 +16,9 @@ from transformers.trainer_utils import EvalLoopOutput
 from ..data.collator import SamPromptCollator
 from ..evaluation.loop import PROMPT_KEYS, evaluate_segmentation, make_metrics, sam_logits, upsample_logits
 from ..evaluation.metrics import SegmentationMetrics
-from ..losses import InfoLossError, compression_loss, distillation_loss, structure_loss
+from ..losses import InfoLossError, class_cross_entropy, compression_loss, distillation_loss, structure_loss
 from ..models.capture import SamFeatureCapture
+from ..models.multiclass import freeze_unused_head, sam_num_classes
 from ..models.sam import get_relation_module
 from .config import InfoSAMConfig
 
@@ -66,7 +67,7 @@ class InfoSAMTrainer(Trainer):
     loss_is_scaled_for_ga = False
 
     def __init__(self, model: nn.Module, args: InfoSAMConfig, teacher_model: nn.Module | None = None,
-                 data_collator=None, num_labels: int = 1, ignore_index: int = 255, **kwargs):
+                 data_collator=None, num_labels: int | None = None, ignore_index: int = 255, **kwargs):
         if not isinstance(args, InfoSAMConfig):
             raise TypeError(f"args must be an InfoSAMConfig, got {type(args).__name__}")
         if data_collator is None:
@@ -75,29 +76,35 @@ class InfoSAMTrainer(Trainer):
         if not self.use_info_losses:
             # Plain PEFT: the relation module is unused, so keep it out of the optimizer and of DDP.
             get_relation_module(model).requires_grad_(False)
-        # No loss reaches SAM's IoU-prediction head (one mask, multimask_output=False): freeze it, as it
-        # stays unchanged in the official training too, so DDP needs no find_unused_parameters.
-        for name, param in model.named_parameters():
-            if "iou_prediction_head" in name:
-                param.requires_grad_(False)
+        # Classes: the model's (a multi-class head records them); a different num_labels is a mistake.
+        model_classes = sam_num_classes(model)
+        if num_labels is not None and num_labels != model_classes:
+            raise ValueError(f"num_labels={num_labels} but the model has {model_classes} class channel(s)")
+        self.num_labels = model_classes
+        self.ignore_index = ignore_index
+        if teacher_model is not None and sam_num_classes(teacher_model) != model_classes:
+            raise ValueError("a separate teacher_model must have the student's mask head "
+                             f"({model_classes} class channel(s))")
+        # No loss reaches SAM's IoU-prediction head (nor, with a multi-class head, the unused token 0's
+        # MLP): freeze them, as the official training leaves the IoU head unchanged too, so DDP needs
+        # no find_unused_parameters.
+        freeze_unused_head(model)
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
         self.add_callback(_TransformEpochCallback(self.train_dataset, args))
         self.relation_module = get_relation_module(self.model)  # shared by the teacher and student passes
         # Leaving disable_adapter() sets requires_grad on every modules_to_save copy; these must stay frozen.
         self._frozen_copies = [p for n, p in self.model.named_parameters()
                                if "modules_to_save" in n and not p.requires_grad]
-        self.student_capture = SamFeatureCapture(self.model)
+        self.student_capture = SamFeatureCapture(self.model, self.num_labels)
         self.teacher_model = teacher_model
         if teacher_model is not None:
             teacher_model.to(self.accelerator.device).eval().requires_grad_(False)
-            self.teacher_capture = SamFeatureCapture(teacher_model)
+            self.teacher_capture = SamFeatureCapture(teacher_model, self.num_labels)
         else:
             self.teacher_capture = self.student_capture
         self._component_sums: dict[str, torch.Tensor] = {}
         self._component_steps = 0
         self._warned_info_skip = False
-        self.num_labels = num_labels
-        self.ignore_index = ignore_index
 
     # ----------------------------------------------------------------- loss
     @staticmethod
@@ -106,17 +113,18 @@ class InfoSAMTrainer(Trainer):
 
     @torch.no_grad()
     def teacher_features(self, model: nn.Module, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Neck output and first mask token of the frozen teacher for this batch."""
+        """Neck output and mask token(s) (one per class) of the frozen teacher for this batch."""
         prompts = self._prompt_kwargs(inputs)
+        multimask = self.num_labels > 1
         if self.teacher_model is not None:
             with self.teacher_capture.record() as features:
-                self.teacher_model(pixel_values=inputs["pixel_values"], multimask_output=False, **prompts)
+                self.teacher_model(pixel_values=inputs["pixel_values"], multimask_output=multimask, **prompts)
             return features
         student = self.accelerator.unwrap_model(model)
         was_training = student.training
         with student.disable_adapter(), self.teacher_capture.record() as features:
             student.eval()  # the pre-trained SAM: no dropout
-            student(pixel_values=inputs["pixel_values"], multimask_output=False, **prompts)
+            student(pixel_values=inputs["pixel_values"], multimask_output=multimask, **prompts)
         for param in self._frozen_copies:
             param.requires_grad_(False)
         student.train(was_training)
@@ -124,25 +132,29 @@ class InfoSAMTrainer(Trainer):
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None):
-        """loss = structure_loss + λ1·loss_r + λ2·loss_d (the teacher pass is skipped in evaluation)."""
+        """loss = segmentation loss + λ1·loss_r + λ2·loss_d (the teacher pass is skipped in evaluation).
+
+        The segmentation loss is the structure loss (binary) or cross-entropy with ``ignore_index``
+        (multi-class); with C classes loss_r and loss_d are averaged over the C class tokens.
+        """
         inputs = dict(inputs)
         labels = inputs.pop("labels")
         for key in META_KEYS:
             inputs.pop(key, None)
         with self.student_capture.record() as student:
-            outputs = model(pixel_values=inputs["pixel_values"], multimask_output=False,
+            outputs = model(pixel_values=inputs["pixel_values"], multimask_output=self.num_labels > 1,
                             **self._prompt_kwargs(inputs))
         logits = upsample_logits(outputs.pred_masks, labels.shape[-2:])
-        loss_seg = structure_loss(logits, labels.unsqueeze(1).to(logits.dtype), bce=self.args.structure_loss_bce)
+        if self.num_labels > 1:
+            loss_seg = class_cross_entropy(logits, labels, self.ignore_index)
+        else:
+            loss_seg = structure_loss(logits, labels.unsqueeze(1).to(logits.dtype), bce=self.args.structure_loss_bce)
         loss = loss_seg
         if model.training and self.use_info_losses:
             teacher = self.teacher_features(model, inputs)
             relation = self.relation_module
-            relation_t = relation(teacher["image_embeds"], teacher["mask_token"])
-            relation_s = relation(student["image_embeds"], student["mask_token"])
             try:
-                loss_r = compression_loss(teacher["image_embeds"], teacher["mask_token"], relation_t)
-                loss_d = distillation_loss(relation_t, relation_s)
+                loss_r, loss_d = self.information_losses(teacher, student)
                 loss = loss_seg + self.args.lambda_r * loss_r + self.args.lambda_d * loss_d
             except InfoLossError as err:
                 if not self._warned_info_skip:
@@ -159,6 +171,21 @@ class InfoSAMTrainer(Trainer):
         if return_outputs:
             return loss, {"pred_masks": logits}
         return loss
+
+    def information_losses(self, teacher: dict[str, torch.Tensor],
+                           student: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """loss_r and loss_d from captured features; with K mask tokens (one per class) one relation per
+        token for the teacher and the student, and both losses averaged over the K tokens."""
+        relation = self.relation_module
+        tokens = teacher["mask_token"].shape[1]
+        loss_r = loss_d = 0.0
+        for k in range(tokens):
+            token_t = teacher["mask_token"][:, k:k + 1]
+            relation_t = relation(teacher["image_embeds"], token_t)
+            relation_s = relation(student["image_embeds"], student["mask_token"][:, k:k + 1])
+            loss_r = loss_r + compression_loss(teacher["image_embeds"], token_t, relation_t)
+            loss_d = loss_d + distillation_loss(relation_t, relation_s)
+        return loss_r / tokens, loss_d / tokens
 
     # -------------------------------------------------------------- logging
     def _accumulate(self, values: dict[str, torch.Tensor]) -> None:
