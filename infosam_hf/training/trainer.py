@@ -20,6 +20,7 @@ from ..losses import InfoLossError, compression_loss, distillation_loss, structu
 from ..models.capture import SamFeatureCapture
 from ..models.sam import get_relation_module
 from .config import InfoSAMConfig
+from .diagnostics import RelationDiagnostics
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ class InfoSAMTrainer(Trainer):
         self._component_sums: dict[str, torch.Tensor] = {}
         self._component_steps = 0
         self._warned_info_skip = False
+        self.info_diagnostics = (RelationDiagnostics(args.lambda_r, args.lambda_d)
+                                 if args.info_diagnostics and self.use_info_losses else None)
         self.num_labels = num_labels
         self.ignore_index = ignore_index
 
@@ -144,6 +147,8 @@ class InfoSAMTrainer(Trainer):
                 loss_r = compression_loss(teacher["image_embeds"], teacher["mask_token"], relation_t)
                 loss_d = distillation_loss(relation_t, relation_s)
                 loss = loss_seg + self.args.lambda_r * loss_r + self.args.lambda_d * loss_d
+                if self.info_diagnostics is not None:
+                    self.info_diagnostics.update(teacher["image_embeds"], teacher["mask_token"], relation_t, relation_s)
             except InfoLossError as err:
                 if not self._warned_info_skip:
                     warnings.warn(f"Skipping the information losses for this step: {err}", stacklevel=2)
@@ -177,6 +182,9 @@ class InfoSAMTrainer(Trainer):
                     logs[name] = round(float(total) / self._component_steps, 6)
             self._component_sums.clear()
             self._component_steps = 0
+        if "loss" in logs and self.info_diagnostics is not None:
+            mean_over_processes = lambda values: nested_gather(values[None], self.args.parallel_mode).mean(0)  # noqa: E731
+            logs.update(self.info_diagnostics.pop(mean_over_processes if self.args.world_size > 1 else None))
         super().log(logs, start_time)
 
     # ----------------------------------------------------------- evaluation
