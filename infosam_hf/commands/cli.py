@@ -14,6 +14,7 @@ COMMANDS = {
     "evaluate": ("evaluate", "score an adapter (or the zero-shot base) on a dataset split"),
     "predict": ("predict", "masks and overlays for new images"),
     "export": ("export", "merge an adapter into a plain SamModel"),
+    "convert": ("convert", "original SAM checkpoints (sam_vit_*.pth, MedSAM) -> a SamModel directory"),
     "push": ("push", "push a finished run to the Hugging Face Hub"),
     "download": ("download", "fetch the public benchmark data sets"),
     "env": ("env", "print versions and the device, for bug reports"),

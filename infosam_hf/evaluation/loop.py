@@ -11,12 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data.collator import PAD_POINT_LABEL
 from ..losses import class_cross_entropy, structure_loss
 from ..models.multiclass import sam_num_classes
 from .metrics import SegmentationMetrics, logits_to_original
 
-__all__ = ["PROMPT_KEYS", "METRIC_SETS", "make_metrics", "upsample_logits", "sam_logits", "box_fill_logits",
-           "evaluate_segmentation"]
+__all__ = ["PROMPT_KEYS", "METRIC_SETS", "make_metrics", "upsample_logits", "prompt_groups", "sam_logits",
+           "box_fill_logits", "evaluate_segmentation"]
 
 PROMPT_KEYS = ("input_boxes", "input_points", "input_labels")
 METRIC_SETS = ("paper", "iou")
@@ -37,12 +38,56 @@ def upsample_logits(pred_masks: torch.Tensor, size: tuple[int, int]) -> torch.Te
     return F.interpolate(pred_masks.float(), size=size, mode="bilinear", align_corners=False)
 
 
+def _point_groups(rows: torch.Tensor, points: torch.Tensor, labels: torch.Tensor) -> list[tuple[torch.Tensor, dict]]:
+    """Rows grouped by their number of real (unpadded) points, each group cut to that number: a padded
+    point is an extra zero token in SAM's decoder, so it would change a row's mask."""
+    counts = (labels[rows] != PAD_POINT_LABEL).sum(-1).view(-1)
+    groups = []
+    for count in counts.unique().tolist():
+        group = rows[counts == count]
+        groups.append((group, {"input_points": points[group][:, :, :count],
+                               "input_labels": labels[group][:, :, :count]}))
+    return groups
+
+
+def prompt_groups(batch: dict[str, Any]) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """Split a collated batch into (rows, SAM prompt kwargs) groups that each get one decoder pass, so
+    every row is prompted as it would be alone: boxes, and points by number of real points."""
+    rows = torch.arange(batch["pixel_values"].shape[0], device=batch["pixel_values"].device)
+    point_rows = rows
+    groups = []
+    if "point_prompted" in batch:  # evaluation batch holding both kinds (see SamPromptCollator)
+        chosen = batch["point_prompted"].to(rows.device)
+        groups.append((rows[~chosen], {"input_boxes": batch["input_boxes"][rows[~chosen]]}))
+        point_rows = rows[chosen]
+    elif "input_points" not in batch:
+        return [(rows, {key: batch[key] for key in PROMPT_KEYS if key in batch})]
+    groups += _point_groups(point_rows, batch["input_points"], batch["input_labels"])
+    return [(rows, prompts) for rows, prompts in groups if len(rows)]
+
+
 def sam_logits(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
     """Logits of ``model`` for a collated batch, upsampled to the input size: (B, 1, S, S) single-mask
-    logits, or (B, C, S, S) class logits for a multi-class head."""
-    prompts = {key: batch[key] for key in PROMPT_KEYS if key in batch}
-    outputs = model(pixel_values=batch["pixel_values"], multimask_output=sam_num_classes(model) > 1, **prompts)
-    return upsample_logits(outputs.pred_masks, batch["pixel_values"].shape[-2:])
+    logits, or (B, C, S, S) class logits for a multi-class head.
+
+    Each row is prompted as it would be alone, so scores do not depend on the batch size: the image
+    encoder runs once, the mask decoder once per prompt group (see :func:`prompt_groups`).
+    """
+    size = batch["pixel_values"].shape[-2:]
+    groups = prompt_groups(batch)
+    multimask = sam_num_classes(model) > 1
+    if len(groups) == 1:
+        outputs = model(pixel_values=batch["pixel_values"], multimask_output=multimask, **groups[0][1])
+        return upsample_logits(outputs.pred_masks, size)
+    embeddings = model.get_image_embeddings(batch["pixel_values"])
+    logits = None
+    for rows, prompts in groups:
+        part = upsample_logits(model(image_embeddings=embeddings[rows], multimask_output=multimask, **prompts).pred_masks,
+                               size)
+        if logits is None:
+            logits = part.new_empty((embeddings.shape[0], *part.shape[1:]))
+        logits[rows] = part
+    return logits
 
 
 def box_fill_logits(batch: dict[str, Any]) -> torch.Tensor:

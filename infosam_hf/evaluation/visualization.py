@@ -36,6 +36,8 @@ MASK_COLOR = (30, 144, 255)
 BOX_COLOR = (255, 215, 0)
 POINT_COLORS = {1: (0, 220, 0), 0: (230, 20, 20)}  # foreground / background point labels
 LOSS_KEYS = ("loss", "loss_seg", "loss_r", "loss_d")
+INFO_PREFIX = "info/"  # relation diagnostics (infosam_hf.training.diagnostics)
+COLLAPSE_COS2 = 0.95  # drawn as the collapse line in the diagnostics panel
 CURVES_FILENAME = "training_curves.png"
 # Keys of evaluation logs that are bookkeeping, not metrics.
 _EVAL_SKIP = ("runtime", "samples_per_second", "steps_per_second", "loss")
@@ -137,8 +139,10 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | P
     """Plot a ``Trainer`` log history (``trainer.state.log_history``) to the PNG ``path``.
 
     Left panel: the training losses ``loss``, ``loss_seg``, ``loss_r``, ``loss_d`` (and ``eval_loss``,
-    dashed) over steps. Right panel, when evaluations were logged: the ``eval_*`` metrics as lines and
-    ``test_*`` metrics (e.g. before / after training) as markers. Uses matplotlib's Agg backend.
+    dashed) over steps. Middle panel, when logged: the relation diagnostics ``info/*`` (squared cosines
+    and ``a2`` in [0, 1], entropies and mutual information in bits) with the collapse line at 0.95. Right
+    panel, when evaluations were logged: the ``eval_*`` metrics as lines and ``test_*`` metrics (e.g.
+    before / after training) as markers. Uses matplotlib's Agg backend.
 
     Returns the path written, or None when matplotlib is not installed or there is nothing to plot
     (both are logged, not raised).
@@ -154,12 +158,13 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | P
     has_eval_loss = bool(_series(history, "eval_loss")[0])
     metrics = [key for key in _metric_keys(history, "eval_") + _metric_keys(history, "test_")
                if _series(history, key)[0]]
+    diagnostics = [key for key in _metric_keys(history, INFO_PREFIX) if _series(history, key)[0]]
     if not losses and not metrics and not has_eval_loss:
         logger.warning("no losses or metrics in the log history; %s was not written", path)
         return None
 
     # The object-oriented API on an Agg canvas: no pyplot, no global backend switch, no GUI needed.
-    panels = int(bool(losses or has_eval_loss)) + int(bool(metrics))
+    panels = int(bool(losses or has_eval_loss)) + int(bool(diagnostics)) + int(bool(metrics))
     figure = Figure(figsize=(6.0 * panels, 4.2), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, panels, squeeze=False)[0]
@@ -179,6 +184,18 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | P
         ax.set_ylabel("loss")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    if diagnostics:
+        ax = axes[index]
+        index += 1
+        for key in diagnostics:
+            steps, values = _series(history, key)
+            ax.plot(steps, values, label=key.removeprefix(INFO_PREFIX), marker="." if len(steps) < 30 else None)
+        ax.axhline(COLLAPSE_COS2, color="gray", linestyle=":", linewidth=1.0, label=f"collapse ({COLLAPSE_COS2})")
+        ax.set_title("relation diagnostics (info/)")
+        ax.set_xlabel("step")
+        ax.set_ylabel("cos² / a2, or bits")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     if metrics:
         ax = axes[index]
         for key in metrics:

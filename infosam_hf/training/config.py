@@ -34,6 +34,10 @@ class InfoSAMConfig(TrainingArguments):
     eval_before_training: bool = field(
         default=False,
         metadata={"help": "Score the untrained model and the fill-the-box baseline on the test split first."})
+    info_diagnostics: bool = field(
+        default=True,
+        metadata={"help": "Log relation diagnostics (info/...) beside loss_r and loss_d and warn once if the "
+                          "teacher's relations collapse; off costs nothing."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the transform's columns."})
     ddp_find_unused_parameters: bool | None = field(
         default=False, metadata={"help": "Every trained parameter is used every step."})

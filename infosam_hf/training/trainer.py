@@ -21,6 +21,7 @@ from ..models.capture import SamFeatureCapture
 from ..models.multiclass import freeze_unused_head, sam_num_classes
 from ..models.sam import get_relation_module
 from .config import InfoSAMConfig
+from .diagnostics import RelationDiagnostics
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,8 @@ class InfoSAMTrainer(Trainer):
         self._component_sums: dict[str, torch.Tensor] = {}
         self._component_steps = 0
         self._warned_info_skip = False
+        self.info_diagnostics = (RelationDiagnostics(args.lambda_r, args.lambda_d)
+                                 if args.info_diagnostics and self.use_info_losses else None)
 
     # ----------------------------------------------------------------- loss
     @staticmethod
@@ -185,6 +188,8 @@ class InfoSAMTrainer(Trainer):
             relation_s = relation(student["image_embeds"], student["mask_token"][:, k:k + 1])
             loss_r = loss_r + compression_loss(teacher["image_embeds"], token_t, relation_t)
             loss_d = loss_d + distillation_loss(relation_t, relation_s)
+            if k == 0 and self.info_diagnostics is not None:  # diagnostics follow the first mask token
+                self.info_diagnostics.update(teacher["image_embeds"], token_t, relation_t, relation_s)
         return loss_r / tokens, loss_d / tokens
 
     # -------------------------------------------------------------- logging
@@ -204,6 +209,9 @@ class InfoSAMTrainer(Trainer):
                     logs[name] = round(float(total) / self._component_steps, 6)
             self._component_sums.clear()
             self._component_steps = 0
+        if "loss" in logs and self.info_diagnostics is not None:
+            mean_over_processes = lambda values: nested_gather(values[None], self.args.parallel_mode).mean(0)  # noqa: E731
+            logs.update(self.info_diagnostics.pop(mean_over_processes if self.args.world_size > 1 else None))
         super().log(logs, start_time)
 
     # ----------------------------------------------------------- evaluation
