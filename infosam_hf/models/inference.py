@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import torch
 from peft import PeftConfig, PeftModel
 from transformers import SamModel
 
+from .dynamic import DYNAMIC_CONFIG_KEY, enable_dynamic_input_size
 from .sam import attach_relation_module
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,8 @@ def load_for_inference(adapter: str | None, base_model: str | None = None, devic
         if not base_model:
             raise ValueError("--adapter none needs --base_model (the SAM checkpoint to evaluate zero-shot)")
         model = SamModel.from_pretrained(base_model)
+        if getattr(model.config, DYNAMIC_CONFIG_KEY, False):
+            enable_dynamic_input_size(model)
     else:
         try:
             config = PeftConfig.from_pretrained(adapter, revision=revision)
@@ -54,9 +58,25 @@ def load_for_inference(adapter: str | None, base_model: str | None = None, devic
                 f"adapter {adapter} was trained on base model {recorded!r}, not {base_model!r}; "
                 "omit the base model to use the recorded one")
         base = _load_base(adapter, base_model or recorded, revision)
+        if getattr(base.config, DYNAMIC_CONFIG_KEY, False) or _run_was_dynamic(adapter):
+            enable_dynamic_input_size(base)
         attach_relation_module(base)  # so the adapter's relation weights load too
         model = PeftModel.from_pretrained(base, adapter, revision=revision)
     return model.to(device).eval()
+
+
+def _run_was_dynamic(adapter: str) -> bool:
+    """Whether the run that saved ``adapter`` (a local directory) trained with ``dynamic_input_size``: a
+    base loaded by Hub id has no saved config to record it, the run's ``run_args.json`` does."""
+    from ..hub import RUN_ARGS_NAME  # the hub module imports this one
+
+    path = Path(adapter) / RUN_ARGS_NAME
+    if not path.is_file():
+        return False
+    try:
+        return bool(json.loads(path.read_text()).get("model", {}).get("dynamic_input_size", False))
+    except (ValueError, AttributeError):
+        return False
 
 
 def _load_base(adapter: str, base: str | None, revision: str | None) -> SamModel:
@@ -77,7 +97,8 @@ def _load_base(adapter: str, base: str | None, revision: str | None) -> SamModel
 
 
 def model_image_size(model: torch.nn.Module) -> int:
-    """The square input size the (possibly PEFT-wrapped) SAM expects."""
+    """The square input size the (possibly PEFT-wrapped) SAM was configured for (a dynamic-size model
+    takes others too)."""
     config = model.config if not isinstance(model, PeftModel) else model.get_base_model().config
     return int(config.vision_config.image_size)
 

@@ -13,6 +13,7 @@ from torch import nn
 from transformers import SamConfig, SamModel
 
 from ..relation import RELATION_MODULE_NAME, RelationModule
+from .dynamic import DYNAMIC_CONFIG_KEY, enable_dynamic_input_size
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +64,13 @@ def build_sam_config(fields: dict[str, Any]) -> SamConfig:
 
 
 def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = None,
-             image_size: int | None = None, seed: int | None = None, **from_pretrained_kwargs) -> SamModel:
+             image_size: int | None = None, seed: int | None = None, dynamic_input_size: bool = False,
+             **from_pretrained_kwargs) -> SamModel:
     """Load a ``SamModel`` from a checkpoint (hub id or directory) or build one from config fields.
 
     If ``image_size`` differs from the checkpoint's, the position embeddings are resized
-    (see :func:`resize_sam_input`).
+    (see :func:`resize_sam_input`). ``dynamic_input_size=True`` (or a saved config that records it)
+    makes the model take any H×W per batch (see :func:`~infosam_hf.models.dynamic.enable_dynamic_input_size`).
     """
     if model_name_or_path:
         if model_name_or_path.startswith((".", "/", "~")) and not Path(model_name_or_path).expanduser().exists():
@@ -91,6 +94,8 @@ def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = No
         raise ValueError("Set model_name_or_path (e.g. facebook/sam-vit-base) or sam_config")
     if image_size and image_size != model.config.vision_config.image_size:
         model = resize_sam_input(model, image_size)
+    if dynamic_input_size or getattr(model.config, DYNAMIC_CONFIG_KEY, False):
+        enable_dynamic_input_size(model)
     return model
 
 
