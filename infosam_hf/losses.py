@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "SEG_LOSSES",
+    "binary_segmentation_loss",
     "InfoLossError",
     "gram_matrix",
     "matrix_entropy",
@@ -132,4 +134,22 @@ def structure_loss(logits: torch.Tensor, target: torch.Tensor, bce: str = "weigh
     union = ((prob + target) * weight).sum(dim=(2, 3))
     wiou = 1 - (inter + 1) / (union - inter + 1)
     per_image = (wbce + wiou).mean(dim=1)
+    return per_image if reduction == "none" else per_image.mean()
+
+
+SEG_LOSSES = ("structure", "bce")
+
+
+def binary_segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "structure",
+                             bce: str = "weighted", reduction: str = "mean") -> torch.Tensor:
+    """The binary segmentation loss named by ``kind``: ``"structure"`` (:func:`structure_loss`, InfoSAM) or
+    ``"bce"`` (plain BCE-with-logits averaged over pixels, G-SAM). Shapes and ``reduction`` as in
+    :func:`structure_loss`."""
+    if kind == "structure":
+        return structure_loss(logits, target, bce, reduction)
+    if kind != "bce":
+        raise ValueError(f"seg_loss must be one of {SEG_LOSSES}, got {kind!r}")
+    logits, target = _as_float32(logits), _as_float32(target)
+    per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    per_image = per_pixel.flatten(1).mean(dim=1)
     return per_image if reduction == "none" else per_image.mean()

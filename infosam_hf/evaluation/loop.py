@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..losses import structure_loss
+from ..losses import binary_segmentation_loss
 from .metrics import SegmentationMetrics, logits_to_original
 
 __all__ = ["PROMPT_KEYS", "METRIC_SETS", "make_metrics", "upsample_logits", "sam_logits", "box_fill_logits",
@@ -37,7 +37,7 @@ def upsample_logits(pred_masks: torch.Tensor, size: tuple[int, int]) -> torch.Te
 
 
 def sam_logits(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-    """Single-mask logits (B, 1, S, S) of ``model`` for a collated batch, upsampled to the input size."""
+    """Single-mask logits (B, 1, H, W) of ``model`` for a collated batch, upsampled to the input size."""
     prompts = {key: batch[key] for key in PROMPT_KEYS if key in batch}
     outputs = model(pixel_values=batch["pixel_values"], multimask_output=False, **prompts)
     return upsample_logits(outputs.pred_masks, batch["pixel_values"].shape[-2:])
@@ -48,11 +48,12 @@ def box_fill_logits(batch: dict[str, Any]) -> torch.Tensor:
     outside); an example with an empty mask predicts background."""
     if "prompt_boxes" not in batch:
         raise ValueError("the box-fill baseline needs box prompts (eval_prompt: box)")
-    size = batch["pixel_values"].shape[-1]
+    height, width = batch["pixel_values"].shape[-2:]
     boxes = batch["prompt_boxes"]
-    coords = torch.arange(size, device=boxes.device, dtype=torch.float32) + 0.5
-    inside_x = (coords[None] >= boxes[:, 0:1]) & (coords[None] <= boxes[:, 2:3] + 1)
-    inside_y = (coords[None] >= boxes[:, 1:2]) & (coords[None] <= boxes[:, 3:4] + 1)
+    xs = torch.arange(width, device=boxes.device, dtype=torch.float32) + 0.5
+    ys = torch.arange(height, device=boxes.device, dtype=torch.float32) + 0.5
+    inside_x = (xs[None] >= boxes[:, 0:1]) & (xs[None] <= boxes[:, 2:3] + 1)
+    inside_y = (ys[None] >= boxes[:, 1:2]) & (ys[None] <= boxes[:, 3:4] + 1)
     inside = inside_y[:, :, None] & inside_x[:, None, :] & batch["has_foreground"].view(-1, 1, 1)
     return (inside.float() * 40 - 20).unsqueeze(1)
 
@@ -82,8 +83,9 @@ def evaluate_segmentation(
     progress: bool = False,
     description: str = "eval",
     gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    seg_loss: str = "structure",
 ) -> dict[str, float]:
-    """Score ``predict(batch) -> (B, 1, S, S) logits`` over ``batches``; returns metrics and ``loss``.
+    """Score ``predict(batch) -> (B, 1, H, W) logits`` over ``batches``; returns metrics and ``loss``.
 
     Logits are cropped of their padding and resized to each image's original size before scoring
     against ``original_labels``. Only running sums are kept, never masks. Under distributed
@@ -95,9 +97,9 @@ def evaluate_segmentation(
     with_loss = structure_loss_bce is not None and metrics.binary
     for batch in iterator:
         logits = predict(batch)
-        size = logits.shape[-1]
-        losses = (structure_loss(logits, batch["labels"].unsqueeze(1).float(), structure_loss_bce, reduction="none")
-                  if with_loss else torch.zeros(logits.shape[0]))
+        size = tuple(logits.shape[-2:])
+        losses = (binary_segmentation_loss(logits, batch["labels"].unsqueeze(1).float(), seg_loss, structure_loss_bce,
+                                           reduction="none") if with_loss else torch.zeros(logits.shape[0]))
         rows = []
         for i in range(logits.shape[0]):
             image_metrics = SegmentationMetrics(metrics.num_labels, metrics.ignore_index, metrics.metric_input,

@@ -30,7 +30,7 @@ from .trainer import InfoSAMTrainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "build_image_processor", "build_models", "score_before_training",
+__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_input_sizes", "build_image_processor", "build_models", "score_before_training",
            "finish_run", "run_training"]
 
 RECIPE_DATACLASSES = (ModelArguments, PeftArguments, DataArguments, InfoSAMConfig)
@@ -39,6 +39,18 @@ RECIPE_DATACLASSES = (ModelArguments, PeftArguments, DataArguments, InfoSAMConfi
 def parse_train_args(argv: Sequence[str]) -> tuple[ModelArguments, PeftArguments, DataArguments, InfoSAMConfig]:
     """Parse ``RECIPE.yaml [--key value ...]`` into the four argument groups."""
     return parse_recipe(argv, RECIPE_DATACLASSES)
+
+
+def check_input_sizes(model_args: ModelArguments, data_args: DataArguments) -> None:
+    """``resize`` / ``random_crop`` other than the fixed square input need ``dynamic_input_size``."""
+    if model_args.dynamic_input_size:
+        return
+    for key in ("resize", "random_crop"):
+        value = getattr(data_args, key)
+        if value and (value[0] != value[1] or (model_args.image_size and value[0] != model_args.image_size)
+                      or not model_args.image_size):
+            raise RecipeError(f"{key}={list(value)} needs dynamic_input_size: true (the model otherwise takes only "
+                              "its fixed square input)")
 
 
 def build_image_processor(image_size: int) -> SamImageProcessorPil:
@@ -56,7 +68,8 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     """
     build_peft_config(peft_args.peft_method, peft_args.peft_config)  # bad PEFT options fail before any loading
     relation_state = load_relation_state_dict(model_args.relation_from) if model_args.relation_from else None
-    sam = load_sam(model_args.model_name_or_path, model_args.sam_config, model_args.image_size, seed=seed)
+    sam = load_sam(model_args.model_name_or_path, model_args.sam_config, model_args.image_size, seed=seed,
+                   dynamic_input_size=model_args.dynamic_input_size)
     image_size = sam.config.vision_config.image_size
     if not model_args.model_name_or_path or getattr(sam, "infosam_resized_from", None):
         base_dir = Path(output_dir) / BASE_MODEL_DIR
@@ -70,7 +83,8 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     student = build_student(sam, peft_args.peft_method, peft_args.peft_config, model_args.freeze_relation)
     teacher = None
     if model_args.teacher_model_name_or_path:
-        teacher = load_sam(model_args.teacher_model_name_or_path, image_size=image_size)
+        teacher = load_sam(model_args.teacher_model_name_or_path, image_size=image_size,
+                           dynamic_input_size=model_args.dynamic_input_size)
     return student, teacher, image_size
 
 
@@ -133,6 +147,7 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     need_eval = args.eval_strategy != "no" or args.load_best_model_at_end
     raw_splits = select_splits(data_args, seed=args.seed, need_eval=need_eval)
     augmenter_from_args(data_args)
+    check_input_sizes(model_args, data_args)
     student, teacher, image_size = build_models(model_args, peft_args, args.output_dir, args.seed)
     splits = build_datasets(data_args, image_size, seed=args.seed, splits=raw_splits)
     image_processor = build_image_processor(image_size)

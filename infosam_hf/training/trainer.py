@@ -9,14 +9,15 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import Trainer, TrainerCallback
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import Trainer, TrainerCallback, get_scheduler
 from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import EvalLoopOutput
 
 from ..data.collator import SamPromptCollator
 from ..evaluation.loop import PROMPT_KEYS, evaluate_segmentation, make_metrics, sam_logits, upsample_logits
 from ..evaluation.metrics import SegmentationMetrics
-from ..losses import InfoLossError, compression_loss, distillation_loss, structure_loss
+from ..losses import InfoLossError, binary_segmentation_loss, compression_loss, distillation_loss
 from ..models.capture import SamFeatureCapture
 from ..models.sam import get_relation_module
 from .config import InfoSAMConfig
@@ -45,6 +46,17 @@ class _TransformEpochCallback(TrainerCallback):
     def on_epoch_begin(self, args, state, control, **kwargs):
         if self.transform is not None:
             self.transform.set_epoch(math.floor((state.epoch or 0.0) + 1e-6))
+
+
+class _EpochStep:
+    """LambdaLR factor at optimizer step ``s``: a per-epoch schedule's factor at epoch ``s // steps_per_epoch``."""
+
+    def __init__(self, epoch_factor, steps_per_epoch: int):
+        self.epoch_factor = epoch_factor
+        self.steps_per_epoch = steps_per_epoch
+
+    def __call__(self, step: int) -> float:
+        return self.epoch_factor(step // self.steps_per_epoch)
 
 
 class InfoSAMTrainer(Trainer):
@@ -99,6 +111,30 @@ class InfoSAMTrainer(Trainer):
         self.num_labels = num_labels
         self.ignore_index = ignore_index
 
+    # ------------------------------------------------------------ schedule
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """With ``lr_scheduler_per_epoch``, ``lr_scheduler_type`` runs over ``num_train_epochs`` epochs and
+        changes only at epoch boundaries (G-SAM's ``CosineAnnealingLR`` stepped once per epoch)."""
+        if not self.args.lr_scheduler_per_epoch or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        optimizer = optimizer if optimizer is not None else self.optimizer
+        args = self.args
+        if args.max_steps > 0:
+            samples = len(self.train_dataset) // args.world_size
+            batches = samples // args.train_batch_size if args.dataloader_drop_last else -(-samples // args.train_batch_size)
+            steps_per_epoch = max(1, batches // args.gradient_accumulation_steps)
+        else:
+            steps_per_epoch = max(1, round(num_training_steps / args.num_train_epochs))
+        epochs = max(1, math.ceil(args.num_train_epochs))
+        per_epoch = get_scheduler(args.lr_scheduler_type, optimizer=optimizer, num_warmup_steps=0,
+                                  num_training_steps=epochs, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+        if not isinstance(per_epoch, LambdaLR):
+            raise ValueError(f"lr_scheduler_per_epoch: lr_scheduler_type={args.lr_scheduler_type!r} is not a "
+                             "factor schedule (use cosine, linear, constant, polynomial …)")
+        self.lr_scheduler = LambdaLR(optimizer, [_EpochStep(f, steps_per_epoch) for f in per_epoch.lr_lambdas])
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
+
     # ----------------------------------------------------------------- loss
     @staticmethod
     def _prompt_kwargs(inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -133,7 +169,8 @@ class InfoSAMTrainer(Trainer):
             outputs = model(pixel_values=inputs["pixel_values"], multimask_output=False,
                             **self._prompt_kwargs(inputs))
         logits = upsample_logits(outputs.pred_masks, labels.shape[-2:])
-        loss_seg = structure_loss(logits, labels.unsqueeze(1).to(logits.dtype), bce=self.args.structure_loss_bce)
+        loss_seg = binary_segmentation_loss(logits, labels.unsqueeze(1).to(logits.dtype), self.args.seg_loss,
+                                            bce=self.args.structure_loss_bce)
         loss = loss_seg
         if model.training and self.use_info_losses:
             teacher = self.teacher_features(model, inputs)
@@ -201,6 +238,7 @@ class InfoSAMTrainer(Trainer):
             return sam_logits(model, batch)
 
         results = evaluate_segmentation(predict, dataloader, metrics, self.args.structure_loss_bce,
+                                        seg_loss=self.args.seg_loss,
                                         progress=not self.args.disable_tqdm and self.is_world_process_zero(),
                                         description=description, gather=self.gather_for_metrics)
         model.train(was_training)
