@@ -15,7 +15,8 @@ from .sam import attach_relation_module
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BASE_MODEL_DIR", "BaseModelMismatchError", "load_for_inference", "model_image_size", "resolve_device"]
+__all__ = ["BASE_MODEL_DIR", "BaseModelMismatchError", "load_for_inference", "model_image_size", "resolve_device",
+           "run_input_settings"]
 
 BASE_MODEL_DIR = "base_model"  # where a run keeps a base that has no Hub id (built from config or resized)
 
@@ -65,18 +66,31 @@ def load_for_inference(adapter: str | None, base_model: str | None = None, devic
     return model.to(device).eval()
 
 
-def _run_was_dynamic(adapter: str) -> bool:
-    """Whether the run that saved ``adapter`` (a local directory) trained with ``dynamic_input_size``: a
-    base loaded by Hub id has no saved config to record it, the run's ``run_args.json`` does."""
+def _read_run_args(adapter: str | None) -> dict:
+    """The ``run_args.json`` a training run wrote beside its adapter (a local directory), or {}."""
     from ..hub import RUN_ARGS_NAME  # the hub module imports this one
 
-    path = Path(adapter) / RUN_ARGS_NAME
-    if not path.is_file():
-        return False
+    path = Path(adapter) / RUN_ARGS_NAME if adapter else None
+    if path is None or not path.is_file():
+        return {}
     try:
-        return bool(json.loads(path.read_text()).get("model", {}).get("dynamic_input_size", False))
-    except (ValueError, AttributeError):
-        return False
+        loaded = json.loads(path.read_text())
+    except ValueError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _run_was_dynamic(adapter: str) -> bool:
+    """Whether the run that saved ``adapter`` trained with ``dynamic_input_size``: a base loaded by Hub id
+    has no saved config to record it, the run's ``run_args.json`` does."""
+    return bool((_read_run_args(adapter).get("model") or {}).get("dynamic_input_size", False))
+
+
+def run_input_settings(adapter: str | None) -> dict:
+    """The input settings (``resize``, ``image_mean``, ``image_std``) the run that saved ``adapter`` trained
+    with, for preprocessing at inference; {} when unknown (SAM's defaults)."""
+    data = _read_run_args(adapter).get("data") or {}
+    return {key: data[key] for key in ("resize", "image_mean", "image_std") if data.get(key) is not None}
 
 
 def _load_base(adapter: str, base: str | None, revision: str | None) -> SamModel:
