@@ -107,7 +107,8 @@ def select_splits(data_args: DataArguments, seed: int = 42, need_eval: bool = Tr
 def augmenter_from_args(data_args: DataArguments) -> SegmentationAugmenter | None:
     """The train-time augmenter named by ``data_args.augment`` (None when the list is empty)."""
     return build_augmenter(
-        data_args.augment, rotate_degrees=data_args.rotate_degrees, color_jitter=data_args.color_jitter,
+        data_args.augment, rotate_degrees=data_args.rotate_degrees, rotate_prob=data_args.rotate_prob,
+        rotate_interpolation=data_args.rotate_interpolation, color_jitter=data_args.color_jitter,
         num_labels=data_args.num_labels, ignore_index=data_args.ignore_index,
     )
 

@@ -61,6 +61,10 @@ class DataArguments:
                           "(crops: random_crop)."})
     rotate_degrees: float = field(
         default=90.0, metadata={"help": "'rotate' augmentation: angle drawn uniformly in +-this many degrees."})
+    rotate_prob: float = field(
+        default=0.5, metadata={"help": "'rotate' augmentation: probability of rotating a sample (G-SAM: 1)."})
+    rotate_interpolation: str = field(
+        default="bilinear", metadata={"help": "'rotate' augmentation: image resampling, bilinear or nearest (G-SAM)."})
     color_jitter: float = field(
         default=0.2, metadata={"help": "'color_jitter' augmentation: brightness/contrast/saturation factor range 1+-this."})
     jpeg_draft: bool = field(default=True, metadata={"help": "Decode large JPEGs at reduced size (PIL draft)."})

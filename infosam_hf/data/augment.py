@@ -9,8 +9,9 @@ pixels rotated in from outside the frame become background (binary) or ``ignore_
 (multi-class), never a real class id.
 
 Names (``DataArguments.augment``): ``hflip``, ``vflip`` (each with probability ½), ``rot90`` (a
-uniformly drawn multiple of 90°), ``rotate`` (with probability ½ an angle uniform in ±``rotate_degrees``,
-90 by default as in G-SAM, on the same canvas), ``color_jitter`` (light brightness / contrast / saturation changes on the image only).
+uniformly drawn multiple of 90°), ``rotate`` (with probability ``rotate_prob``, ½ by default, an angle
+uniform in ±``rotate_degrees``, 90 by default as in G-SAM, on the same canvas; the image resampled
+``rotate_interpolation``: bilinear by default, nearest as in G-SAM), ``color_jitter`` (light brightness / contrast / saturation changes on the image only).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .decoding import DataError
 __all__ = ["AUGMENTATIONS", "SegmentationAugmenter", "build_augmenter", "parse_augment_names", "random_crop"]
 
 AUGMENTATIONS = ("hflip", "vflip", "rot90", "rotate", "color_jitter")
+ROTATE_INTERPOLATIONS = ("bilinear", "nearest")
 # Spatial ops run in this order, colour last; the order in the recipe does not matter.
 _ORDER = {name: rank for rank, name in enumerate(("rotate", "hflip", "vflip", "rot90", "color_jitter"))}
 
@@ -59,8 +61,15 @@ class SegmentationAugmenter:
     """
 
     def __init__(self, names: Sequence[str], rotate_degrees: float = 90.0, color_jitter: float = 0.2,
-                 mask_fill: int = 0):
+                 mask_fill: int = 0, rotate_prob: float = 0.5, rotate_interpolation: str = "bilinear"):
         self.names = parse_augment_names(names)
+        if rotate_interpolation not in ROTATE_INTERPOLATIONS:
+            raise DataError(f"rotate_interpolation must be one of {', '.join(ROTATE_INTERPOLATIONS)}, "
+                            f"got {rotate_interpolation!r}")
+        if not 0.0 <= rotate_prob <= 1.0:
+            raise DataError(f"rotate_prob must be in [0, 1], got {rotate_prob}")
+        self.rotate_prob = float(rotate_prob)
+        self.rotate_interpolation = rotate_interpolation
         self.rotate_degrees = float(rotate_degrees)
         self.color_jitter = float(color_jitter)
         self.mask_fill = int(mask_fill)
@@ -98,12 +107,12 @@ class SegmentationAugmenter:
         return np.rot90(image, turns), np.rot90(mask, turns)
 
     def _rotate(self, image, mask, rng):
-        if rng.random() >= 0.5 or self.rotate_degrees <= 0:
+        if rng.random() >= self.rotate_prob or self.rotate_degrees <= 0:
             return image, mask
         angle = float(rng.uniform(-self.rotate_degrees, self.rotate_degrees))
-        # Same canvas, same centre for both: bilinear for the image, nearest for the mask.
-        rotated = PILImage.fromarray(np.ascontiguousarray(image)).rotate(
-            angle, resample=PILImage.BILINEAR, fillcolor=(0, 0, 0))
+        # Same canvas, same centre for both: bilinear (or nearest) for the image, nearest for the mask.
+        resample = PILImage.BILINEAR if self.rotate_interpolation == "bilinear" else PILImage.NEAREST
+        rotated = PILImage.fromarray(np.ascontiguousarray(image)).rotate(angle, resample=resample, fillcolor=(0, 0, 0))
         if mask.dtype == bool:
             source = PILImage.fromarray(mask.astype(np.uint8) * 255)
             return np.asarray(rotated), np.asarray(source.rotate(angle, resample=PILImage.NEAREST, fillcolor=0)) > 127
@@ -138,10 +147,12 @@ def random_crop(image: np.ndarray, mask: np.ndarray, size: Sequence[int],
 
 
 def build_augmenter(names: str | Iterable[str] | None, rotate_degrees: float = 90.0, color_jitter: float = 0.2,
-                    num_labels: int = 1, ignore_index: int = 255) -> SegmentationAugmenter | None:
+                    num_labels: int = 1, ignore_index: int = 255, rotate_prob: float = 0.5,
+                    rotate_interpolation: str = "bilinear") -> SegmentationAugmenter | None:
     """An augmenter for the given names, or None when the list is empty."""
     parsed = parse_augment_names(names)
     if not parsed:
         return None
-    return SegmentationAugmenter(parsed, rotate_degrees=rotate_degrees,
+    return SegmentationAugmenter(parsed, rotate_degrees=rotate_degrees, rotate_prob=rotate_prob,
+                                 rotate_interpolation=rotate_interpolation,
                                  color_jitter=color_jitter, mask_fill=ignore_index if num_labels > 1 else 0)
