@@ -146,3 +146,48 @@ def test_isbi2012_trains_on_128_crops_with_membrane_foreground(tmp_path):
     test = results["test"]
     assert test["test_miou"] > 0 and math.isfinite(test["test_loss"])
     assert json.loads((out / "run_args.json").read_text())["data"]["invert_mask"] is True
+
+
+def _png(array: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", ["isbi2012", "camvid", "kvasir_seg"])
+def test_gsam_download_writes_split_csvs(name, tmp_path):
+    import zipfile
+
+    from infosam_hf.data import DataArguments, select_splits
+    from infosam_hf.data.download import download_dataset
+
+    image, mask = _png(np.full((32, 48, 3), 90, np.uint8)), _png(np.eye(32, 48, dtype=np.uint8) * 255)
+    if name == "isbi2012":
+        files = {f"unet-x/data/membrane/train/{kind}/{i}.png": image if kind == "image" else mask
+                 for i in range(30) for kind in ("image", "label")}
+        expected = {"train": 20, "test": 10}
+    elif name == "camvid":
+        files = {f"SegNet-x/CamVid/{split}{suffix}/f{i}.png": image if not suffix else mask
+                 for split, count in (("train", 3), ("val", 2), ("test", 2)) for i in range(count)
+                 for suffix in ("", "annot")}
+        expected = {"train": 3, "val": 2, "test": 2}
+    else:
+        files = {f"Kvasir-SEG/{kind}/c{i}.jpg": image if kind == "images" else mask
+                 for i in range(20) for kind in ("images", "masks")}
+        expected = {"train": 16, "val": 2, "test": 2}
+    source = tmp_path / "mirror.zip"
+    with zipfile.ZipFile(source, "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+    folder = download_dataset(name, tmp_path / "data", progress=False, url=source.as_uri())
+    for split, count in expected.items():
+        rows = (folder / f"{split}.csv").read_text().strip().splitlines()
+        assert rows[0] == "image,label" and len(rows) - 1 == count
+    eval_split = "val" if "val" in expected else None
+    splits = select_splits(DataArguments(dataset_name_or_path=str(folder), eval_split=eval_split,
+                                         validation_split_percentage=0), need_eval=False)
+    assert len(splits.train) == expected["train"] and len(splits.test) == expected["test"]
