@@ -35,6 +35,9 @@ from infosam_hf.models.dynamic import enable_dynamic_input_size  # noqa: E402
 from infosam_hf.models.sam import attach_relation_module, load_sam  # noqa: E402
 from infosam_hf.tuners.registry import build_student  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_step import step as train_step  # noqa: E402  (one optimiser step, shared with bench_step)
+
 REFERENCE_GMACS = {128: 8.05, 256: 32.2, 512: 102.9, 1024: 371.2}
 LINEAR_OPS = ("aten.addmm", "aten.mm", "aten.convolution")
 
@@ -76,15 +79,6 @@ def make_trainer(vit_b: bool, device: str, info: bool = True) -> InfoSAMTrainer:
     trainer = InfoSAMTrainer(model=student, args=args)
     trainer.create_optimizer()
     return trainer
-
-
-def train_step(trainer: InfoSAMTrainer, batch: dict) -> None:
-    model = trainer.model
-    model.train()
-    loss = trainer.compute_loss(model, batch)
-    loss.backward()
-    trainer.optimizer.step()
-    trainer.optimizer.zero_grad(set_to_none=True)
 
 
 def make_batch(size: int, batch_size: int, device) -> dict:

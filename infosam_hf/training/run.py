@@ -30,8 +30,8 @@ from .trainer import InfoSAMTrainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_input_sizes", "build_image_processor", "build_models", "score_before_training",
-           "finish_run", "run_training"]
+__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_input_sizes", "build_image_processor", "build_models",
+           "score_before_training", "finish_run", "run_training"]
 
 RECIPE_DATACLASSES = (ModelArguments, PeftArguments, DataArguments, InfoSAMConfig)
 
@@ -53,9 +53,12 @@ def check_input_sizes(model_args: ModelArguments, data_args: DataArguments) -> N
                               "its fixed square input)")
 
 
-def build_image_processor(image_size: int) -> SamImageProcessorPil:
-    """SAM's image processor configured for ``image_size``² inputs (saved beside the adapter)."""
-    return SamImageProcessorPil(size={"longest_edge": image_size}, pad_size={"height": image_size, "width": image_size})
+def build_image_processor(image_size: int, image_mean=None, image_std=None) -> SamImageProcessorPil:
+    """SAM's image processor configured for ``image_size``² inputs and the run's normalisation (saved
+    beside the adapter)."""
+    stats = {key: list(value) for key, value in (("image_mean", image_mean), ("image_std", image_std)) if value}
+    return SamImageProcessorPil(size={"longest_edge": image_size}, pad_size={"height": image_size, "width": image_size},
+                                **stats)
 
 
 def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_dir: str,
@@ -150,7 +153,7 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     check_input_sizes(model_args, data_args)
     student, teacher, image_size = build_models(model_args, peft_args, args.output_dir, args.seed)
     splits = build_datasets(data_args, image_size, seed=args.seed, splits=raw_splits)
-    image_processor = build_image_processor(image_size)
+    image_processor = build_image_processor(image_size, data_args.image_mean, data_args.image_std)
     trainer = InfoSAMTrainer(
         model=student, args=args, teacher_model=teacher, train_dataset=splits.train,
         eval_dataset=splits.eval, processing_class=image_processor, num_labels=data_args.num_labels,
