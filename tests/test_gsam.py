@@ -191,3 +191,20 @@ def test_gsam_download_writes_split_csvs(name, tmp_path):
     splits = select_splits(DataArguments(dataset_name_or_path=str(folder), eval_split=eval_split,
                                          validation_split_percentage=0), need_eval=False)
     assert len(splits.train) == expected["train"] and len(splits.test) == expected["test"]
+
+
+def test_predict_with_a_fixed_resize_on_a_dynamic_model(tmp_path):
+    from PIL import Image
+
+    from infosam_hf.evaluation.predict import Prompt, predict_masks, scale_to_input
+    from infosam_hf.models.sam import load_sam
+
+    np.testing.assert_allclose(scale_to_input([[50, 30], [99, 59]], (60, 100), 64, resize=(48, 80)),
+                               [[40, 24], [79.2, 47.2]], rtol=1e-6)
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 100, 3), dtype=np.uint8)).save(path)
+    model = load_sam(sam_config=TINY_SAM, seed=0, dynamic_input_size=True).eval()
+    results = predict_masks(model, [path], Prompt(box=(10, 5, 60, 40)), tmp_path / "out", progress=False,
+                            resize=(48, 80), image_mean=[0.466, 0.471, 0.380], image_std=[0.195, 0.194, 0.192])
+    assert results[0].error is None
+    assert Image.open(results[0].mask_path).size == (100, 60)
