@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "SEG_LOSSES",
+    "binary_segmentation_loss",
     "InfoLossError",
     "gram_matrix",
     "matrix_entropy",
@@ -150,3 +152,21 @@ def class_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index
     if reduction == "none":
         return pixel.flatten(1).sum(1) / valid.clamp_min(1)
     return pixel.sum() / valid.sum().clamp_min(1)
+
+
+SEG_LOSSES = ("structure", "bce")
+
+
+def binary_segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "structure",
+                             bce: str = "weighted", reduction: str = "mean") -> torch.Tensor:
+    """The binary segmentation loss named by ``kind``: ``"structure"`` (:func:`structure_loss`, InfoSAM) or
+    ``"bce"`` (plain BCE-with-logits averaged over pixels, G-SAM). Shapes and ``reduction`` as in
+    :func:`structure_loss`."""
+    if kind == "structure":
+        return structure_loss(logits, target, bce, reduction)
+    if kind != "bce":
+        raise ValueError(f"seg_loss must be one of {SEG_LOSSES}, got {kind!r}")
+    logits, target = _as_float32(logits), _as_float32(target)
+    per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    per_image = per_pixel.flatten(1).mean(dim=1)
+    return per_image if reduction == "none" else per_image.mean()

@@ -35,6 +35,7 @@ from infosam_hf.data import (
 )
 from infosam_hf.data import sources as sources_module
 from infosam_hf.data.download import download_dataset, extract_archive
+from infosam_hf.data.augment import random_crop
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.exists(), reason=f"real datasets not found at {SHARED} (../shared/data)")
@@ -489,12 +490,14 @@ def test_augmenter_keeps_image_and_mask_aligned():
     pattern[: 96, :72] = _textured(96)[:, :72]
     image = np.stack([pattern, pattern // 2, 255 - pattern], -1)
     mask = pattern > 127
-    exact = build_augmenter(["hflip", "vflip", "rot90", "crop"], crop_size=48)
+    exact = build_augmenter(["hflip", "vflip", "rot90"])
     rotate = build_augmenter(["rotate", "hflip"], rotate_degrees=90)
     for seed in range(12):
         rng = np.random.default_rng(seed)
-        out_image, out_mask = exact(image, mask, rng)
-        assert out_mask.dtype == bool and out_image.shape[:2] == out_mask.shape == (48, 48)
+        out_image, out_mask = random_crop(image, mask, (48, 40), rng)
+        assert out_image.shape[:2] == out_mask.shape == (48, 40)
+        out_image, out_mask = exact(out_image, out_mask, rng)
+        assert out_mask.dtype == bool and out_image.shape[:2] == out_mask.shape and out_mask.size == 48 * 40
         assert np.array_equal(out_image[..., 0] > 127, out_mask)
         out_image, out_mask = rotate(image, mask, np.random.default_rng(seed))
         agree = np.mean((out_image[..., 0] > 127) == out_mask)
@@ -514,12 +517,12 @@ def test_augmented_transform_labels_follow_pixels(tmp_path):
     root = _pair_folder(tmp_path, [pattern, _textured(96, seed=4)],
                         image_fn=lambda m: np.stack([m, m, m], -1))
     args = _args(root, test_split=None, validation_split_percentage=0, train_prompt="point",
-                 augment=["hflip", "vflip", "rot90", "rotate", "crop"], crop_size=64)
+                 augment=["hflip", "vflip", "rot90", "rotate"], random_crop=[48, 48])
     train = build_datasets(args, image_size=64).train
     for _ in range(8):
         ex = train[0]
         h, w = ex["reshaped_input_sizes"].tolist()
-        assert ex["original_sizes"].tolist() == [64, 64]
+        assert (h, w) == (48, 48) and tuple(ex["pixel_values"].shape) == (3, 48, 48)
         pixels = ex["pixel_values"][0, :h, :w] * 58.395 + 123.675
         agree = ((pixels > 127).float() == ex["labels"][:h, :w]).float().mean()
         assert agree > 0.95
@@ -624,7 +627,7 @@ def test_bad_folder_and_option_inputs(tmp_path):
     _check_one_line(err, "unknown augmentation 'twirl'")
     with pytest.raises(DataError) as err:
         build_augmenter(["crop"])
-    _check_one_line(err, "crop_size")
+    _check_one_line(err, "random_crop")
 
 
 # ============================================================================ download unpacking

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from ..errors import UsageError
 from ..evaluation.predict import Prompt, find_images, parse_box, parse_points, predict_masks
-from ..models import load_for_inference, resolve_device
+from ..models.inference import load_for_inference, resolve_device, run_input_settings
 from ..models.multiclass import sam_num_classes
 from .common import adapter_parser, run_main
 
@@ -70,7 +70,8 @@ def _predict(argv: list[str]) -> int:
     if sam_num_classes(model) == 1:
         parse_prompt(options)  # a binary model needs a prompt (or --auto)
     results = predict_masks(model, paths, prompt, options.out, batch_size=options.batch_size,
-                            threshold=options.threshold, device=device, progress=not options.no_progress)
+                            threshold=options.threshold, device=device, progress=not options.no_progress,
+                            **run_input_settings(options.adapter))
     written = [r for r in results if r.error is None]
     failed = [r for r in results if r.error is not None]
     print(f"Wrote masks and overlays of {len(written)} image(s) to {options.out}")

@@ -107,8 +107,8 @@ def select_splits(data_args: DataArguments, seed: int = 42, need_eval: bool = Tr
 def augmenter_from_args(data_args: DataArguments) -> SegmentationAugmenter | None:
     """The train-time augmenter named by ``data_args.augment`` (None when the list is empty)."""
     return build_augmenter(
-        data_args.augment, crop_size=data_args.crop_size,
-        rotate_degrees=data_args.rotate_degrees, color_jitter=data_args.color_jitter,
+        data_args.augment, rotate_degrees=data_args.rotate_degrees, rotate_prob=data_args.rotate_prob,
+        rotate_interpolation=data_args.rotate_interpolation, color_jitter=data_args.color_jitter,
         num_labels=data_args.num_labels, ignore_index=data_args.ignore_index,
     )
 
@@ -130,6 +130,8 @@ def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_
         num_bg_points=data_args.prompt_bg_points, mask_threshold=data_args.mask_threshold,
         invert_mask=data_args.invert_mask, num_labels=data_args.num_labels,
         ignore_index=data_args.ignore_index, jpeg_draft=data_args.jpeg_draft, augmenter=augmenter,
+        resize=data_args.resize, random_crop=data_args.random_crop, image_mean=data_args.image_mean,
+        image_std=data_args.image_std, mask_value_map=data_args.mask_value_map,
     )
     if INDEX_COLUMN not in dataset.column_names:
         dataset = dataset.add_column(INDEX_COLUMN, list(range(len(dataset))))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .augment import parse_augment_names
 from .prompts import PROMPT_MODES
 
 __all__ = ["DataArguments"]
@@ -38,17 +39,32 @@ class DataArguments:
     num_labels: int = field(default=1, metadata={"help": "1 for binary masks, else the number of classes."})
     ignore_index: int = field(
         default=255, metadata={"help": "Label id ignored in multi-class masks; ids >= num_labels are mapped to it."})
+    mask_value_map: dict[int, int] | None = field(
+        default=None, metadata={"help": "Replace raw mask values before anything else, e.g. {85: 1, 255: 2} (Trans10k)."})
+    resize: list[int] | None = field(
+        default=None, metadata={"help": "Resize every image to this fixed [H, W] (G-SAM) instead of the longest side "
+                                        "to image_size plus padding; non-square sizes need dynamic_input_size."})
+    random_crop: list[int] | None = field(
+        default=None, metadata={"help": "Train on a random [h, w] window of the resized image (G-SAM's crops; "
+                                        "evaluation sees the whole resized image). Needs dynamic_input_size."})
+    image_mean: list[float] | None = field(
+        default=None, metadata={"help": "Per-channel mean on the [0, 1] scale (default SAM's 0.485, 0.456, 0.406)."})
+    image_std: list[float] | None = field(
+        default=None, metadata={"help": "Per-channel std on the [0, 1] scale (default SAM's 0.229, 0.224, 0.225)."})
     train_prompt: str = field(default="mixed", metadata={"help": "box | point | points | mixed | none."})
     eval_prompt: str = field(default="box", metadata={"help": "box | point | points | none."})
     prompt_fg_points: int = field(default=1, metadata={"help": "Foreground points for prompt mode 'points'."})
     prompt_bg_points: int = field(default=0, metadata={"help": "Background points for prompt mode 'points'."})
     augment: list[str] = field(
         default_factory=list,
-        metadata={"help": "Train-only augmentations, any of: hflip, vflip, rot90, rotate, crop, color_jitter."})
-    crop_size: int | None = field(
-        default=None, metadata={"help": "Side of the random square crop of the 'crop' augmentation, in original pixels."})
+        metadata={"help": "Train-only augmentations, any of: hflip, vflip, rot90, rotate, color_jitter "
+                          "(crops: random_crop)."})
     rotate_degrees: float = field(
         default=90.0, metadata={"help": "'rotate' augmentation: angle drawn uniformly in +-this many degrees."})
+    rotate_prob: float = field(
+        default=0.5, metadata={"help": "'rotate' augmentation: probability of rotating a sample (G-SAM: 1)."})
+    rotate_interpolation: str = field(
+        default="bilinear", metadata={"help": "'rotate' augmentation: image resampling, bilinear or nearest (G-SAM)."})
     color_jitter: float = field(
         default=0.2, metadata={"help": "'color_jitter' augmentation: brightness/contrast/saturation factor range 1+-this."})
     jpeg_draft: bool = field(default=True, metadata={"help": "Decode large JPEGs at reduced size (PIL draft)."})
@@ -72,3 +88,21 @@ class DataArguments:
             raise ValueError(f"validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}")
         if self.prompt_fg_points < 0 or self.prompt_bg_points < 0:
             raise ValueError("prompt_fg_points and prompt_bg_points must be >= 0")
+        for key in ("resize", "random_crop"):
+            value = getattr(self, key)
+            if value is not None and (len(value) != 2 or min(value) < 1):
+                raise ValueError(f"{key} must be [height, width] in pixels, got {value}")
+        for key in ("image_mean", "image_std"):
+            value = getattr(self, key)
+            if value is not None and (len(value) != 3 or (key == "image_std" and min(value) <= 0)
+                                      or max(abs(v) for v in value) > 1):
+                raise ValueError(f"{key} must be 3 values on the [0, 1] scale, got {value}")
+        canvas = self.random_crop or self.resize
+        if canvas and canvas[0] != canvas[1] and "rot90" in parse_augment_names(self.augment):
+            raise ValueError(f"augment rot90 would turn the {canvas[0]}x{canvas[1]} training inputs on their side; "
+                             "use rotate (same canvas) or a square random_crop")
+        if self.mask_value_map is not None:
+            try:
+                self.mask_value_map = {int(k): int(v) for k, v in self.mask_value_map.items()}
+            except (TypeError, ValueError):
+                raise ValueError(f"mask_value_map must map integers to integers, got {self.mask_value_map}") from None

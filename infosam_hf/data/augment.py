@@ -1,15 +1,17 @@
 """Train-only augmentations applied identically to an image and its mask.
 
-Hand-written on numpy and Pillow (no new dependency): the transform calls the augmenter on uint8
-HWC images and (H, W) masks before resizing and before prompts are sampled, so prompt geometry
-follows the augmented mask by construction. Masks are always resampled with nearest neighbour, and
+Hand-written on numpy and Pillow (no new dependency): the transform resizes, takes the random crop
+(:func:`random_crop`, ``DataArguments.random_crop``), then calls the augmenter on uint8 HWC images
+and (H, W) masks, before prompts are sampled, so prompt geometry follows the augmented mask by
+construction (G-SAM's order: resize, crop, rotate, flip, normalise). Masks are always resampled
+with nearest neighbour, and
 pixels rotated in from outside the frame become background (binary) or ``ignore_index``
 (multi-class), never a real class id.
 
 Names (``DataArguments.augment``): ``hflip``, ``vflip`` (each with probability ½), ``rot90`` (a
-uniformly drawn multiple of 90°), ``rotate`` (with probability ½ an angle uniform in ±``rotate_degrees``,
-90 by default as in G-SAM, on the same canvas), ``crop`` (a random ``crop_size`` square, clipped to
-the image), ``color_jitter`` (light brightness / contrast / saturation changes on the image only).
+uniformly drawn multiple of 90°), ``rotate`` (with probability ``rotate_prob``, ½ by default, an angle
+uniform in ±``rotate_degrees``, 90 by default as in G-SAM, on the same canvas; the image resampled
+``rotate_interpolation``: bilinear by default, nearest as in G-SAM), ``color_jitter`` (light brightness / contrast / saturation changes on the image only).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from PIL import Image as PILImage
 
 from .decoding import DataError
 
-__all__ = ["AUGMENTATIONS", "SegmentationAugmenter", "build_augmenter", "parse_augment_names"]
+__all__ = ["AUGMENTATIONS", "SegmentationAugmenter", "build_augmenter", "parse_augment_names", "random_crop"]
 
-AUGMENTATIONS = ("hflip", "vflip", "rot90", "rotate", "crop", "color_jitter")
+AUGMENTATIONS = ("hflip", "vflip", "rot90", "rotate", "color_jitter")
+ROTATE_INTERPOLATIONS = ("bilinear", "nearest")
 # Spatial ops run in this order, colour last; the order in the recipe does not matter.
-_ORDER = {name: rank for rank, name in enumerate(("crop", "hflip", "vflip", "rot90", "rotate", "color_jitter"))}
+_ORDER = {name: rank for rank, name in enumerate(("rotate", "hflip", "vflip", "rot90", "color_jitter"))}
 
 
 def parse_augment_names(names: str | Iterable[str] | None) -> list[str]:
@@ -40,6 +43,9 @@ def parse_augment_names(names: str | Iterable[str] | None) -> list[str]:
             name = name.strip().lower()
             if name in ("", "none"):
                 continue
+            if name == "crop":
+                raise DataError("augment: 'crop' (and crop_size) was replaced by random_crop: [h, w], a train-only "
+                                "crop in model-input pixels taken after the resize")
             if name not in AUGMENTATIONS:
                 raise DataError(f"augment: unknown augmentation {name!r}; choose from {list(AUGMENTATIONS)}")
             if name not in parsed:
@@ -54,26 +60,25 @@ class SegmentationAugmenter:
     ``rng``: a ``numpy.random.Generator`` (the transform passes a per-sample one).
     """
 
-    def __init__(self, names: Sequence[str], crop_size: int | None = None, rotate_degrees: float = 90.0,
-                 color_jitter: float = 0.2, mask_fill: int = 0):
+    def __init__(self, names: Sequence[str], rotate_degrees: float = 90.0, color_jitter: float = 0.2,
+                 mask_fill: int = 0, rotate_prob: float = 0.5, rotate_interpolation: str = "bilinear"):
         self.names = parse_augment_names(names)
-        if "crop" in self.names and (crop_size is None or crop_size <= 0):
-            raise DataError("augment: 'crop' needs crop_size (a positive number of pixels)")
-        self.crop_size = int(crop_size) if crop_size else None
+        if rotate_interpolation not in ROTATE_INTERPOLATIONS:
+            raise DataError(f"rotate_interpolation must be one of {', '.join(ROTATE_INTERPOLATIONS)}, "
+                            f"got {rotate_interpolation!r}")
+        if not 0.0 <= rotate_prob <= 1.0:
+            raise DataError(f"rotate_prob must be in [0, 1], got {rotate_prob}")
+        self.rotate_prob = float(rotate_prob)
+        self.rotate_interpolation = rotate_interpolation
         self.rotate_degrees = float(rotate_degrees)
         self.color_jitter = float(color_jitter)
         self.mask_fill = int(mask_fill)
-
-    @property
-    def keeps_resolution_free(self) -> bool:
-        """True when the result does not depend on the pixel scale (so JPEG draft decoding is safe)."""
-        return "crop" not in self.names
 
     def __bool__(self) -> bool:
         return bool(self.names)
 
     def __repr__(self) -> str:
-        return f"SegmentationAugmenter({self.names}, crop_size={self.crop_size})"
+        return f"SegmentationAugmenter({self.names})"
 
     def __call__(self, image: np.ndarray, mask: np.ndarray,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -84,13 +89,6 @@ class SegmentationAugmenter:
         return np.ascontiguousarray(image), np.ascontiguousarray(mask)
 
     # --- spatial ---------------------------------------------------------------------------
-    def _crop(self, image, mask, rng):
-        height, width = mask.shape
-        size_h, size_w = min(self.crop_size, height), min(self.crop_size, width)
-        top = int(rng.integers(0, height - size_h + 1))
-        left = int(rng.integers(0, width - size_w + 1))
-        return image[top:top + size_h, left:left + size_w], mask[top:top + size_h, left:left + size_w]
-
     @staticmethod
     def _hflip(image, mask, rng):
         if rng.random() < 0.5:
@@ -109,12 +107,12 @@ class SegmentationAugmenter:
         return np.rot90(image, turns), np.rot90(mask, turns)
 
     def _rotate(self, image, mask, rng):
-        if rng.random() >= 0.5 or self.rotate_degrees <= 0:
+        if rng.random() >= self.rotate_prob or self.rotate_degrees <= 0:
             return image, mask
         angle = float(rng.uniform(-self.rotate_degrees, self.rotate_degrees))
-        # Same canvas, same centre for both: bilinear for the image, nearest for the mask.
-        rotated = PILImage.fromarray(np.ascontiguousarray(image)).rotate(
-            angle, resample=PILImage.BILINEAR, fillcolor=(0, 0, 0))
+        # Same canvas, same centre for both: bilinear (or nearest) for the image, nearest for the mask.
+        resample = PILImage.BILINEAR if self.rotate_interpolation == "bilinear" else PILImage.NEAREST
+        rotated = PILImage.fromarray(np.ascontiguousarray(image)).rotate(angle, resample=resample, fillcolor=(0, 0, 0))
         if mask.dtype == bool:
             source = PILImage.fromarray(mask.astype(np.uint8) * 255)
             return np.asarray(rotated), np.asarray(source.rotate(angle, resample=PILImage.NEAREST, fillcolor=0)) > 127
@@ -137,12 +135,24 @@ class SegmentationAugmenter:
         return np.clip(pixels, 0, 255).astype(np.uint8), mask
 
 
-def build_augmenter(names: str | Iterable[str] | None, crop_size: int | None = None, rotate_degrees: float = 90.0,
-                    color_jitter: float = 0.2, num_labels: int = 1,
-                    ignore_index: int = 255) -> SegmentationAugmenter | None:
+def random_crop(image: np.ndarray, mask: np.ndarray, size: Sequence[int],
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A random ``size`` = (h, w) window of an image and its mask, clipped to the image (a smaller image is
+    returned whole; the transform pads it)."""
+    height, width = mask.shape
+    size_h, size_w = min(int(size[0]), height), min(int(size[1]), width)
+    top = int(rng.integers(0, height - size_h + 1))
+    left = int(rng.integers(0, width - size_w + 1))
+    return image[top:top + size_h, left:left + size_w], mask[top:top + size_h, left:left + size_w]
+
+
+def build_augmenter(names: str | Iterable[str] | None, rotate_degrees: float = 90.0, color_jitter: float = 0.2,
+                    num_labels: int = 1, ignore_index: int = 255, rotate_prob: float = 0.5,
+                    rotate_interpolation: str = "bilinear") -> SegmentationAugmenter | None:
     """An augmenter for the given names, or None when the list is empty."""
     parsed = parse_augment_names(names)
     if not parsed:
         return None
-    return SegmentationAugmenter(parsed, crop_size=crop_size, rotate_degrees=rotate_degrees,
+    return SegmentationAugmenter(parsed, rotate_degrees=rotate_degrees, rotate_prob=rotate_prob,
+                                 rotate_interpolation=rotate_interpolation,
                                  color_jitter=color_jitter, mask_fill=ignore_index if num_labels > 1 else 0)

@@ -104,7 +104,7 @@ def decode_image(value: Any, draft_size: tuple[int, int] | None = None,
 
 
 def decode_mask(value: Any, threshold: float | None = None, invert: bool = False,
-                num_labels: int = 1, ignore_index: int = 255) -> np.ndarray:
+                num_labels: int = 1, ignore_index: int = 255, value_map: dict[int, int] | None = None) -> np.ndarray:
     """Decode a mask: bool (H, W) foreground for binary sets, int64 class ids for multi-class ones.
 
     Binary (``num_labels == 1``): foreground is ``value > threshold``; the default threshold is 127
@@ -115,7 +115,7 @@ def decode_mask(value: Any, threshold: float | None = None, invert: bool = False
     green / blue annotations as foreground. ``invert`` swaps foreground and background.
 
     Multi-class (``num_labels > 1``): single-channel class ids; ids outside ``[0, num_labels)``
-    become ``ignore_index``.
+    become ``ignore_index``. ``value_map`` replaces raw values first (e.g. ``{85: 1, 255: 2}``).
     """
     mask = open_image(value)
     name = source_name(value)
@@ -141,6 +141,11 @@ def decode_mask(value: Any, threshold: float | None = None, invert: bool = False
         raise DataError(f"{name}: corrupt or unreadable mask ({type(err).__name__}: {err})") from None
     if array.ndim != 2:
         raise DataError(f"{name}: a mask must be 2-D, got shape {array.shape}")
+    if value_map:
+        raw = array
+        array = raw.astype(np.int64)
+        for source, target in value_map.items():
+            array[raw == source] = target
     if num_labels > 1:
         ids = array.astype(np.int64)
         ids[(ids < 0) | (ids >= num_labels)] = ignore_index

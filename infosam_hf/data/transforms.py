@@ -1,4 +1,4 @@
-"""The on-the-fly transform: decode, (augment), resize the longest side, pad, normalise, sample prompts."""
+"""The on-the-fly transform: decode, resize, (random crop, augment), normalise, pad, sample prompts."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .augment import random_crop
 from .decoding import DataError, decode_image, decode_mask, source_name
 from .prompts import PROMPT_MODES, sample_box, sample_points
 
-__all__ = ["SAM_PIXEL_MEAN", "SAM_PIXEL_STD", "SamSegmentationTransform", "preprocess_image"]
+__all__ = ["SAM_PIXEL_MEAN", "SAM_PIXEL_STD", "SamSegmentationTransform", "normalize_pixels", "preprocess_image"]
 
 SAM_PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 SAM_PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
@@ -23,21 +24,38 @@ def _resized_shape(height: int, width: int, image_size: int) -> tuple[int, int]:
     return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
-def preprocess_image(image: Image.Image, image_size: int,
-                     resized_shape: tuple[int, int] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Resize the longest side to ``image_size`` (bilinear), normalise, pad bottom/right with zeros.
+def _pixel_stats(mean, std) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std on the 0–255 scale from [0, 1]-scale recipe values (None: SAM's)."""
+    mean = SAM_PIXEL_MEAN if mean is None else np.asarray(mean, dtype=np.float32) * 255
+    std = SAM_PIXEL_STD if std is None else np.asarray(std, dtype=np.float32) * 255
+    return mean.astype(np.float32), std.astype(np.float32)
 
+
+def normalize_pixels(image: np.ndarray, canvas: tuple[int, int], mean=None, std=None) -> torch.Tensor:
+    """uint8 (h, w, 3) → float32 (3, H, W): normalised, placed top-left on a zero ``canvas`` (H, W).
+    ``mean`` / ``std`` are per-channel on the [0, 1] scale (default SAM's)."""
+    mean, std = _pixel_stats(mean, std)
+    height, width = image.shape[:2]
+    pixels = np.zeros((*canvas, 3), dtype=np.float32)
+    pixels[:height, :width] = (np.asarray(image, dtype=np.float32) - mean) / std
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+
+
+def preprocess_image(image: Image.Image, image_size: int, resized_shape: tuple[int, int] | None = None,
+                     mean=None, std=None, resize: tuple[int, int] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Resize (bilinear) and normalise an image for SAM.
+
+    By default the longest side goes to ``image_size`` and the result is padded bottom/right to
+    ``image_size``²; ``resize`` (H, W) resizes to exactly that size instead (no padding).
     ``resized_shape`` (h, w) overrides the size computed from the image (used when the image was
     draft-decoded and the size must follow the full-resolution original instead).
-    Returns ``pixel_values`` (3, S, S) float32 and the resized (height, width) before padding.
+    Returns ``pixel_values`` (3, H, W) float32 and the resized (height, width) before padding.
     """
-    new_h, new_w = resized_shape or _resized_shape(image.height, image.width, image_size)
+    new_h, new_w = tuple(resize) if resize else (resized_shape or _resized_shape(image.height, image.width, image_size))
     if (image.width, image.height) != (new_w, new_h):
         image = image.resize((new_w, new_h), Image.BILINEAR)
-    resized = np.asarray(image, dtype=np.float32)
-    pixels = np.zeros((image_size, image_size, 3), dtype=np.float32)
-    pixels[:new_h, :new_w] = (resized - SAM_PIXEL_MEAN) / SAM_PIXEL_STD
-    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), (new_h, new_w)
+    canvas = (new_h, new_w) if resize else (image_size, image_size)
+    return normalize_pixels(np.asarray(image), canvas, mean, std), (new_h, new_w)
 
 
 def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -54,23 +72,30 @@ class SamSegmentationTransform:
     """Batch transform for ``Dataset.with_transform`` producing SAM inputs, labels and prompts.
 
     Args:
-        image_size: square input size S (the longest side is resized to S, then padded).
+        image_size: square input size S (the longest side is resized to S, then padded) unless
+            ``resize`` fixes the size.
         prompt_mode: one of ``box | point | points | mixed | none``. ``mixed`` produces both a box
             and a point; the collator picks one per batch.
         train: training randomness is keyed by ``(seed, epoch, example index)`` (see :meth:`set_epoch`);
             evaluation prompts by ``(seed, example index)``, so two evaluations give identical numbers.
         augmenter: optional callable ``(image_array, mask_array, rng) -> (image_array, mask_array)``,
-            applied before resizing and before prompts are sampled (train only); see
+            applied after resizing and cropping and before prompts are sampled (train only); see
             :func:`infosam_hf.data.augment.build_augmenter`. Must be picklable for DataLoader workers.
-        jpeg_draft: decode JPEGs at a reduced DCT scale that still covers ``image_size`` (kept on
-            with flips / rotations / colour jitter; off when the augmenter crops).
+        jpeg_draft: decode JPEGs at a reduced DCT scale that still covers the resized size.
+        resize: (H, W): resize every image to exactly this size (G-SAM) instead of longest side + pad.
+        random_crop: (h, w): train on a random window of the resized image (train only; evaluation sees the
+            whole resized image). Prompts come from the cropped mask.
+        image_mean, image_std: per-channel normalisation on the [0, 1] scale (default SAM's).
+        mask_value_map: raw mask values replaced before thresholding / class mapping.
     """
 
     def __init__(self, image_size: int, prompt_mode: str = "box", train: bool = False, seed: int = 0,
                  num_fg_points: int = 1, num_bg_points: int = 0, mask_threshold: float | None = None,
                  invert_mask: bool = False, num_labels: int = 1, ignore_index: int = 255,
                  jpeg_draft: bool = True, augmenter=None, image_column: str = "image",
-                 mask_column: str = "label"):
+                 mask_column: str = "label", resize: tuple[int, int] | None = None,
+                 random_crop: tuple[int, int] | None = None, image_mean=None, image_std=None,
+                 mask_value_map: dict[int, int] | None = None):
         if prompt_mode not in PROMPT_MODES:
             raise ValueError(f"prompt mode {prompt_mode!r} is not one of {PROMPT_MODES}")
         self.image_size = image_size
@@ -89,6 +114,16 @@ class SamSegmentationTransform:
         self.augmenter = augmenter if train else None
         self.image_column = image_column
         self.mask_column = mask_column
+        self.resize = tuple(int(v) for v in resize) if resize else None
+        self.random_crop = tuple(int(v) for v in random_crop) if (random_crop and train) else None
+        self.image_mean = image_mean
+        self.image_std = image_std
+        self.mask_value_map = mask_value_map
+
+    @property
+    def canvas_size(self) -> tuple[int, int]:
+        """The (H, W) of every ``pixel_values`` this transform produces."""
+        return self.random_crop or self.resize or (self.image_size, self.image_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the training epoch: training randomness is keyed by (seed, epoch, example index)."""
@@ -103,10 +138,8 @@ class SamSegmentationTransform:
             return np.random.default_rng([self.seed, 1 + self.epoch, int(index)])
         return np.random.default_rng([self.seed, int(index)])
 
-    def _draft_allowed(self) -> bool:
-        if not self.jpeg_draft:
-            return False
-        return self.augmenter is None or getattr(self.augmenter, "keeps_resolution_free", False)
+    def _target_size(self, height: int, width: int) -> tuple[int, int]:
+        return self.resize or _resized_shape(height, width, self.image_size)
 
     def load_pair(self, image_value: Any, mask_value: Any) -> tuple[Image.Image, np.ndarray]:
         """Decode an image and its mask and check that their sizes agree.
@@ -116,10 +149,11 @@ class SamSegmentationTransform:
         ``mask.shape``, not with the image. When the EXIF-oriented image does not match the mask,
         the image as stored (without EXIF orientation) is tried before failing.
         """
-        mask = decode_mask(mask_value, self.mask_threshold, self.invert_mask, self.num_labels, self.ignore_index)
+        mask = decode_mask(mask_value, self.mask_threshold, self.invert_mask, self.num_labels, self.ignore_index,
+                           self.mask_value_map)
         draft = None
-        if self._draft_allowed():
-            new_h, new_w = _resized_shape(*mask.shape, self.image_size)
+        if self.jpeg_draft:
+            new_h, new_w = self._target_size(*mask.shape)
             draft = (new_w, new_h)
         image, size = decode_image(image_value, draft)
         if size != mask.shape:
@@ -133,35 +167,39 @@ class SamSegmentationTransform:
     def example(self, image_value: Any, mask_value: Any, index: int | None = None) -> dict[str, Any]:
         """Transform one (image, mask) pair into model inputs, label and prompts."""
         rng = self._rng(index)
-        image, mask = self.load_pair(image_value, mask_value)
-        original_size = mask.shape  # full resolution, even when the image was draft-decoded
+        image, original_mask = self.load_pair(image_value, mask_value)
+        original_size = original_mask.shape  # full resolution, even when the image was draft-decoded
+        new_h, new_w = self._target_size(*original_size)
+        if (image.width, image.height) != (new_w, new_h):
+            image = image.resize((new_w, new_h), Image.BILINEAR)
+        image_array = np.asarray(image)
+        mask = _resize_mask(original_mask, new_h, new_w)
+        if self.random_crop:
+            image_array, mask = random_crop(image_array, mask, self.random_crop, rng)
         if self.augmenter is not None:
-            decoded = (image.height, image.width)
-            mask = _resize_mask(mask, *decoded)  # a no-op unless the image is a draft
-            image_array, mask = self.augmenter(np.asarray(image), mask, rng)
-            image = Image.fromarray(image_array)
-            if mask.shape != decoded:  # rotated by 90°, or cropped (no drafting with crops: full resolution)
-                original_size = original_size[::-1] if mask.shape == decoded[::-1] else mask.shape
-        new_h, new_w = _resized_shape(*original_size, self.image_size)
-        pixel_values, _ = preprocess_image(image, self.image_size, (new_h, new_w))
-        resized_mask = _resize_mask(mask, new_h, new_w)
+            image_array, mask = self.augmenter(image_array, mask, rng)
+        canvas = self.canvas_size
+        content_h, content_w = mask.shape
+        if content_h > canvas[0] or content_w > canvas[1]:  # rot90 of a non-square resize
+            raise DataError(f"augmented input {content_h}x{content_w} does not fit the {canvas[0]}x{canvas[1]} input")
+        pixel_values = normalize_pixels(image_array, canvas, self.image_mean, self.image_std)
         if self.num_labels == 1:
-            label = np.zeros((self.image_size, self.image_size), dtype=np.float32)
-            label[:new_h, :new_w] = resized_mask
-            prompt_mask = resized_mask
+            label = np.zeros(canvas, dtype=np.float32)
+            prompt_mask = mask
         else:
-            label = np.full((self.image_size, self.image_size), self.ignore_index, dtype=np.int64)
-            label[:new_h, :new_w] = resized_mask
-            prompt_mask = (resized_mask != self.ignore_index) & (resized_mask != 0)
+            label = np.full(canvas, self.ignore_index, dtype=np.int64)
+            prompt_mask = (mask != self.ignore_index) & (mask != 0)
+        label[:content_h, :content_w] = mask
         out = {
             "pixel_values": pixel_values,
             "labels": torch.from_numpy(label),
-            "original_sizes": torch.tensor(tuple(original_size), dtype=torch.long),
-            "reshaped_input_sizes": torch.tensor((new_h, new_w), dtype=torch.long),
+            "original_sizes": torch.tensor(tuple(original_size) if not self.train else (content_h, content_w),
+                                           dtype=torch.long),
+            "reshaped_input_sizes": torch.tensor((content_h, content_w), dtype=torch.long),
             "prompt_mode": self.prompt_mode,
         }
         if not self.train:  # evaluation scores at the original resolution (eval never augments)
-            out["original_labels"] = torch.from_numpy(np.ascontiguousarray(mask))
+            out["original_labels"] = torch.from_numpy(np.ascontiguousarray(original_mask))
         out.update(self._prompts(prompt_mask, rng))
         return out
 

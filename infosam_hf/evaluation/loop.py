@@ -12,7 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.collator import PAD_POINT_LABEL
-from ..losses import class_cross_entropy, structure_loss
+from ..losses import binary_segmentation_loss, class_cross_entropy
 from ..models.multiclass import sam_num_classes
 from .metrics import SegmentationMetrics, logits_to_original
 
@@ -95,11 +95,12 @@ def box_fill_logits(batch: dict[str, Any]) -> torch.Tensor:
     outside); an example with an empty mask predicts background."""
     if "prompt_boxes" not in batch:
         raise ValueError("the box-fill baseline needs box prompts (eval_prompt: box)")
-    size = batch["pixel_values"].shape[-1]
+    height, width = batch["pixel_values"].shape[-2:]
     boxes = batch["prompt_boxes"]
-    coords = torch.arange(size, device=boxes.device, dtype=torch.float32) + 0.5
-    inside_x = (coords[None] >= boxes[:, 0:1]) & (coords[None] <= boxes[:, 2:3] + 1)
-    inside_y = (coords[None] >= boxes[:, 1:2]) & (coords[None] <= boxes[:, 3:4] + 1)
+    xs = torch.arange(width, device=boxes.device, dtype=torch.float32) + 0.5
+    ys = torch.arange(height, device=boxes.device, dtype=torch.float32) + 0.5
+    inside_x = (xs[None] >= boxes[:, 0:1]) & (xs[None] <= boxes[:, 2:3] + 1)
+    inside_y = (ys[None] >= boxes[:, 1:2]) & (ys[None] <= boxes[:, 3:4] + 1)
     inside = inside_y[:, :, None] & inside_x[:, None, :] & batch["has_foreground"].view(-1, 1, 1)
     return (inside.float() * 40 - 20).unsqueeze(1)
 
@@ -129,8 +130,9 @@ def evaluate_segmentation(
     progress: bool = False,
     description: str = "eval",
     gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    seg_loss: str = "structure",
 ) -> dict[str, float]:
-    """Score ``predict(batch) -> (B, 1 or C, S, S) logits`` over ``batches``; returns metrics and ``loss``.
+    """Score ``predict(batch) -> (B, 1 or C, H, W) logits`` over ``batches``; returns metrics and ``loss``.
 
     Logits are cropped of their padding and resized to each image's original size before scoring
     against ``original_labels``. Only running sums are kept, never masks. Under distributed
@@ -142,11 +144,12 @@ def evaluate_segmentation(
     with_loss = structure_loss_bce is not None
     for batch in iterator:
         logits = predict(batch)
-        size = logits.shape[-1]
+        size = tuple(logits.shape[-2:])
         if not with_loss:
             losses = torch.zeros(logits.shape[0])
         elif metrics.binary:
-            losses = structure_loss(logits, batch["labels"].unsqueeze(1).float(), structure_loss_bce, reduction="none")
+            losses = binary_segmentation_loss(logits, batch["labels"].unsqueeze(1).float(), seg_loss,
+                                              structure_loss_bce, reduction="none")
         else:
             losses = class_cross_entropy(logits, batch["labels"], metrics.ignore_index, reduction="none")
         rows = []

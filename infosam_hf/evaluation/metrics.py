@@ -248,8 +248,8 @@ def logits_to_original(
 ) -> torch.Tensor:
     """Bring low-resolution SAM mask logits back to the original image resolution.
 
-    Bilinear upsample (``align_corners=False``) to the padded square ``input_size`` (int or
-    (h, w)), crop the bottom/right padding to ``reshaped_input_size`` (h, w), then bilinear resize
+    Bilinear upsample (``align_corners=False``) to the model input ``input_size`` (int for a square,
+    or (H, W)), crop the bottom/right padding to ``reshaped_input_size`` (h, w), then bilinear resize
     to ``original_size`` (H, W). Accepts (h, w), (C, h, w) or (B, C, h, w); returns the same rank.
     """
     x = torch.as_tensor(logits)

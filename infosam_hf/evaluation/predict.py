@@ -120,9 +120,14 @@ def find_images(spec: str) -> list[Path]:
     raise UsageError(f"--images {spec}: no such file or folder")
 
 
-def scale_to_input(coords: Any, original_size: tuple[int, int], image_size: int) -> np.ndarray:
-    """Original-pixel (x, y) coordinates → the model input frame: times ``image_size / max(h, w)``."""
+def scale_to_input(coords: Any, original_size: tuple[int, int], image_size: int,
+                   resize: Sequence[int] | None = None) -> np.ndarray:
+    """Original-pixel (x, y) coordinates → the model input frame: times ``image_size / max(h, w)``, or with a
+    fixed ``resize`` (H, W) x times ``W / w`` and y times ``H / h``."""
     height, width = original_size
+    if resize:
+        scale = np.array([resize[1] / width, resize[0] / height], dtype=np.float32)
+        return np.asarray(coords, dtype=np.float32).reshape(-1, 2) * scale
     return np.asarray(coords, dtype=np.float32) * np.float32(image_size / max(height, width))
 
 
@@ -156,13 +161,14 @@ def _output_names(paths: Sequence[Path]) -> dict[Path, str]:
     return names
 
 
-def _prompt_tensors(prompt: Prompt, sizes: list[tuple[int, int]], image_size: int) -> dict[str, torch.Tensor]:
+def _prompt_tensors(prompt: Prompt, sizes: list[tuple[int, int]], image_size: int,
+                    resize: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
     batch: dict[str, torch.Tensor] = {}
     if prompt.box is not None:
-        boxes = [scale_to_input(np.reshape(prompt.box, (2, 2)), size, image_size).reshape(4) for size in sizes]
+        boxes = [scale_to_input(np.reshape(prompt.box, (2, 2)), size, image_size, resize).reshape(4) for size in sizes]
         batch["input_boxes"] = torch.from_numpy(np.stack(boxes)).unsqueeze(1)  # (B, 1, 4)
     if prompt.points:
-        points = [scale_to_input(prompt.points, size, image_size) for size in sizes]
+        points = [scale_to_input(prompt.points, size, image_size, resize) for size in sizes]
         batch["input_points"] = torch.from_numpy(np.stack(points)).unsqueeze(1)  # (B, 1, N, 2)
         labels = torch.tensor(prompt.labels, dtype=torch.long)
         batch["input_labels"] = labels.expand(len(sizes), 1, len(prompt.labels)).clone()  # (B, 1, N)
@@ -172,8 +178,12 @@ def _prompt_tensors(prompt: Prompt, sizes: list[tuple[int, int]], image_size: in
 @torch.no_grad()
 def predict_masks(model: torch.nn.Module, paths: Sequence[Path], prompt: Prompt, out_dir: str | Path, *,
                   batch_size: int = 4, threshold: float = 0.5, device: str | torch.device | None = None,
-                  progress: bool = True) -> list[PredictionResult]:
+                  progress: bool = True, resize: Sequence[int] | None = None, image_mean: Sequence[float] | None = None,
+                  image_std: Sequence[float] | None = None) -> list[PredictionResult]:
     """Segment every image in ``paths`` with ``prompt`` and write its mask and overlay PNGs to ``out_dir``.
+
+    ``resize`` / ``image_mean`` / ``image_std`` are the training run's data settings (a fixed H×W input
+    needs a ``dynamic_input_size`` model unless it is the model's square size).
 
     Unreadable images get a :class:`PredictionResult` with ``error`` set; the others are written.
     """
@@ -206,17 +216,17 @@ def predict_masks(model: torch.nn.Module, paths: Sequence[Path], prompt: Prompt,
             continue
         pixel_values, reshaped = [], []
         for _, image, _ in loaded:
-            pixels, new_size = preprocess_image(image, image_size)
+            pixels, new_size = preprocess_image(image, image_size, mean=image_mean, std=image_std, resize=resize)
             pixel_values.append(pixels)
             reshaped.append(new_size)
         sizes = [size for _, _, size in loaded]
-        batch = {"pixel_values": torch.stack(pixel_values), **_prompt_tensors(prompt, sizes, image_size)}
+        batch = {"pixel_values": torch.stack(pixel_values), **_prompt_tensors(prompt, sizes, image_size, resize)}
         batch = {key: value.to(device) for key, value in batch.items()}
         logits = sam_logits(model, batch)
         for i, (path, image, size) in enumerate(loaded):
             stem = names[path]
             if multiclass:
-                full = logits_to_original(logits[i], image_size, reshaped[i], size)
+                full = logits_to_original(logits[i], logits.shape[-2:], reshaped[i], size)
                 classes = full.argmax(0).cpu().numpy()
                 map_path, overlay_path = out_dir / f"{stem}_classes.png", out_dir / f"{stem}_overlay.png"
                 class_map_image(classes).save(map_path)
@@ -225,7 +235,7 @@ def predict_masks(model: torch.nn.Module, paths: Sequence[Path], prompt: Prompt,
                                                 foreground_fraction=float((classes != 0).mean())))
                 bar.update(1)
                 continue
-            full = logits_to_original(logits[i, 0], image_size, reshaped[i], size).cpu().numpy()
+            full = logits_to_original(logits[i, 0], logits.shape[-2:], reshaped[i], size).cpu().numpy()
             mask = full > logit_threshold
             mask_path, overlay_path = out_dir / f"{stem}_mask.png", out_dir / f"{stem}_overlay.png"
             Image.fromarray(mask.astype(np.uint8) * 255).save(mask_path)

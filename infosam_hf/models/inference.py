@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -9,11 +10,13 @@ import torch
 from peft import PeftConfig, PeftModel
 from transformers import SamModel
 
+from .dynamic import DYNAMIC_CONFIG_KEY, enable_dynamic_input_size
 from .sam import attach_relation_module
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BASE_MODEL_DIR", "BaseModelMismatchError", "load_for_inference", "model_image_size", "resolve_device"]
+__all__ = ["BASE_MODEL_DIR", "BaseModelMismatchError", "load_for_inference", "model_image_size", "resolve_device",
+           "run_input_settings"]
 
 BASE_MODEL_DIR = "base_model"  # where a run keeps a base that has no Hub id (built from config or resized)
 
@@ -42,6 +45,8 @@ def load_for_inference(adapter: str | None, base_model: str | None = None, devic
         if not base_model:
             raise ValueError("--adapter none needs --base_model (the SAM checkpoint to evaluate zero-shot)")
         model = SamModel.from_pretrained(base_model)
+        if getattr(model.config, DYNAMIC_CONFIG_KEY, False):
+            enable_dynamic_input_size(model)
     else:
         try:
             config = PeftConfig.from_pretrained(adapter, revision=revision)
@@ -54,9 +59,38 @@ def load_for_inference(adapter: str | None, base_model: str | None = None, devic
                 f"adapter {adapter} was trained on base model {recorded!r}, not {base_model!r}; "
                 "omit the base model to use the recorded one")
         base = _load_base(adapter, base_model or recorded, revision)
+        if getattr(base.config, DYNAMIC_CONFIG_KEY, False) or _run_was_dynamic(adapter):
+            enable_dynamic_input_size(base)
         attach_relation_module(base)  # so the adapter's relation weights load too
         model = PeftModel.from_pretrained(base, adapter, revision=revision)
     return model.to(device).eval()
+
+
+def _read_run_args(adapter: str | None) -> dict:
+    """The ``run_args.json`` a training run wrote beside its adapter (a local directory), or {}."""
+    from ..hub import RUN_ARGS_NAME  # the hub module imports this one
+
+    path = Path(adapter) / RUN_ARGS_NAME if adapter else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        loaded = json.loads(path.read_text())
+    except ValueError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _run_was_dynamic(adapter: str) -> bool:
+    """Whether the run that saved ``adapter`` trained with ``dynamic_input_size``: a base loaded by Hub id
+    has no saved config to record it, the run's ``run_args.json`` does."""
+    return bool((_read_run_args(adapter).get("model") or {}).get("dynamic_input_size", False))
+
+
+def run_input_settings(adapter: str | None) -> dict:
+    """The input settings (``resize``, ``image_mean``, ``image_std``) the run that saved ``adapter`` trained
+    with, for preprocessing at inference; {} when unknown (SAM's defaults)."""
+    data = _read_run_args(adapter).get("data") or {}
+    return {key: data[key] for key in ("resize", "image_mean", "image_std") if data.get(key) is not None}
 
 
 def _load_base(adapter: str, base: str | None, revision: str | None) -> SamModel:
@@ -77,7 +111,8 @@ def _load_base(adapter: str, base: str | None, revision: str | None) -> SamModel
 
 
 def model_image_size(model: torch.nn.Module) -> int:
-    """The square input size the (possibly PEFT-wrapped) SAM expects."""
+    """The square input size the (possibly PEFT-wrapped) SAM was configured for (a dynamic-size model
+    takes others too)."""
     config = model.config if not isinstance(model, PeftModel) else model.get_base_model().config
     return int(config.vision_config.image_size)
 

@@ -13,6 +13,7 @@ from torch import nn
 from transformers import SamConfig, SamModel
 
 from ..relation import RELATION_MODULE_NAME, RelationModule
+from .dynamic import DYNAMIC_CONFIG_KEY, enable_dynamic_input_size
 from .multiclass import add_multiclass_head, sam_num_classes
 
 logger = logging.getLogger(__name__)
@@ -65,12 +66,15 @@ def build_sam_config(fields: dict[str, Any]) -> SamConfig:
 
 def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = None,
              image_size: int | None = None, seed: int | None = None, num_labels: int = 1,
+             dynamic_input_size: bool = False,
              **from_pretrained_kwargs) -> SamModel:
     """Load a ``SamModel`` from a checkpoint (hub id or directory) or build one from config fields.
 
     If ``image_size`` differs from the checkpoint's, the position embeddings are resized
     (see :func:`resize_sam_input`). ``num_labels > 1`` replaces the mask decoder with a multi-class
     head of that many channels (see :mod:`infosam_hf.models.multiclass`), recorded in the config.
+    ``dynamic_input_size=True`` (or a saved config that records it) makes the model take any H×W per
+    batch (see :func:`~infosam_hf.models.dynamic.enable_dynamic_input_size`).
     """
     if model_name_or_path:
         if model_name_or_path.startswith((".", "/", "~")) and not Path(model_name_or_path).expanduser().exists():
@@ -96,6 +100,8 @@ def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = No
         model = resize_sam_input(model, image_size)
     if num_labels > 1 and sam_num_classes(model) != num_labels:  # a saved multi-class SAM keeps its head
         model = add_multiclass_head(model, num_labels)
+    if dynamic_input_size or getattr(model.config, DYNAMIC_CONFIG_KEY, False):
+        enable_dynamic_input_size(model)
     return model
 
 

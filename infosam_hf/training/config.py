@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ..losses import SEG_LOSSES
+
 __all__ = ["InfoSAMConfig"]
 
 
@@ -21,6 +23,14 @@ class InfoSAMConfig(TrainingArguments):
 
     lambda_r: float = field(default=1.0, metadata={"help": "Weight λ1 of loss_r (relation compression)."})
     lambda_d: float = field(default=0.5, metadata={"help": "Weight λ2 of loss_d (relation distillation)."})
+    seg_loss: str = field(
+        default="structure",
+        metadata={"help": "Binary segmentation loss: 'structure' (InfoSAM's wBCE + wIoU) or 'bce' (G-SAM's "
+                          "BCE-with-logits)."})
+    lr_scheduler_per_epoch: bool = field(
+        default=False,
+        metadata={"help": "Step lr_scheduler_type once per epoch over num_train_epochs instead of per optimizer "
+                          "step (G-SAM: cosine over 200 epochs, eta_min 0, stepped per epoch)."})
     structure_loss_bce: str = field(
         default="weighted",
         metadata={"help": "'weighted' (published structure loss) or 'unweighted' (official code's BCE)."})
@@ -48,6 +58,10 @@ class InfoSAMConfig(TrainingArguments):
         super().__post_init__()
         if self.structure_loss_bce not in ("weighted", "unweighted"):
             raise ValueError(f"structure_loss_bce must be 'weighted' or 'unweighted', got {self.structure_loss_bce!r}")
+        if self.seg_loss not in SEG_LOSSES:
+            raise ValueError(f"seg_loss must be one of {', '.join(SEG_LOSSES)}, got {self.seg_loss!r}")
+        if self.lr_scheduler_per_epoch and self.warmup_steps:
+            raise ValueError("lr_scheduler_per_epoch counts in epochs: set warmup_steps to 0")
         if self.metric_input not in ("probability", "official_logits"):
             raise ValueError(f"metric_input must be 'probability' or 'official_logits', got {self.metric_input!r}")
         if self.metric_set not in ("paper", "iou"):

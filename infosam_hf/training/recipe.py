@@ -140,6 +140,11 @@ def _yaml_scalar(text: str) -> Any:
         return text
 
 
+REPLACED_KEYS = {
+    "crop_size": "use random_crop: [h, w] (a train-only crop in model-input pixels, taken after the resize)",
+}
+
+
 def parse_recipe(argv: Sequence[str], dataclass_types: Sequence[type]) -> tuple[Any, ...]:
     """Parse ``[RECIPE.yaml] [--key value ...]`` into instances of ``dataclass_types`` (in order)."""
     argv = list(argv)
@@ -179,6 +184,8 @@ def parse_recipe(argv: Sequence[str], dataclass_types: Sequence[type]) -> tuple[
 
     per_class: list[dict[str, Any]] = [{} for _ in dataclass_types]
     for key, value in merged.items():
+        if key in REPLACED_KEYS:
+            raise RecipeError(f"{key} was replaced: {REPLACED_KEYS[key]}")
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else ""

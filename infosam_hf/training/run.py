@@ -32,9 +32,8 @@ from .trainer import InfoSAMTrainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "build_image_processor", "build_models",
-           "check_multiclass_recipe", "score_before_training",
-           "finish_run", "run_training"]
+__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_input_sizes", "check_multiclass_recipe",
+           "build_image_processor", "build_models", "score_before_training", "finish_run", "run_training"]
 
 RECIPE_DATACLASSES = (ModelArguments, PeftArguments, DataArguments, InfoSAMConfig)
 
@@ -44,9 +43,24 @@ def parse_train_args(argv: Sequence[str]) -> tuple[ModelArguments, PeftArguments
     return parse_recipe(argv, RECIPE_DATACLASSES)
 
 
-def build_image_processor(image_size: int) -> SamImageProcessorPil:
-    """SAM's image processor configured for ``image_size``² inputs (saved beside the adapter)."""
-    return SamImageProcessorPil(size={"longest_edge": image_size}, pad_size={"height": image_size, "width": image_size})
+def check_input_sizes(model_args: ModelArguments, data_args: DataArguments) -> None:
+    """``resize`` / ``random_crop`` other than the fixed square input need ``dynamic_input_size``."""
+    if model_args.dynamic_input_size:
+        return
+    for key in ("resize", "random_crop"):
+        value = getattr(data_args, key)
+        if value and (value[0] != value[1] or (model_args.image_size and value[0] != model_args.image_size)
+                      or not model_args.image_size):
+            raise RecipeError(f"{key}={list(value)} needs dynamic_input_size: true (the model otherwise takes only "
+                              "its fixed square input)")
+
+
+def build_image_processor(image_size: int, image_mean=None, image_std=None) -> SamImageProcessorPil:
+    """SAM's image processor configured for ``image_size``² inputs and the run's normalisation (saved
+    beside the adapter)."""
+    stats = {key: list(value) for key, value in (("image_mean", image_mean), ("image_std", image_std)) if value}
+    return SamImageProcessorPil(size={"longest_edge": image_size}, pad_size={"height": image_size, "width": image_size},
+                                **stats)
 
 
 def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_dir: str,
@@ -61,7 +75,7 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     build_peft_config(peft_args.peft_method, peft_args.peft_config)  # bad PEFT options fail before any loading
     relation_state = load_relation_state_dict(model_args.relation_from) if model_args.relation_from else None
     sam = load_sam(model_args.model_name_or_path, model_args.sam_config, model_args.image_size, seed=seed,
-                   num_labels=num_labels)
+                   num_labels=num_labels, dynamic_input_size=model_args.dynamic_input_size)
     image_size = sam.config.vision_config.image_size
     if (not model_args.model_name_or_path or getattr(sam, "infosam_resized_from", None)
             or getattr(sam, NEW_HEAD_ATTR, False)):
@@ -76,7 +90,8 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     student = build_student(sam, peft_args.peft_method, peft_args.peft_config, model_args.freeze_relation)
     teacher = None
     if model_args.teacher_model_name_or_path:
-        teacher = load_sam(model_args.teacher_model_name_or_path, image_size=image_size)
+        teacher = load_sam(model_args.teacher_model_name_or_path, image_size=image_size,
+                           dynamic_input_size=model_args.dynamic_input_size)
     return student, teacher, image_size
 
 
@@ -157,10 +172,11 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     need_eval = args.eval_strategy != "no" or args.load_best_model_at_end
     raw_splits = select_splits(data_args, seed=args.seed, need_eval=need_eval)
     augmenter_from_args(data_args)
+    check_input_sizes(model_args, data_args)
     student, teacher, image_size = build_models(model_args, peft_args, args.output_dir, args.seed,
                                                 data_args.num_labels)
     splits = build_datasets(data_args, image_size, seed=args.seed, splits=raw_splits)
-    image_processor = build_image_processor(image_size)
+    image_processor = build_image_processor(image_size, data_args.image_mean, data_args.image_std)
     trainer = InfoSAMTrainer(
         model=student, args=args, teacher_model=teacher, train_dataset=splits.train,
         eval_dataset=splits.eval, processing_class=image_processor, num_labels=data_args.num_labels,

@@ -9,14 +9,15 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import Trainer, TrainerCallback
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import Trainer, TrainerCallback, get_scheduler
 from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import EvalLoopOutput
 
 from ..data.collator import SamPromptCollator
 from ..evaluation.loop import PROMPT_KEYS, evaluate_segmentation, make_metrics, sam_logits, upsample_logits
 from ..evaluation.metrics import SegmentationMetrics
-from ..losses import InfoLossError, class_cross_entropy, compression_loss, distillation_loss, structure_loss
+from ..losses import InfoLossError, binary_segmentation_loss, class_cross_entropy, compression_loss, distillation_loss
 from ..models.capture import SamFeatureCapture
 from ..models.multiclass import freeze_unused_head, sam_num_classes
 from ..models.sam import get_relation_module
@@ -47,6 +48,17 @@ class _TransformEpochCallback(TrainerCallback):
     def on_epoch_begin(self, args, state, control, **kwargs):
         if self.transform is not None:
             self.transform.set_epoch(math.floor((state.epoch or 0.0) + 1e-6))
+
+
+class _EpochStep:
+    """LambdaLR factor at optimizer step ``s``: a per-epoch schedule's factor at epoch ``s // steps_per_epoch``."""
+
+    def __init__(self, epoch_factor, steps_per_epoch: int):
+        self.epoch_factor = epoch_factor
+        self.steps_per_epoch = steps_per_epoch
+
+    def __call__(self, step: int) -> float:
+        return self.epoch_factor(step // self.steps_per_epoch)
 
 
 class InfoSAMTrainer(Trainer):
@@ -109,6 +121,30 @@ class InfoSAMTrainer(Trainer):
         self.info_diagnostics = (RelationDiagnostics(args.lambda_r, args.lambda_d)
                                  if args.info_diagnostics and self.use_info_losses else None)
 
+    # ------------------------------------------------------------ schedule
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """With ``lr_scheduler_per_epoch``, ``lr_scheduler_type`` runs over ``num_train_epochs`` epochs and
+        changes only at epoch boundaries (G-SAM's ``CosineAnnealingLR`` stepped once per epoch)."""
+        if not self.args.lr_scheduler_per_epoch or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        optimizer = optimizer if optimizer is not None else self.optimizer
+        args = self.args
+        if args.max_steps > 0:
+            samples = len(self.train_dataset) // args.world_size
+            batches = samples // args.train_batch_size if args.dataloader_drop_last else -(-samples // args.train_batch_size)
+            steps_per_epoch = max(1, batches // args.gradient_accumulation_steps)
+        else:
+            steps_per_epoch = max(1, round(num_training_steps / args.num_train_epochs))
+        epochs = max(1, math.ceil(args.num_train_epochs))
+        per_epoch = get_scheduler(args.lr_scheduler_type, optimizer=optimizer, num_warmup_steps=0,
+                                  num_training_steps=epochs, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+        if not isinstance(per_epoch, LambdaLR):
+            raise ValueError(f"lr_scheduler_per_epoch: lr_scheduler_type={args.lr_scheduler_type!r} is not a "
+                             "factor schedule (use cosine, linear, constant, polynomial …)")
+        self.lr_scheduler = LambdaLR(optimizer, [_EpochStep(f, steps_per_epoch) for f in per_epoch.lr_lambdas])
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
+
     # ----------------------------------------------------------------- loss
     @staticmethod
     def _prompt_kwargs(inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -151,7 +187,8 @@ class InfoSAMTrainer(Trainer):
         if self.num_labels > 1:
             loss_seg = class_cross_entropy(logits, labels, self.ignore_index)
         else:
-            loss_seg = structure_loss(logits, labels.unsqueeze(1).to(logits.dtype), bce=self.args.structure_loss_bce)
+            loss_seg = binary_segmentation_loss(logits, labels.unsqueeze(1).to(logits.dtype), self.args.seg_loss,
+                                                bce=self.args.structure_loss_bce)
         loss = loss_seg
         if model.training and self.use_info_losses:
             teacher = self.teacher_features(model, inputs)
@@ -236,6 +273,7 @@ class InfoSAMTrainer(Trainer):
             return sam_logits(model, batch)
 
         results = evaluate_segmentation(predict, dataloader, metrics, self.args.structure_loss_bce,
+                                        seg_loss=self.args.seg_loss,
                                         progress=not self.args.disable_tqdm and self.is_world_process_zero(),
                                         description=description, gather=self.gather_for_metrics)
         model.train(was_training)
