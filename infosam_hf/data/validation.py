@@ -38,12 +38,16 @@ _ROWS_PER_READ = 256
 
 
 class DataValidationError(DataError):
-    """All problems found by ``validate_data``: a summary line, then one line per problem."""
+    """All problems found by ``validate_data``: a summary line, then one line per problem (a single
+    problem is reported as its own one-line message, the one the transform would give)."""
 
     full_report = True  # errors.error_line prints every line, not only the first
 
     def __init__(self, problems: list[str], mode: str, checked: int):
         self.problems = list(problems)
+        if len(problems) == 1:
+            super().__init__(problems[0])
+            return
         lines = [f"validate_data={mode} found {len(problems)} problem(s) in {checked} image/mask pair(s), "
                  f"before loading any model (validate_data: none skips this check):"]
         lines += [f"  {problem}" for problem in problems[:MAX_REPORTED]]
