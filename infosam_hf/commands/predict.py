@@ -1,9 +1,10 @@
 """``infosam predict --adapter DIR_OR_REPO --images PATH_OR_GLOB... --out DIR [--box ... | --points ... | --auto]``.
 
 Prompt coordinates are in the original image's pixels (negative values are fine: ``--box -50,-50,50,50``);
-a box partly outside an image is clipped to it, one entirely outside (or a point outside) is an error. For each image ``<stem>_mask.png`` (0/255,
-original size) and ``<stem>_overlay.png`` are written to ``--out``. Images that cannot be read are
-listed at the end and make the exit status 1; the others are still written.
+a box partly outside an image is clipped to it, one entirely outside (or a point outside) is an error.
+For each image ``<stem>_mask.png`` (0/255, original size) and ``<stem>_overlay.png`` are written to
+``--out``. Images that cannot be read are listed at the end and make the exit status 1; the others
+are still written.
 """
 
 from __future__ import annotations

@@ -114,8 +114,8 @@ def select_splits(data_args: DataArguments, seed: int = 42, need_eval: bool = Tr
         eval=take_first(eval_ds, data_args.max_eval_samples),
         test=take_first(test, data_args.max_eval_samples),
     )
-    validate_data(data_args, {data_args.train_split or "train": selected.train, eval_name or "validation": selected.eval,
-                              data_args.test_split or "test": selected.test})
+    validate_data(data_args, {data_args.train_split or "train": selected.train,
+                              eval_name or "validation": selected.eval, data_args.test_split or "test": selected.test})
     return selected
 
 

@@ -137,7 +137,8 @@ def validate_splits(splits: Mapping[str, Dataset | None], mode: str = "headers",
 
     problems: list[str] = []
     bar = tqdm(total=total, desc=f"validate_data={mode}", unit="pair", disable=not (full and progress))
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL releases the GIL in I/O and decoding
+    # threads: PIL releases the GIL while it reads and decodes
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for name, dataset in present.items():
             for chunk in _chunks(name, dataset):
                 for found in pool.map(check, chunk):

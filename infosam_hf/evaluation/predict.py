@@ -204,7 +204,8 @@ def _prompt_tensors(prompts: list[Prompt], sizes: list[tuple[int, int]], image_s
     """Per-image prompts (same kind, boxes possibly clipped differently) in the model input frame."""
     batch: dict[str, torch.Tensor] = {}
     if prompts[0].box is not None:
-        boxes = [scale_to_input(np.reshape(p.box, (2, 2)), size, image_size).reshape(4) for p, size in zip(prompts, sizes)]
+        boxes = [scale_to_input(np.reshape(p.box, (2, 2)), size, image_size).reshape(4)
+                 for p, size in zip(prompts, sizes)]
         batch["input_boxes"] = torch.from_numpy(np.stack(boxes)).unsqueeze(1)  # (B, 1, 4)
     if prompts[0].points:
         points = [scale_to_input(p.points, size, image_size) for p, size in zip(prompts, sizes)]
