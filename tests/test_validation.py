@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from datasets import Dataset, Features
 from datasets import Image as ImageFeature
-from PIL import Image
+from PIL import Image, ImageFile
 
 from infosam_hf.commands import train as train_cli
 from infosam_hf.data import DataArguments, DataError, DataValidationError, decode_mask, select_splits
@@ -82,8 +82,7 @@ def test_full_names_both_bad_files_before_the_model_loads(tmp_path, monkeypatch,
 def test_headers_catch_sizes_and_unreadable_files_but_not_truncated_pixels(tmp_path, monkeypatch):
     root = _bad_set(tmp_path / "bad")
     (root / "images" / "ok0.png").write_bytes(b"not an image at all")
-    monkeypatch.setattr(validation, "decode_image", lambda *a, **k: pytest.fail("headers decoded pixels"))
-    monkeypatch.setattr(validation, "decode_mask", lambda *a, **k: pytest.fail("headers decoded pixels"))
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda *a, **k: pytest.fail("headers decoded pixels"))
     with pytest.raises(DataValidationError) as err:
         select_splits(_args(root))  # validate_data defaults to headers
     problems = err.value.problems

@@ -84,10 +84,22 @@ def size_mismatch(image_value: Any, image_size: tuple[int, int], mask_value: Any
             f"{source_name(mask_value)} is {mask_size[1]}x{mask_size[0]} (WxH)")
 
 
-def header_sizes(image: Image.Image) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(height, width) of a lazily opened image after EXIF orientation, and as stored; no pixel decode."""
+def header_sizes(image: Image.Image, exact: bool = True) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(height, width) of a lazily opened image after EXIF orientation, and as stored.
+
+    Without ``exact`` nothing is decoded: the orientation is read from the header alone, which misses
+    the rare PNG whose eXIf chunk follows its pixel data (``exact``, like :func:`decode_image`, reads
+    such a PNG to its end, decoding it).
+    """
     width, height = image.size
-    if exif_orientation(image) in _TRANSPOSING:
+    if exact:
+        orientation = exif_orientation(image)
+    else:
+        try:  # the base implementation reads what the header parsed; PNG's override would decode pixels
+            orientation = int(Image.Image.getexif(image).get(EXIF_ORIENTATION, 1) or 1)
+        except Exception:  # broken EXIF blocks are ignored, as in exif_orientation
+            orientation = 1
+    if orientation in _TRANSPOSING:
         return (width, height), (height, width)
     return (height, width), (height, width)
 

@@ -56,14 +56,20 @@ class DataValidationError(DataError):
         super().__init__("\n".join(lines))
 
 
-def _read_header(value: Any, kind: str, modes: tuple[str, ...]) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(oriented, stored) (height, width) of an image value, or a DataError naming its file."""
+def _read_header(value: Any, kind: str, modes: tuple[str, ...],
+                 exact: bool = False) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(oriented, stored) (height, width) of an image value, or a DataError naming its file.
+
+    Masks are never EXIF-oriented (as in decode_mask); images are, from their header unless ``exact``.
+    """
     image = open_image(value)
     try:
         if image.mode not in modes:
             raise DataError(f"{source_name(value)}: unsupported {kind} mode {image.mode} "
                             f"(supported: {', '.join(modes)})")
-        return header_sizes(image)
+        if kind == "mask":
+            return (image.height, image.width), (image.height, image.width)
+        return header_sizes(image, exact)
     finally:
         if image is not value:
             image.close()
@@ -84,7 +90,9 @@ def check_pair(image_value: Any, mask_value: Any, full: bool = False, num_labels
     if problems:
         return problems
     (oriented, stored), (_, mask_size) = sizes["image"], sizes["mask"]
-    if mask_size not in (oriented, stored):  # the mask is never EXIF-oriented, as in decode_mask
+    if mask_size not in (oriented, stored) and mask_size == stored[::-1]:
+        oriented, _ = _read_header(image_value, "image", IMAGE_MODES, exact=True)  # EXIF after a PNG's pixels
+    if mask_size not in (oriented, stored):
         return [size_mismatch(image_value, oriented, mask_value, mask_size)]
     if full:
         try:
