@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["DataError", "open_image", "decode_image", "decode_mask", "source_name", "header_sizes", "size_mismatch",
-           "EXIF_ORIENTATION", "IMAGE_MODES", "CLASS_ID_MODES", "READ_ERRORS"]
+__all__ = ["DataError", "open_image", "decode_image", "decode_mask", "source_name", "header_sizes",
+           "size_mismatch", "EXIF_ORIENTATION", "IMAGE_MODES", "CLASS_ID_MODES", "READ_ERRORS"]
 
 logger = logging.getLogger(__name__)
 
@@ -187,12 +187,12 @@ def decode_mask(value: Any, threshold: float | None = None, invert: bool = False
             array = _alpha_only(mask, name)
             if array is None:
                 array = np.asarray(mask)[..., 0]
-        elif (array := _alpha_only(mask, name)) is not None:
-            pass
-        elif mode in ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"):
-            array = np.asarray(mask.convert("RGB")).max(axis=2)
         else:
-            array = np.asarray(mask.convert("L"))
+            array = _alpha_only(mask, name)
+            if array is None and mode in ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"):
+                array = np.asarray(mask.convert("RGB")).max(axis=2)
+            elif array is None:
+                array = np.asarray(mask.convert("L"))
     except DataError:
         raise
     except READ_ERRORS as err:
