@@ -208,7 +208,7 @@ def test_alpha_masks_train_on_their_alpha(tmp_path, mode, monkeypatch, caplog):
         assert np.array_equal(label[:30, :40] > 0, expected), "the label is not the alpha channel"
     assert np.array_equal(decode_mask(str(root / "masks" / "a0.png")), expected)
     alpha_logs = [r for r in caplog.records if "alpha channel is used" in r.getMessage()]
-    assert len(alpha_logs) == 1 and "a0.png" in alpha_logs[0].getMessage()
+    assert len(alpha_logs) == 1 and "masks/a" in alpha_logs[0].getMessage()  # a0 or a1: checked in threads
 
 
 def test_masks_with_colour_information_ignore_alpha():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ IMAGE_MODES = CLASS_ID_MODES + ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", 
 _ALPHA_MODES = ("RGBA", "LA", "PA")
 READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 _alpha_reported = False
+_alpha_lock = threading.Lock()  # validate_data decodes masks in threads
 
 
 class DataError(ValueError):
@@ -149,8 +151,9 @@ def _alpha_only(mask: Image.Image, name: str) -> np.ndarray | None:
     colour, alpha = array[..., :-1], array[..., -1]
     if not (colour == colour[:1, :1]).all() or alpha.min() == alpha.max():
         return None
-    if not _alpha_reported:
-        _alpha_reported = True
+    with _alpha_lock:
+        first, _alpha_reported = not _alpha_reported, True
+    if first:
         logger.warning("%s: the mask's colour channels are constant, so its alpha channel is used as the mask "
                        "(said once; applies to every such mask)", name)
     return alpha
