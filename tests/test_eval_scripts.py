@@ -1,6 +1,7 @@
 """End-to-end tests of scripts/eval.py and scripts/predict.py on a tiny adapter trained here."""
 
 import json
+import logging
 import math
 import os
 import subprocess
@@ -242,6 +243,54 @@ def test_predict_maps_prompts_from_original_pixels(demo_adapter, image_folder, t
     expected_points = torch.tensor([[30.0, 20.0], [3.0, 4.0]]).expand(2, 1, 2, 2) * scales.unsqueeze(-1)
     torch.testing.assert_close(batch["input_points"], expected_points)
     assert batch["input_labels"].tolist() == [[[1, 0]], [[1, 0]]]
+
+
+def test_predict_several_paths_and_globs(demo_adapter, image_folder, tmp_path):
+    adapter, _ = demo_adapter
+    out = tmp_path / "many"
+    # as after the shell expanded an unquoted glob: several files, plus a quoted glob overlapping them
+    argv = ["--adapter", str(adapter), "--images", str(image_folder / "wide.png"), str(image_folder / "tall.png"),
+            str(image_folder / "w*.png"), "--box", "1,1,20,20", "--out", str(out), "--no_progress"]
+    assert predict.main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["tall_mask.png", "tall_overlay.png", "wide_mask.png",
+                                                    "wide_overlay.png"]
+    assert predict_lib.find_images([str(image_folder / "w*.png"), str(image_folder / "wide.png")]) == [
+        image_folder / "wide.png"]
+    with pytest.raises(UsageError, match="nothing.png: no such file or folder"):
+        predict_lib.find_images([str(image_folder / "wide.png"), str(image_folder / "nothing.png")])
+
+
+def test_predict_boxes_outside_the_image(demo_adapter, image_folder, tmp_path, monkeypatch, capsys, caplog):
+    adapter, _ = demo_adapter
+    wide = str(image_folder / "wide.png")  # 120x80 (WxH)
+    common = ["--adapter", str(adapter), "--images", wide, "--no_progress"]
+    seen = []
+    real_logits = predict_lib.sam_logits
+
+    def recording_logits(model, batch):
+        seen.append(batch)
+        return real_logits(model, batch)
+
+    monkeypatch.setattr(predict_lib, "sam_logits", recording_logits)
+    # negative coordinates, with and without '=': partly outside, so clipped with a warning naming the image
+    for box in (["--box", "-50,-50,50,50"], ["--box=-50,-50,50,50"]):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert predict.main([*common, *box, "--out", str(tmp_path / "clipped")]) == 0, capsys.readouterr().err
+        warnings = [r.getMessage() for r in caplog.records if "clipped" in r.getMessage()]
+        assert len(warnings) == 1 and "wide.png" in warnings[0] and "120x80" in warnings[0], warnings
+    torch.testing.assert_close(seen[-1]["input_boxes"], torch.tensor([[[0.0, 0.0, 50.0, 50.0]]]) * (128 / 120))
+    assert predict.main([*common, "--points", "-1,5", "--out", str(tmp_path / "point")]) == 2
+    assert "the point -1,5 lies outside image" in capsys.readouterr().err
+
+    def no_model(*args, **kwargs):
+        pytest.fail("the model was loaded for a box outside the image")
+
+    monkeypatch.setattr(predict, "load_for_inference", no_model)
+    assert predict.main([*common, "--box", "500,500,900,900", "--out", str(tmp_path / "outside")]) == 2
+    err = capsys.readouterr().err
+    assert "--box 500,500,900,900 lies entirely outside image" in err and "wide.png (120x80, WxH)" in err
+    assert not (tmp_path / "outside").exists()
 
 
 def test_prompt_parsing():

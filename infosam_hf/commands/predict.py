@@ -1,24 +1,30 @@
-"""``infosam predict --adapter DIR_OR_REPO --images PATH_OR_GLOB --out DIR [--box ... | --points ... | --auto]``.
+"""``infosam predict --adapter DIR_OR_REPO --images PATH_OR_GLOB... --out DIR [--box ... | --points ... | --auto]``.
 
-Prompt coordinates are in the original image's pixels. For each image ``<stem>_mask.png`` (0/255,
-original size) and ``<stem>_overlay.png`` are written to ``--out``; a multi-class model takes no prompt
-and writes ``<stem>_classes.png`` (colour-coded class ids) instead of the mask. Images that cannot be
-read are listed at the end and make the exit status 1; the others are still written.
+Prompt coordinates are in the original image's pixels (negative values are fine: ``--box -50,-50,50,50``);
+a box partly outside an image is clipped to it, one entirely outside (or a point outside) is an error.
+For each image ``<stem>_mask.png`` (0/255, original size) and ``<stem>_overlay.png`` are written to
+``--out``; a multi-class model takes no prompt and writes ``<stem>_classes.png`` (colour-coded class ids)
+instead of the mask. Images that cannot be read are listed at the end and make the exit status 1; the
+others are still written.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 
 from ..errors import UsageError
-from ..evaluation.predict import Prompt, find_images, parse_box, parse_points, predict_masks
+from ..evaluation.predict import Prompt, check_prompt, find_images, parse_box, parse_points, predict_masks
 from ..models.inference import load_for_inference, resolve_device, run_input_settings
 from ..models.multiclass import sam_num_classes
 from .common import adapter_parser, run_main
 
 __all__ = ["build_parser", "parse_prompt", "main"]
+
+COORDINATE_OPTIONS = ("--box", "--points")
+_STARTS_NEGATIVE = re.compile(r"^-\.?\d")  # '-50,-50,50,50' or '-.5,3': a value, not an option
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         "infosam predict",
         "Predict masks with a trained InfoSAM adapter and draw overlays. Prompt coordinates are in original "
         "image pixels.")
-    parser.add_argument("--images", required=True, help="An image file, a folder of images, or a glob pattern.")
+    parser.add_argument("--images", required=True, nargs="+",
+                        help="Image files, folders of images and glob patterns (quoted or expanded by the shell).")
     parser.add_argument("--out", required=True, help="Output folder for <stem>_mask.png (multi-class models: "
                                                      "<stem>_classes.png) and <stem>_overlay.png.")
     prompts = parser.add_argument_group("prompt (one of --box / --points, both together, or --auto; none for a "
@@ -57,12 +64,28 @@ def parse_prompt(options: argparse.Namespace, required: bool = True) -> Prompt:
     return prompt
 
 
+def join_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--box -50,-50,50,50`` → ``--box=-50,-50,50,50``: argparse reads a value that starts with '-' and
+    is not a plain number as an option ("expected one argument")."""
+    joined, args = [], list(argv)
+    i = 0
+    while i < len(args):
+        if args[i] in COORDINATE_OPTIONS and i + 1 < len(args) and _STARTS_NEGATIVE.match(args[i + 1]):
+            joined.append(f"{args[i]}={args[i + 1]}")
+            i += 2
+        else:
+            joined.append(args[i])
+            i += 1
+    return joined
+
+
 def _predict(argv: list[str]) -> int:
-    options = build_parser().parse_args(argv)
+    options = build_parser().parse_args(join_negative_values(argv))
     prompt = parse_prompt(options, required=False)
     if options.batch_size < 1:
         raise UsageError(f"--batch_size must be >= 1, got {options.batch_size}")
     paths = find_images(options.images)
+    check_prompt(prompt, paths)  # a prompt outside an image fails before the model loads
     if options.adapter.lower() == "none" and not options.base_model:
         raise UsageError("--adapter none needs --base_model")
     device = resolve_device(options.device)

@@ -14,11 +14,13 @@ from .prompts import sample_box, sample_points
 from .sources import SourceSplits, load_splits
 from .synthetic import make_synthetic_dataset
 from .transforms import INDEX_COLUMN, SamSegmentationTransform, preprocess_image
+from .validation import DataValidationError, validate_splits
 
 __all__ = [
     "AUGMENTATIONS",
     "DataArguments",
     "DataError",
+    "DataValidationError",
     "SegmentationAugmenter",
     "SourceSplits",
     "build_augmenter",
@@ -30,6 +32,7 @@ __all__ = [
     "SamSegmentationTransform",
     "build_datasets",
     "select_splits",
+    "validate_data",
     "take_first",
     "open_source",
     "decode_image",
@@ -78,11 +81,20 @@ def open_source(data_args: DataArguments) -> SourceSplits:
     )
 
 
+def validate_data(data_args: DataArguments, splits: dict[str, Dataset | None], progress: bool = True) -> None:
+    """Check the splits' image/mask pairs as ``data_args.validate_data`` says (headers, full or none);
+    every problem is reported at once in a :class:`DataValidationError`."""
+    validate_splits(splits, data_args.validate_data, num_labels=data_args.num_labels,
+                    mask_threshold=data_args.mask_threshold, invert_mask=data_args.invert_mask,
+                    ignore_index=data_args.ignore_index, progress=progress)
+
+
 def select_splits(data_args: DataArguments, seed: int = 42, need_eval: bool = True) -> SegmentationSplits:
     """Resolve ``train_split`` / ``eval_split`` / ``test_split``; when ``need_eval`` and no validation
     split exists, carve a seeded one from train (test data is never used to pick checkpoints).
 
-    Every split that is used is loaded here, so missing files and unknown splits fail before training.
+    Every split that is used is loaded and checked (``validate_data``) here, so missing files, unknown
+    splits and bad image/mask pairs fail before training.
     ``train_split`` / ``test_split`` set to None (or an empty string) skip that split.
     """
     splits = open_source(data_args)
@@ -97,11 +109,14 @@ def select_splits(data_args: DataArguments, seed: int = 42, need_eval: bool = Tr
     else:
         eval_ds = None
     test = splits.get_split(data_args.test_split) if data_args.test_split else None
-    return SegmentationSplits(
+    selected = SegmentationSplits(
         train=take_first(train, data_args.max_train_samples),
         eval=take_first(eval_ds, data_args.max_eval_samples),
         test=take_first(test, data_args.max_eval_samples),
     )
+    validate_data(data_args, {data_args.train_split or "train": selected.train,
+                              eval_name or "validation": selected.eval, data_args.test_split or "test": selected.test})
+    return selected
 
 
 def augmenter_from_args(data_args: DataArguments) -> SegmentationAugmenter | None:

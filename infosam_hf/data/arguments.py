@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from .augment import parse_augment_names
 from .prompts import PROMPT_MODES
+from .validation import VALIDATION_MODES
 
 __all__ = ["DataArguments"]
 
@@ -67,6 +68,11 @@ class DataArguments:
         default="bilinear", metadata={"help": "'rotate' augmentation: image resampling, bilinear or nearest (G-SAM)."})
     color_jitter: float = field(
         default=0.2, metadata={"help": "'color_jitter' augmentation: brightness/contrast/saturation factor range 1+-this."})
+    validate_data: str = field(
+        default="headers",
+        metadata={"help": "Checks of every image/mask pair before any model loads, all problems reported at once: "
+                          "headers (sizes and modes, no pixel decode; fast), full (also decodes every file once: "
+                          "finds truncated or corrupt files), none."})
     jpeg_draft: bool = field(default=True, metadata={"help": "Decode large JPEGs at reduced size (PIL draft)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval and test splits."})
@@ -82,6 +88,8 @@ class DataArguments:
                 raise ValueError(f"{key}={getattr(self, key)!r} is not one of {', '.join(PROMPT_MODES)}")
         if self.eval_prompt == "mixed":
             raise ValueError("eval_prompt='mixed' would make evaluation depend on batching; use box or point")
+        if self.validate_data not in VALIDATION_MODES:
+            raise ValueError(f"validate_data={self.validate_data!r} is not one of {', '.join(VALIDATION_MODES)}")
         if self.num_labels < 1:
             raise ValueError(f"num_labels must be >= 1, got {self.num_labels}")
         if not 0 <= self.validation_split_percentage < 100:

@@ -6,18 +6,30 @@ Every failure is a :class:`DataError` whose message is one line naming the offen
 from __future__ import annotations
 
 import io
+import logging
 import os
+import threading
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["DataError", "open_image", "decode_image", "decode_mask", "source_name", "EXIF_ORIENTATION"]
+__all__ = ["DataError", "open_image", "decode_image", "decode_mask", "source_name", "header_sizes",
+           "size_mismatch", "EXIF_ORIENTATION", "IMAGE_MODES", "CLASS_ID_MODES", "READ_ERRORS"]
+
+logger = logging.getLogger(__name__)
 
 EXIF_ORIENTATION = 0x0112
 _TRANSPOSING = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
-_READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+# Modes that decode_image and binary decode_mask read; CLASS_ID_MODES are the single-channel ones
+# (LA / PA: the first channel) that multi-class masks must use.
+CLASS_ID_MODES = ("1", "L", "P", "LA", "PA") + _WIDE_MODES
+IMAGE_MODES = CLASS_ID_MODES + ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV")
+_ALPHA_MODES = ("RGBA", "LA", "PA")
+READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+_alpha_reported = False
+_alpha_lock = threading.Lock()  # validate_data decodes masks in threads
 
 
 class DataError(ValueError):
@@ -48,7 +60,7 @@ def open_image(value: Any) -> Image.Image:
         return Image.open(value)
     except FileNotFoundError:
         raise DataError(f"{source_name(value)}: file not found") from None
-    except _READ_ERRORS as err:
+    except READ_ERRORS as err:
         raise DataError(f"{source_name(value)}: corrupt or unreadable image, cannot open it "
                         f"({type(err).__name__}: {err})") from None
 
@@ -66,6 +78,32 @@ def exif_orientation(image: Image.Image) -> int:
         return int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
     except Exception:  # broken EXIF blocks are common on phone photos; ignore them
         return 1
+
+
+def size_mismatch(image_value: Any, image_size: tuple[int, int], mask_value: Any, mask_size: tuple[int, int]) -> str:
+    """The one-line message for an image and a mask of different (height, width)."""
+    return (f"size mismatch: image {source_name(image_value)} is {image_size[1]}x{image_size[0]} but mask "
+            f"{source_name(mask_value)} is {mask_size[1]}x{mask_size[0]} (WxH)")
+
+
+def header_sizes(image: Image.Image, exact: bool = True) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(height, width) of a lazily opened image after EXIF orientation, and as stored.
+
+    Without ``exact`` nothing is decoded: the orientation is read from the header alone, which misses
+    the rare PNG whose eXIf chunk follows its pixel data (``exact``, like :func:`decode_image`, reads
+    such a PNG to its end, decoding it).
+    """
+    width, height = image.size
+    if exact:
+        orientation = exif_orientation(image)
+    else:
+        try:  # the base implementation reads what the header parsed; PNG's override would decode pixels
+            orientation = int(Image.Image.getexif(image).get(EXIF_ORIENTATION, 1) or 1)
+        except Exception:  # broken EXIF blocks are ignored, as in exif_orientation
+            orientation = 1
+    if orientation in _TRANSPOSING:
+        return (width, height), (height, width)
+    return (height, width), (height, width)
 
 
 def decode_image(value: Any, draft_size: tuple[int, int] | None = None,
@@ -98,9 +136,27 @@ def decode_image(value: Any, draft_size: tuple[int, int] | None = None,
         image.load()
     except DataError:
         raise
-    except _READ_ERRORS as err:
+    except READ_ERRORS as err:
         raise DataError(f"{name}: corrupt or unreadable image ({type(err).__name__}: {err})") from None
     return image, (height, width)
+
+
+def _alpha_only(mask: Image.Image, name: str) -> np.ndarray | None:
+    """The alpha channel of an RGBA / LA / PA mask whose colour channels are constant while alpha varies
+    (matting and annotation tools export masks that way), else None. Logged once per process."""
+    global _alpha_reported
+    if mask.mode not in _ALPHA_MODES:
+        return None
+    array = np.asarray(mask)
+    colour, alpha = array[..., :-1], array[..., -1]
+    if not (colour == colour[:1, :1]).all() or alpha.min() == alpha.max():
+        return None
+    with _alpha_lock:
+        first, _alpha_reported = not _alpha_reported, True
+    if first:
+        logger.warning("%s: the mask's colour channels are constant, so its alpha channel is used as the mask "
+                       "(said once; applies to every such mask)", name)
+    return alpha
 
 
 def decode_mask(value: Any, threshold: float | None = None, invert: bool = False,
@@ -112,7 +168,8 @@ def decode_mask(value: Any, threshold: float | None = None, invert: bool = False
     scaled to 8 bits first. Palette (P) masks are read by palette index (labelme writes index 1 for
     the object, which reads as a dark gray once converted). Colour masks are reduced to one channel
     by their brightest channel, which equals the L conversion for gray masks and keeps pure red /
-    green / blue annotations as foreground. ``invert`` swaps foreground and background.
+    green / blue annotations as foreground. RGBA / LA / PA masks whose colour is constant while
+    their alpha varies are read from alpha (logged once). ``invert`` swaps foreground and background.
 
     Multi-class (``num_labels > 1``): single-channel class ids; ids outside ``[0, num_labels)``
     become ``ignore_index``. ``value_map`` replaces raw values first (e.g. ``{85: 1, 255: 2}``).
@@ -128,16 +185,20 @@ def decode_mask(value: Any, threshold: float | None = None, invert: bool = False
         elif mode in ("P", "L", "1"):
             array = np.asarray(mask)
         elif num_labels > 1:
-            if mode not in ("LA", "PA"):
+            if mode not in CLASS_ID_MODES:
                 raise DataError(f"{name}: a multi-class mask must be single-channel class ids, got mode {mode}")
-            array = np.asarray(mask)[..., 0]
-        elif mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
-            array = np.asarray(mask.convert("RGB")).max(axis=2)
+            array = _alpha_only(mask, name)
+            if array is None:
+                array = np.asarray(mask)[..., 0]
         else:
-            array = np.asarray(mask.convert("L"))
+            array = _alpha_only(mask, name)
+            if array is None and mode in ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"):
+                array = np.asarray(mask.convert("RGB")).max(axis=2)
+            elif array is None:
+                array = np.asarray(mask.convert("L"))
     except DataError:
         raise
-    except _READ_ERRORS as err:
+    except READ_ERRORS as err:
         raise DataError(f"{name}: corrupt or unreadable mask ({type(err).__name__}: {err})") from None
     if array.ndim != 2:
         raise DataError(f"{name}: a mask must be 2-D, got shape {array.shape}")

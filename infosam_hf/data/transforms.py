@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from .augment import random_crop
-from .decoding import DataError, decode_image, decode_mask, source_name
+from .decoding import DataError, decode_image, decode_mask, size_mismatch
 from .prompts import PROMPT_MODES, sample_box, sample_points
 
 __all__ = ["SAM_PIXEL_MEAN", "SAM_PIXEL_STD", "SamSegmentationTransform", "normalize_pixels", "preprocess_image"]
@@ -159,8 +159,7 @@ class SamSegmentationTransform:
         if size != mask.shape:
             raw, raw_size = decode_image(image_value, draft, apply_exif=False)
             if raw_size != mask.shape:
-                raise DataError(f"size mismatch: image {source_name(image_value)} is {size[1]}x{size[0]} but mask "
-                                f"{source_name(mask_value)} is {mask.shape[1]}x{mask.shape[0]} (WxH)")
+                raise DataError(size_mismatch(image_value, size, mask_value, mask.shape))
             image = raw
         return image, mask
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..data import DataArguments, SamPromptCollator, open_source, take_first, with_sam_transform
+from ..data import DataArguments, SamPromptCollator, open_source, take_first, validate_data, with_sam_transform
 from ..errors import UsageError
 from ..models.inference import load_for_inference, model_image_size, resolve_device
 from ..models.multiclass import sam_num_classes
@@ -62,6 +62,7 @@ def evaluate_adapter(adapter: str, data_args: DataArguments, *, split: str = "te
     device = resolve_device(device)
     # fail on data before the model loads
     dataset = take_first(open_source(data_args).get_split(split), data_args.max_eval_samples)
+    validate_data(data_args, {split: dataset}, progress=progress)
     model = load_for_inference(adapter, base_model, device=device)
     data_args, reload = _follow_model_classes(data_args, sam_num_classes(model))
     if reload:  # the split was read as binary masks; read the class ids instead

@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data import DataError, decode_image, preprocess_image
+from ..data.decoding import header_sizes, open_image
 from ..data.sources import IMAGE_EXTENSIONS
 from ..errors import UsageError, error_line
 from ..models.inference import model_image_size, resolve_device
@@ -43,12 +44,11 @@ __all__ = [
     "parse_box",
     "parse_points",
     "find_images",
+    "fit_prompt",
+    "check_prompt",
     "scale_to_input",
     "PredictionResult",
     "predict_masks",
-    "parse_prompt",
-    "build_parser",
-    "main",
 ]
 
 
@@ -102,8 +102,7 @@ def parse_points(text: str) -> tuple[list[tuple[float, float]], list[int]]:
     return points, labels
 
 
-def find_images(spec: str) -> list[Path]:
-    """The images named by ``spec``: one file, a folder (its image files, sorted) or a glob pattern."""
+def _images_of(spec: str) -> list[Path]:
     path = Path(spec).expanduser()
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -118,6 +117,57 @@ def find_images(spec: str) -> list[Path]:
             raise UsageError(f"--images {spec}: the pattern matches no files")
         return files
     raise UsageError(f"--images {spec}: no such file or folder")
+
+
+def find_images(specs: str | Sequence[str]) -> list[Path]:
+    """The images named by ``specs``: files, folders (their image files, sorted) and glob patterns,
+    in the order given, each file once."""
+    specs = [specs] if isinstance(specs, (str, Path)) else list(specs)
+    if not specs:
+        raise UsageError("--images: give at least one image file, folder or glob pattern")
+    found: dict[Path, None] = {}
+    for spec in specs:
+        found.update(dict.fromkeys(_images_of(str(spec))))
+    return list(found)
+
+
+def fit_prompt(prompt: Prompt, size: tuple[int, int], name: str) -> tuple[Prompt, bool]:
+    """``prompt`` fitted to an image of (height, width) ``size``, and whether its box was clipped.
+
+    A box entirely outside the image, or a point outside it (0 <= x <= width, 0 <= y <= height),
+    is a :class:`UsageError` naming the image and its size; a box partly outside is clipped to it.
+    """
+    height, width = size
+    where = f"image {name} ({width}x{height}, WxH)"
+    for x, y in prompt.points or []:
+        if not (0 <= x <= width and 0 <= y <= height):
+            raise UsageError(f"--points: the point {x:g},{y:g} lies outside {where}")
+    if prompt.box is None:
+        return prompt, False
+    x0, y0, x1, y1 = prompt.box
+    if x0 >= width or y0 >= height or x1 <= 0 or y1 <= 0:
+        raise UsageError(f"--box {x0:g},{y0:g},{x1:g},{y1:g} lies entirely outside {where}")
+    box = (max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height)))
+    if box == tuple(prompt.box):
+        return prompt, False
+    return Prompt(box=box, points=prompt.points, labels=prompt.labels), True
+
+
+def check_prompt(prompt: Prompt, paths: Sequence[Path]) -> None:
+    """Fail (before any model loads) when the prompt does not fit an image; reads headers only.
+
+    Images whose header cannot be read are left to :func:`predict_masks`, which reports them.
+    """
+    if prompt.empty:
+        return
+    for path in paths:
+        try:
+            image = open_image(str(path))
+        except DataError:
+            continue
+        with image:
+            size, _ = header_sizes(image)  # prompts are in the EXIF-oriented frame, as viewers show it
+        fit_prompt(prompt, size, str(path))
 
 
 def scale_to_input(coords: Any, original_size: tuple[int, int], image_size: int,
@@ -161,17 +211,19 @@ def _output_names(paths: Sequence[Path]) -> dict[Path, str]:
     return names
 
 
-def _prompt_tensors(prompt: Prompt, sizes: list[tuple[int, int]], image_size: int,
+def _prompt_tensors(prompts: list[Prompt], sizes: list[tuple[int, int]], image_size: int,
                     resize: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+    """Per-image prompts (same kind, boxes possibly clipped differently) in the model input frame."""
     batch: dict[str, torch.Tensor] = {}
-    if prompt.box is not None:
-        boxes = [scale_to_input(np.reshape(prompt.box, (2, 2)), size, image_size, resize).reshape(4) for size in sizes]
+    if prompts[0].box is not None:
+        boxes = [scale_to_input(np.reshape(p.box, (2, 2)), size, image_size, resize).reshape(4)
+                 for p, size in zip(prompts, sizes)]
         batch["input_boxes"] = torch.from_numpy(np.stack(boxes)).unsqueeze(1)  # (B, 1, 4)
-    if prompt.points:
-        points = [scale_to_input(prompt.points, size, image_size, resize) for size in sizes]
+    if prompts[0].points:
+        points = [scale_to_input(p.points, size, image_size, resize) for p, size in zip(prompts, sizes)]
         batch["input_points"] = torch.from_numpy(np.stack(points)).unsqueeze(1)  # (B, 1, N, 2)
-        labels = torch.tensor(prompt.labels, dtype=torch.long)
-        batch["input_labels"] = labels.expand(len(sizes), 1, len(prompt.labels)).clone()  # (B, 1, N)
+        labels = torch.tensor(prompts[0].labels, dtype=torch.long)
+        batch["input_labels"] = labels.expand(len(sizes), 1, len(prompts[0].labels)).clone()  # (B, 1, N)
     return batch
 
 
@@ -185,7 +237,9 @@ def predict_masks(model: torch.nn.Module, paths: Sequence[Path], prompt: Prompt,
     ``resize`` / ``image_mean`` / ``image_std`` are the training run's data settings (a fixed H×W input
     needs a ``dynamic_input_size`` model unless it is the model's square size).
 
-    Unreadable images get a :class:`PredictionResult` with ``error`` set; the others are written.
+    Unreadable images get a :class:`PredictionResult` with ``error`` set; the others are written. A
+    prompt that does not fit an image fails before anything is written (see :func:`fit_prompt`); a
+    box partly outside an image is clipped to it, with a warning naming the image.
     """
     if not 0.0 < threshold < 1.0:
         raise UsageError(f"--threshold must be in (0, 1), got {threshold}")
@@ -193,6 +247,7 @@ def predict_masks(model: torch.nn.Module, paths: Sequence[Path], prompt: Prompt,
     if multiclass and not prompt.empty:
         raise UsageError("this is a multi-class model: it segments every class without a prompt; drop --box / "
                          "--points")
+    check_prompt(prompt, paths)
     device = resolve_device(device) if not isinstance(device, torch.device) else device
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -202,7 +257,7 @@ def predict_masks(model: torch.nn.Module, paths: Sequence[Path], prompt: Prompt,
     results: list[PredictionResult] = []
     bar = tqdm(total=len(paths), desc="predicting", unit="image", disable=not progress)
     for group in _batches(list(paths), batch_size):
-        loaded: list[tuple[Path, Image.Image, tuple[int, int]]] = []
+        loaded: list[tuple[Path, Image.Image, tuple[int, int], Prompt]] = []
         for path in group:
             try:
                 image, size = decode_image(str(path))
@@ -211,19 +266,25 @@ def predict_masks(model: torch.nn.Module, paths: Sequence[Path], prompt: Prompt,
                 results.append(PredictionResult(path, error=message.removeprefix(f"{path}: ")))
                 bar.update(1)
                 continue
-            loaded.append((path, image, size))
+            fitted, clipped = fit_prompt(prompt, size, str(path))
+            if clipped:
+                logger.warning("%s: the box %s reaches outside the %dx%d (WxH) image; clipped to %s", path,
+                               ",".join(f"{v:g}" for v in prompt.box), size[1], size[0],
+                               ",".join(f"{v:g}" for v in fitted.box))
+            loaded.append((path, image, size, fitted))
         if not loaded:
             continue
         pixel_values, reshaped = [], []
-        for _, image, _ in loaded:
+        for _, image, _, _ in loaded:
             pixels, new_size = preprocess_image(image, image_size, mean=image_mean, std=image_std, resize=resize)
             pixel_values.append(pixels)
             reshaped.append(new_size)
-        sizes = [size for _, _, size in loaded]
-        batch = {"pixel_values": torch.stack(pixel_values), **_prompt_tensors(prompt, sizes, image_size, resize)}
+        sizes = [size for _, _, size, _ in loaded]
+        prompt_tensors = _prompt_tensors([fitted for *_, fitted in loaded], sizes, image_size, resize)
+        batch = {"pixel_values": torch.stack(pixel_values), **prompt_tensors}
         batch = {key: value.to(device) for key, value in batch.items()}
         logits = sam_logits(model, batch)
-        for i, (path, image, size) in enumerate(loaded):
+        for i, (path, image, size, fitted) in enumerate(loaded):
             stem = names[path]
             if multiclass:
                 full = logits_to_original(logits[i], logits.shape[-2:], reshaped[i], size)
@@ -239,7 +300,7 @@ def predict_masks(model: torch.nn.Module, paths: Sequence[Path], prompt: Prompt,
             mask = full > logit_threshold
             mask_path, overlay_path = out_dir / f"{stem}_mask.png", out_dir / f"{stem}_overlay.png"
             Image.fromarray(mask.astype(np.uint8) * 255).save(mask_path)
-            overlay_mask(image, mask, box=prompt.box, points=prompt.points, point_labels=prompt.labels).save(
+            overlay_mask(image, mask, box=fitted.box, points=fitted.points, point_labels=fitted.labels).save(
                 overlay_path)
             results.append(PredictionResult(path, mask_path, overlay_path, foreground_fraction=float(mask.mean())))
             bar.update(1)
