@@ -19,6 +19,7 @@ from ..evaluation.metrics import SegmentationMetrics
 from ..losses import InfoLossError, compression_loss, distillation_loss, structure_loss
 from ..models.capture import SamFeatureCapture
 from ..models.sam import get_relation_module
+from ..tuners import pop_auxiliary_loss
 from .config import InfoSAMConfig
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["InfoSAMTrainer", "META_KEYS"]
 
 META_KEYS = ("original_sizes", "reshaped_input_sizes", "original_labels", "prompt_boxes", "has_foreground")
-LOSS_COMPONENTS = ("loss_seg", "loss_r", "loss_d")
+LOSS_COMPONENTS = ("loss_seg", "loss_r", "loss_d", "loss_aux")
 
 
 class _TransformEpochCallback(TrainerCallback):
@@ -124,7 +125,8 @@ class InfoSAMTrainer(Trainer):
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None):
-        """loss = structure_loss + λ1·loss_r + λ2·loss_d (the teacher pass is skipped in evaluation)."""
+        """loss = structure_loss + λ1·loss_r + λ2·loss_d (+ the tuner's auxiliary loss ``loss_aux`` in training);
+        the teacher pass is skipped in evaluation."""
         inputs = dict(inputs)
         labels = inputs.pop("labels")
         for key in META_KEYS:
@@ -132,9 +134,15 @@ class InfoSAMTrainer(Trainer):
         with self.student_capture.record() as student:
             outputs = model(pixel_values=inputs["pixel_values"], multimask_output=False,
                             **self._prompt_kwargs(inputs))
+        # an auxiliary loss the tuner reports for this forward (Conv-LoRA's gate balancing) joins the training loss
+        loss_aux = pop_auxiliary_loss(self.accelerator.unwrap_model(model))
         logits = upsample_logits(outputs.pred_masks, labels.shape[-2:])
         loss_seg = structure_loss(logits, labels.unsqueeze(1).to(logits.dtype), bce=self.args.structure_loss_bce)
         loss = loss_seg
+        extra = {}
+        if loss_aux is not None and model.training:
+            loss = loss + loss_aux
+            extra["loss_aux"] = loss_aux
         if model.training and self.use_info_losses:
             teacher = self.teacher_features(model, inputs)
             relation = self.relation_module
@@ -143,7 +151,7 @@ class InfoSAMTrainer(Trainer):
             try:
                 loss_r = compression_loss(teacher["image_embeds"], teacher["mask_token"], relation_t)
                 loss_d = distillation_loss(relation_t, relation_s)
-                loss = loss_seg + self.args.lambda_r * loss_r + self.args.lambda_d * loss_d
+                loss = loss + self.args.lambda_r * loss_r + self.args.lambda_d * loss_d
             except InfoLossError as err:
                 if not self._warned_info_skip:
                     warnings.warn(f"Skipping the information losses for this step: {err}", stacklevel=2)
@@ -152,10 +160,10 @@ class InfoSAMTrainer(Trainer):
                 # keep the relation module in the graph (zero gradient, finite even if the relations are
                 # not) so DDP's reducer stays in step
                 anchor = sum(p.sum() for p in relation.parameters() if p.requires_grad)
-                loss = loss_seg + 0.0 * anchor
-            self._accumulate({"loss_seg": loss_seg, "loss_r": loss_r, "loss_d": loss_d})
+                loss = loss + 0.0 * anchor
+            self._accumulate({"loss_seg": loss_seg, "loss_r": loss_r, "loss_d": loss_d, **extra})
         elif model.training:
-            self._accumulate({"loss_seg": loss_seg})
+            self._accumulate({"loss_seg": loss_seg, **extra})
         if return_outputs:
             return loss, {"pred_masks": logits}
         return loss

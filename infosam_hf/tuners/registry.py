@@ -31,7 +31,10 @@ PEFT_METHODS: dict[str, Callable[[dict[str, Any]], PeftConfig]] = {}
 PROJECT_TUNERS = (sam_adapter.SamAdapterConfig, adaptformer.AdaptFormerConfig, conv_lora.ConvLoraConfig,
                   gsam_lora.GsamLoraConfig, gsam_conv_lora.GsamConvLoraConfig, bitfit.BitFitConfig,
                   decoder_only.DecoderOnlyConfig)
-STOCK_DEFAULTS = {"target_modules": ["qkv"]}  # stock peft methods adapt the encoder's fused qkv unless told
+# stock methods whose installed peft layer cannot run on SAM's (N, H, W, C) tokens
+UNSUPPORTED = {"oft": "peft's OFT Linear layer takes SAM's (N, H, W, C) tokens for a conv input and fails; "
+                      "use boft"}
+STOCK_DEFAULTS = {"target_modules": ["qkv"], "feedforward_modules": []}  # stock methods adapt the fused qkv
 
 
 def register_peft_method(name: str):
@@ -61,7 +64,7 @@ for _config_cls in PROJECT_TUNERS:
 def lora_config(options: dict[str, Any]) -> LoraConfig:
     """LoRA r=4, alpha=4, no dropout, on the fused ``qkv`` of every image-encoder layer (``use_dora: true`` for
     DoRA), with the whole mask decoder trained."""
-    return _make_config(LoraConfig, {"r": 4, "lora_alpha": 4, "lora_dropout": 0.0, **STOCK_DEFAULTS}, options)
+    return _make_config(LoraConfig, {"r": 4, "lora_alpha": 4, "lora_dropout": 0.0, "target_modules": ["qkv"]}, options)
 
 
 def _stock_builder(method: str) -> Callable[[dict[str, Any]], PeftConfig] | None:
@@ -85,6 +88,8 @@ def available_methods() -> list[str]:
 
 def build_peft_config(method: str, options: dict[str, Any] | None = None) -> PeftConfig:
     """Build the ``PeftConfig`` of ``method`` and add the relation module to ``modules_to_save``."""
+    if method in UNSUPPORTED and method not in PEFT_METHODS:
+        raise ValueError(f"peft_method={method!r}: {UNSUPPORTED[method]}")
     builder = PEFT_METHODS.get(method) or _stock_builder(method)
     if builder is None:
         raise ValueError(f"peft_method={method!r} is not known; available: {available_methods()}")
