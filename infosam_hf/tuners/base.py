@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 DECODER_MODULE_NAME = "mask_decoder"
-TESTED_PEFT = ">=0.17,<0.22"  # keep in step with pyproject.toml
+TESTED_PEFT = ">=0.21,<0.22"  # keep in step with pyproject.toml
 _PEFT_TABLES = ("PEFT_TYPE_TO_CONFIG_MAPPING", "PEFT_TYPE_TO_TUNER_MAPPING", "PEFT_TYPE_TO_PREFIX_MAPPING")
 
 
