@@ -299,3 +299,27 @@ def test_conv_methods_follow_the_token_grid(method):
             assert moved and [0, 6, 7] in moved and [0, 5, 8] in moved, moved
             assert all(b == 0 and abs(i - 5) <= 3 and abs(j - 7) <= 3 for b, i, j in moved), moved
             assert torch.isfinite(layer(torch.randn(*shape, qkv.base_layer.in_features))[0]).all()
+
+
+# -------------------------------------------------------------------------------------------- recipes
+def test_peft_method_on_the_command_line_drops_the_recipes_peft_config():
+    from infosam_hf.training.run import parse_train_args
+
+    demo = str(ROOT / "recipes" / "demo.yaml")
+    _, peft_args, _, _ = parse_train_args([demo, "--peft_method", "sam_adapter"])
+    assert peft_args.peft_method == "sam_adapter" and peft_args.peft_config == {}
+    _, peft_args, _, _ = parse_train_args([demo, "--peft_method", "sam_adapter", "--peft_config.adapter_init",
+                                           "official"])
+    assert peft_args.peft_config == {"adapter_init": "official"}
+    _, peft_args, _, _ = parse_train_args([demo, "--peft_config.r", "8"])
+    assert peft_args.peft_method == "lora" and peft_args.peft_config["r"] == 8 and "modules_to_save" in peft_args.peft_config
+
+
+@pytest.mark.parametrize("recipe", ["leaf", "kvasir", "isic", "camo", "road"])
+def test_paper_recipes_train_the_papers_adapter(recipe):
+    from infosam_hf.training.run import parse_train_args
+
+    _, peft_args, _, _ = parse_train_args([str(ROOT / "recipes" / f"{recipe}.yaml")])
+    config = build_peft_config(peft_args.peft_method, peft_args.peft_config)
+    assert config.peft_type == "SAM_ADAPTER" and config.block_indices == list(range(2, 12))
+    assert config.adapter_ratio == 0.25 and "mask_decoder" in config.modules_to_save

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..sam_adapter.config import ADAPTER_INITS
-from ..base import SamTunerConfig
+from ..sam_adapter.config import BottleneckAdapterConfig
 
 __all__ = ["AdaptFormerConfig"]
 
 
 @dataclass
-class AdaptFormerConfig(SamTunerConfig):
+class AdaptFormerConfig(BottleneckAdapterConfig):
     """``x + mlp(n) + scale·A(n)`` with ``n = norm2(x)`` in every block; ``A`` as in ``sam_adapter``.
 
     ``adapter_init="zero"`` zero-initialises the last Linear (step 0 equals SAM); ``"official"`` keeps
@@ -21,11 +20,4 @@ class AdaptFormerConfig(SamTunerConfig):
     peft_name = "adaptformer"
     default_target_modules = ("mlp",)
 
-    adapter_ratio: float = field(default=0.25, metadata={"help": "Bottleneck width as a fraction of the width."})
     adapter_scale: float = field(default=0.5, metadata={"help": "Fixed scale of the adapter branch."})
-    adapter_init: str = field(default="zero", metadata={"help": "'zero' (step 0 = SAM) or 'official'."})
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.adapter_init not in ADAPTER_INITS:
-            raise ValueError(f"{self.peft_name}: adapter_init={self.adapter_init!r}; expected one of {ADAPTER_INITS}")
