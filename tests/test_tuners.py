@@ -323,3 +323,19 @@ def test_paper_recipes_train_the_papers_adapter(recipe):
     config = build_peft_config(peft_args.peft_method, peft_args.peft_config)
     assert config.peft_type == "SAM_ADAPTER" and config.block_indices == list(range(2, 12))
     assert config.adapter_ratio == 0.25 and "mask_decoder" in config.modules_to_save
+
+
+def test_lora_recipe_example_adapts_the_mask_decoders_attention_too():
+    from infosam_hf.training.run import parse_train_args
+
+    _, peft_args, _, _ = parse_train_args([str(ROOT / "recipes" / "leaf_lora_decoder.yaml")])
+    with torch.device("meta"):
+        sam = SamModel(SamConfig())
+        attach_relation_module(sam)
+        student = build_student(sam, peft_args.peft_method, peft_args.peft_config)
+    adapted = {n.split(".lora_A")[0] for n, _ in student.named_parameters() if ".lora_A." in n}
+    assert sum("vision_encoder" in n for n in adapted) == 12
+    assert sum("mask_decoder" in n for n in adapted) == 7 * 4  # 7 attention blocks x q, k, v, out
+    groups = parameter_groups(student)
+    # r=4 LoRA: 8 self-attention projections 256->256, 20 cross-attention ones between 256 and 128 wide
+    assert groups["adapter"] == 147_456 and groups["decoder"] == 8 * 4 * (256 + 256) + 20 * 4 * (256 + 128)
