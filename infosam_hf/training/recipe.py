@@ -174,8 +174,7 @@ def parse_recipe(argv: Sequence[str], dataclass_types: Sequence[type]) -> tuple[
     overrides = _parse_cli(argv, bool_keys)
     merged = dict(recipe)
     for key, reset in resets.items():
-        if (key in overrides and key in recipe and str(overrides[key]) != str(recipe[key]) and reset in merged
-                and not any(k.partition(".")[0] == reset for k in overrides)):
+        if key in overrides and key in recipe and str(overrides[key]) != str(recipe[key]) and reset in merged:
             del merged[reset]
             logger.warning("--%s %s replaces the recipe's %s; its %s (written for that one) is not used",
                            key, overrides[key], recipe[key], reset)
