@@ -107,6 +107,8 @@ def test_registry_errors_are_one_line():
         build_peft_config("adaptformer", {"adapter_init": "gaussian"})
     with pytest.raises(ValueError, match="peft_method='oft'.*boft"):
         build_peft_config("oft")
+    with pytest.raises(ValueError, match="^sam_adapter: the adapter cannot be merged"):
+        tiny_method("sam_adapter").merge_and_unload()
 
 
 # ------------------------------------------------------------------------------------------ ViT-B counts

@@ -182,8 +182,9 @@ class SamTuner(BaseTuner):
         self._replace_module(parent, target_name, layer, target)
 
     def _unload_and_optionally_merge(self, *args: Any, **kwargs: Any):
-        raise ValueError(f"{self.peft_config[self.active_adapter].peft_type}: merge/unload is not available; "
-                         "load the adapter with PeftModel.from_pretrained")
+        names = sorted({str(self.peft_config[name].peft_type).lower() for name in self.active_adapters})
+        raise ValueError(f"{', '.join(names)}: the adapter cannot be merged into SAM's weights; load it with "
+                         "PeftModel.from_pretrained (or AutoPeftModel) instead")
 
     def pop_auxiliary_loss(self) -> torch.Tensor | None:
         """Sum and clear the auxiliary losses the layers recorded in their last training forward."""
