@@ -13,8 +13,8 @@ from ..base import SamTunerLayer
 __all__ = ["ConvLoraBranch", "ConvLoraLayer", "tokens_to_grid"]
 
 
-def tokens_to_grid(tokens: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """``(N, H, W, C)`` (or square ``(N, L, C)``) tokens as an ``(N, C, H, W)`` grid, and the input shape."""
+def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
+    """``(N, H, W, C)`` (or square ``(N, L, C)``) tokens as an ``(N, C, H, W)`` grid."""
     if tokens.dim() == 3:
         side = math.isqrt(tokens.shape[1])
         if side * side != tokens.shape[1]:
@@ -22,7 +22,7 @@ def tokens_to_grid(tokens: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]
         tokens = tokens.reshape(tokens.shape[0], side, side, tokens.shape[2])
     elif tokens.dim() != 4:
         raise ValueError(f"expected (N, H, W, C) tokens, got shape {tuple(tokens.shape)}")
-    return tokens.permute(0, 3, 1, 2), tokens.shape
+    return tokens.permute(0, 3, 1, 2)
 
 
 def _cv_squared(values: torch.Tensor) -> torch.Tensor:
@@ -75,13 +75,16 @@ class ConvLoraBranch(nn.Module):
         return choice, loss
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        grid, shape = tokens_to_grid(self.down(tokens.to(self.down.weight.dtype)))
+        low = self.down(tokens.to(self.down.weight.dtype))
+        grid = tokens_to_grid(low)
         choice, loss = self.route(grid)
         mixed = torch.zeros_like(grid)
         size = grid.shape[-2:]
         for index, expert in enumerate(self.experts):
             rows = (choice == index).nonzero().squeeze(1)
             if rows.numel() == 0:
+                # an idle expert stays in the graph with a zero gradient, so DDP needs no unused-parameter search
+                mixed = mixed + 0.0 * (expert.weight.sum() + expert.bias.sum())
                 continue
             hidden = grid[rows]
             if index > 0:
@@ -90,7 +93,7 @@ class ConvLoraBranch(nn.Module):
             if index > 0:
                 hidden = F.interpolate(hidden, size=size, mode="bicubic")
             mixed = mixed.index_add(0, rows, hidden)
-        bottleneck = (grid + mixed).permute(0, 2, 3, 1).reshape(*shape[:-1], grid.shape[1])
+        bottleneck = (grid + mixed).permute(0, 2, 3, 1).reshape(low.shape)
         return self.up(bottleneck) * self.scaling, loss
 
 
