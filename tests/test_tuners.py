@@ -1,5 +1,6 @@
 """The PEFT menu: every method is a peft tuner that counts, trains, disables, saves and reloads exactly."""
 
+import json
 import os
 import re
 import subprocess
@@ -341,3 +342,20 @@ def test_lora_recipe_example_adapts_the_mask_decoders_attention_too():
     groups = parameter_groups(student)
     # r=4 LoRA: 8 self-attention projections 256->256, 20 cross-attention ones between 256 and 128 wide
     assert groups["adapter"] == 147_456 and groups["decoder"] == 8 * 4 * (256 + 256) + 20 * 4 * (256 + 128)
+
+
+def test_demo_recipe_trains_conv_lora_from_the_command_line(tmp_path, capsys):
+    from infosam_hf.training.run import parse_train_args, run_training
+
+    out = tmp_path / "conv_lora"
+    argv = [str(ROOT / "recipes" / "demo.yaml"), "--peft_method", "conv_lora", "--max_steps", "2",
+            "--output_dir", str(out), "--eval_before_training", "false", "--synthetic_num_train", "8",
+            "--synthetic_num_test", "4", "--per_device_train_batch_size", "4", "--logging_steps", "1"]
+    run_training(*parse_train_args(argv))
+    printed = capsys.readouterr().out
+    assert re.search(r"Trainable parameters \(conv_lora\): [\d,]+ = adapter [\d,]+, decoder [\d,]+, LayerNorms 0, "
+                     r"relation module [\d,]+, other 0", printed), printed
+    assert '"peft_type": "CONV_LORA"' in (out / "adapter_config.json").read_text()
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    train_logs = [h for h in history if "loss" in h]
+    assert len(train_logs) == 2 and all(h["loss_aux"] >= 0 for h in train_logs)
