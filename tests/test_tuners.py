@@ -100,6 +100,11 @@ def test_registration_route_and_pinned_peft_range(tmp_path):
 
 
 def test_registry_errors_are_one_line():
+    from infosam_hf.tuners import available_methods
+
+    menu = available_methods()
+    assert {"sam_adapter", "decoder_only", "lora", "loha", "lokr", "adalora", "ia3", "boft", "vera"} <= set(menu)
+    assert "oft" not in menu and "prompt_tuning" not in menu
     with pytest.raises(ValueError, match="peft_method='nope' is not known"):
         build_peft_config("nope")
     with pytest.raises(ValueError, match="peft_config: .*unexpected keyword argument 'rr'"):
@@ -359,3 +364,13 @@ def test_demo_recipe_trains_conv_lora_from_the_command_line(tmp_path, capsys):
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     train_logs = [h for h in history if "loss" in h]
     assert len(train_logs) == 2 and all(h["loss_aux"] >= 0 for h in train_logs)
+
+
+def test_model_card_imports_infosam_hf_only_for_the_projects_own_tuners(saved_runs):
+    from infosam_hf import hub
+
+    root, _ = saved_runs
+    own = hub.build_model_card(root / "sam_adapter" / "adapter", None).text
+    stock = hub.build_model_card(root / "lora" / "adapter", None).text
+    assert "import infosam_hf" in own and "import infosam_hf" not in stock
+    assert "Adapter" in own

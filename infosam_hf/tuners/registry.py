@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import peft.mapping
-from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftConfig, PeftModel, PromptLearningConfig, get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
@@ -70,8 +70,9 @@ def lora_config(options: dict[str, Any]) -> LoraConfig:
 def _stock_builder(method: str) -> Callable[[dict[str, Any]], PeftConfig] | None:
     """A builder for a stock peft method named ``method`` (its ``PeftConfig`` class), or ``None``."""
     config_cls = peft.mapping.PEFT_TYPE_TO_CONFIG_MAPPING.get(method.upper())
-    if config_cls is None or issubclass(config_cls, SamTunerConfig) or not method.islower():
-        return None
+    if (config_cls is None or issubclass(config_cls, (SamTunerConfig, PromptLearningConfig))
+            or not method.islower()):
+        return None  # unknown, one of ours (registered by name), or prompt learning (needs a text model)
     fields = inspect.signature(config_cls).parameters
     defaults = {key: value for key, value in STOCK_DEFAULTS.items() if key in fields}
     if "modules_to_save" not in fields:
@@ -81,8 +82,8 @@ def _stock_builder(method: str) -> Callable[[dict[str, Any]], PeftConfig] | None
 
 def available_methods() -> list[str]:
     """Names a recipe's ``peft_method`` may take."""
-    stock = [name.lower() for name in peft.mapping.PEFT_TYPE_TO_CONFIG_MAPPING
-             if _stock_builder(str(name).lower()) is not None]
+    names = [str(getattr(name, "value", name)).lower() for name in peft.mapping.PEFT_TYPE_TO_CONFIG_MAPPING]
+    stock = [name for name in names if name not in UNSUPPORTED and _stock_builder(name) is not None]
     return sorted(set(PEFT_METHODS) | set(stock))
 
 
