@@ -1,7 +1,7 @@
 """The trained adapter as a Hub repository: the model card, validation of an output dir, and the push.
 
 A finished run's ``output_dir`` is a PEFT adapter repository (``adapter_config.json``,
-``adapter_model.safetensors`` with the LoRA weights, the trained mask decoder and the relation
+``adapter_model.safetensors`` with the adapter weights, the trained mask decoder and the relation
 module, ``preprocessor_config.json``) plus ``README.md``, the model card written here with
 ``huggingface_hub.ModelCard``. ``push_adapter_dir`` uploads such a directory; the token is never
 printed, logged or saved -- it is resolved by ``huggingface_hub`` (``HF_TOKEN`` or ``hf auth login``)
@@ -20,6 +20,7 @@ from typing import Any
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
+from peft.utils import PeftType
 from peft.utils import SAFETENSORS_WEIGHTS_NAME as ADAPTER_WEIGHTS_NAME
 
 from .evaluation.metrics import CLASS_IOU_PREFIX
@@ -74,7 +75,8 @@ CARD_TRAINING_KEYS = (
 
 
 PEFT_DISPLAY_NAMES = {"lora": "LoRA", "adapter": "Adapter", "adaptformer": "AdaptFormer", "convlora": "ConvLoRA",
-                      "conv_lora": "ConvLoRA"}
+                      "conv_lora": "ConvLoRA", "sam_adapter": "Adapter", "gsam_lora": "G-SAM LoRA",
+                      "gsam_conv_lora": "G-SAM ConvLoRA", "bitfit": "BitFit", "decoder_only": "decoder-only"}
 
 
 class AdapterDirError(ValueError):
@@ -278,7 +280,10 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
 
     snippet_base = (f'SamModel.from_pretrained("{adapter_ref}", subfolder="{BASE_MODEL_DIR}")' if base_in_repo
                     else f'SamModel.from_pretrained("{base_ref}")')
-    sections += ["", "## How to use", "", "```python", "import torch",
+    # the project's own tuners (adapter_config.json peft_type other than a stock peft one) register at import
+    registers = [] if str(adapter_config.get("peft_type", "LORA")).upper() in PeftType.__members__ else [
+        "import infosam_hf  # registers this adapter's PEFT method with peft (pip install infosam-hf)"]
+    sections += ["", "## How to use", "", "```python", "import torch", *registers,
                  "from peft import AutoPeftModel, PeftModel", "from PIL import Image",
                  "from transformers import SamModel, SamProcessor", "",
                  f'processor = SamProcessor.from_pretrained("{adapter_ref}")',

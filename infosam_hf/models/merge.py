@@ -18,7 +18,8 @@ __all__ = ["merge_adapter", "export_merged"]
 
 
 def merge_adapter(adapter: str, base_model: str | None = None, revision: str | None = None) -> SamModel:
-    """``base + adapter`` with the LoRA deltas merged into the weights, as a plain ``SamModel``.
+    """``base + adapter`` with the adapter merged into the weights (mergeable peft methods such as LoRA), as a
+    plain ``SamModel``.
 
     The trained ``modules_to_save`` copies (the mask decoder) replace the originals; the relation module,
     which only the training losses use, is removed so the result has exactly ``SamModel``'s weights.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import enum
 import types
 import typing
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["RecipeError", "parse_recipe", "coerce_value"]
 
@@ -168,9 +171,18 @@ def parse_recipe(argv: Sequence[str], dataclass_types: Sequence[type]) -> tuple[
             if field.init:
                 fields.setdefault(field.name, (index, hints[field.name]))
     bool_keys = {name for name, (_, ann) in fields.items() if bool in _union_args(ann)}
+    # a key whose metadata names ``resets``: overriding it on the command line drops the recipe's value of that
+    # other key (e.g. --peft_method drops peft_config, whose options were written for the recipe's method)
+    resets = {f.name: f.metadata["resets"] for cls in dataclass_types for f in dataclasses.fields(cls)
+              if "resets" in f.metadata}
 
     overrides = _parse_cli(argv, bool_keys)
     merged = dict(recipe)
+    for key, reset in resets.items():
+        if key in overrides and key in recipe and str(overrides[key]) != str(recipe[key]) and reset in merged:
+            del merged[reset]
+            logger.warning("--%s %s replaces the recipe's %s; its %s (written for that one) is not used",
+                           key, overrides[key], recipe[key], reset)
     for key, value in overrides.items():
         base, dot, sub = key.partition(".")
         if dot:

@@ -25,7 +25,7 @@ from ..models.inference import BASE_MODEL_DIR
 from ..models.multiclass import NEW_HEAD_ATTR
 from ..models.sam import attach_relation_module, load_sam
 from ..relation import load_relation_state_dict
-from ..tuners import PeftArguments, build_peft_config, build_student
+from ..tuners import PeftArguments, build_peft_config, build_student, parameter_groups
 from .config import InfoSAMConfig
 from .recipe import RecipeError, parse_recipe
 from .trainer import InfoSAMTrainer
@@ -183,7 +183,9 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
         ignore_index=data_args.ignore_index, callbacks=[TrainingCurvesCallback()],
     )
     if trainer.is_world_process_zero():
-        student.print_trainable_parameters()
+        groups = parameter_groups(student)
+        print(f"Trainable parameters ({peft_args.peft_method}): {sum(groups.values()):,} = "
+              + ", ".join(f"{name} {count:,}" for name, count in groups.items()))
     summary = score_before_training(trainer, splits.test, data_args) if args.eval_before_training else {}
     train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     # Save without Trainer's push: the push comes last, with the model card and the test results.

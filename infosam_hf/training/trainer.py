@@ -21,6 +21,7 @@ from ..losses import InfoLossError, binary_segmentation_loss, class_cross_entrop
 from ..models.capture import SamFeatureCapture
 from ..models.multiclass import freeze_unused_head, sam_num_classes
 from ..models.sam import get_relation_module
+from ..tuners import pop_auxiliary_loss
 from .config import InfoSAMConfig
 from .diagnostics import RelationDiagnostics
 
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["InfoSAMTrainer", "META_KEYS"]
 
 META_KEYS = ("original_sizes", "reshaped_input_sizes", "original_labels", "prompt_boxes", "has_foreground")
-LOSS_COMPONENTS = ("loss_seg", "loss_r", "loss_d")
+LOSS_COMPONENTS = ("loss_seg", "loss_r", "loss_d", "loss_aux")
 
 
 class _TransformEpochCallback(TrainerCallback):
@@ -171,7 +172,8 @@ class InfoSAMTrainer(Trainer):
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None):
-        """loss = segmentation loss + λ1·loss_r + λ2·loss_d (the teacher pass is skipped in evaluation).
+        """loss = segmentation loss + λ1·loss_r + λ2·loss_d (+ the tuner's auxiliary loss
+        ``loss_aux`` in training); the teacher pass is skipped in evaluation.
 
         The segmentation loss is the structure loss (binary) or cross-entropy with ``ignore_index``
         (multi-class); with C classes loss_r and loss_d are averaged over the C class tokens.
@@ -183,6 +185,8 @@ class InfoSAMTrainer(Trainer):
         with self.student_capture.record() as student:
             outputs = model(pixel_values=inputs["pixel_values"], multimask_output=self.num_labels > 1,
                             **self._prompt_kwargs(inputs))
+        # an auxiliary loss the tuner reports for this forward (Conv-LoRA's gate balancing) joins the training loss
+        loss_aux = pop_auxiliary_loss(self.accelerator.unwrap_model(model))
         logits = upsample_logits(outputs.pred_masks, labels.shape[-2:])
         if self.num_labels > 1:
             loss_seg = class_cross_entropy(logits, labels, self.ignore_index)
@@ -190,12 +194,16 @@ class InfoSAMTrainer(Trainer):
             loss_seg = binary_segmentation_loss(logits, labels.unsqueeze(1).to(logits.dtype), self.args.seg_loss,
                                                 bce=self.args.structure_loss_bce)
         loss = loss_seg
+        extra = {}
+        if loss_aux is not None and model.training:
+            loss = loss + loss_aux
+            extra["loss_aux"] = loss_aux
         if model.training and self.use_info_losses:
             teacher = self.teacher_features(model, inputs)
             relation = self.relation_module
             try:
                 loss_r, loss_d = self.information_losses(teacher, student)
-                loss = loss_seg + self.args.lambda_r * loss_r + self.args.lambda_d * loss_d
+                loss = loss + self.args.lambda_r * loss_r + self.args.lambda_d * loss_d
             except InfoLossError as err:
                 if not self._warned_info_skip:
                     warnings.warn(f"Skipping the information losses for this step: {err}", stacklevel=2)
@@ -204,10 +212,10 @@ class InfoSAMTrainer(Trainer):
                 # keep the relation module in the graph (zero gradient, finite even if the relations are
                 # not) so DDP's reducer stays in step
                 anchor = sum(p.sum() for p in relation.parameters() if p.requires_grad)
-                loss = loss_seg + 0.0 * anchor
-            self._accumulate({"loss_seg": loss_seg, "loss_r": loss_r, "loss_d": loss_d})
+                loss = loss + 0.0 * anchor
+            self._accumulate({"loss_seg": loss_seg, "loss_r": loss_r, "loss_d": loss_d, **extra})
         elif model.training:
-            self._accumulate({"loss_seg": loss_seg})
+            self._accumulate({"loss_seg": loss_seg, **extra})
         if return_outputs:
             return loss, {"pred_masks": logits}
         return loss

@@ -1,6 +1,9 @@
-"""PEFT methods for the student: the registry, ``build_student`` and each method's tuner."""
+"""PEFT methods for the student: the registry, ``build_student`` and each method's peft tuner."""
 
 from .arguments import PeftArguments
-from .registry import PEFT_METHODS, build_peft_config, build_student, register_peft_method
+from .base import pop_auxiliary_loss
+from .registry import (PEFT_METHODS, available_methods, build_peft_config, build_student, parameter_groups,
+                       register_peft_method)
 
-__all__ = ["PEFT_METHODS", "PeftArguments", "build_peft_config", "build_student", "register_peft_method"]
+__all__ = ["PEFT_METHODS", "PeftArguments", "available_methods", "build_peft_config", "build_student",
+           "parameter_groups", "pop_auxiliary_loss", "register_peft_method"]
