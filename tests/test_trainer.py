@@ -14,7 +14,7 @@ from infosam_hf import InfoSAMConfig, InfoSAMTrainer
 from infosam_hf.data import DataArguments
 from infosam_hf.data import build_datasets
 from infosam_hf.training.run import parse_train_args, run_training
-from tiny_sam import tiny_student
+from tiny_sam import free_port, tiny_student
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "recipes" / "demo.yaml")
@@ -144,7 +144,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     # 5 test images over 2 processes x batch 2: accelerate pads the last batches with repeats
     data = [*FAST, "--synthetic_num_test", "5", "--per_device_eval_batch_size", "2", "--metric_set", "iou"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            str(ROOT / "scripts" / "train.py"), DEMO, "--output_dir", str(out), "--max_steps", "2",
            "--eval_before_training", "false", "--ddp_backend", "gloo", *data]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)

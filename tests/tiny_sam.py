@@ -50,3 +50,12 @@ def tiny_batch(batch_size: int = 4, size: int = 64, seed: int = 0, prompt: str =
         batch["input_points"] = centers
         batch["input_labels"] = torch.ones(batch_size, 1, 1, dtype=torch.long)
     return batch
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for torch.distributed rendezvous in subprocess tests)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
