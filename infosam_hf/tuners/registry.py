@@ -1,7 +1,7 @@
 """PEFT methods for the student, selected by name from a recipe (``peft_method`` + ``peft_config``).
 
 The menu: the project's tuners (``sam_adapter``, the paper's setting; ``adaptformer``, ``conv_lora``,
-``gsam_lora``, ``gsam_conv_lora``, ``bitfit``, ``decoder_only``), ``lora`` with the project's defaults, and any
+``gsam_lora``, ``gsam_conv_lora``, ``bitfit``, ``decoder_only``; the model variants ``gsam`` and ``samus``), ``lora`` with the project's defaults, and any
 other peft method by its peft name (``loha``, ``lokr``, ``adalora``, ``ia3``, ``oft``, ``boft``, ``vera`` …;
 ``lora`` with ``use_dora: true`` is DoRA). Recipe keys override the defaults. Every method trains the mask
 decoder (``modules_to_save``) unless the recipe sets ``modules_to_save`` itself; the relation module is always
@@ -21,7 +21,7 @@ from torch import nn
 
 from ..models.sam import get_relation_module
 from ..relation import RELATION_MODULE_NAME
-from . import adaptformer, bitfit, conv_lora, decoder_only, gsam_conv_lora, gsam_lora, sam_adapter
+from . import adaptformer, bitfit, conv_lora, decoder_only, gsam_conv_lora, gsam_lora, sam_adapter, variants
 from .base import DECODER_MODULE_NAME, SamTunerConfig
 
 __all__ = ["PEFT_METHODS", "register_peft_method", "build_peft_config", "build_student", "parameter_groups",
@@ -30,7 +30,7 @@ __all__ = ["PEFT_METHODS", "register_peft_method", "build_peft_config", "build_s
 PEFT_METHODS: dict[str, Callable[[dict[str, Any]], PeftConfig]] = {}
 PROJECT_TUNERS = (sam_adapter.SamAdapterConfig, adaptformer.AdaptFormerConfig, conv_lora.ConvLoraConfig,
                   gsam_lora.GsamLoraConfig, gsam_conv_lora.GsamConvLoraConfig, bitfit.BitFitConfig,
-                  decoder_only.DecoderOnlyConfig)
+                  decoder_only.DecoderOnlyConfig, variants.GsamConfig, variants.SamusConfig)
 # stock methods whose installed peft layer cannot run on SAM's (N, H, W, C) tokens
 UNSUPPORTED = {"oft": "peft's OFT Linear layer takes SAM's (N, H, W, C) tokens for a conv input and fails; "
                       "use boft"}
