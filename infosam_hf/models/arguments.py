@@ -20,6 +20,9 @@ class ModelArguments:
         default=None, metadata={"help": "Train at this fixed input size (default: the checkpoint's)."})
     dynamic_input_size: bool = field(
         default=False, metadata={"help": "Take any input HxW per batch (G-SAM): crops, non-square images."})
+    model_variant: str | None = field(
+        default=None, metadata={"help": "G-SAM's architectures on the base SAM: gsam or samus (their own trained "
+                                        "modules replace peft_method; peft_config holds their options)."})
     teacher_model_name_or_path: str | None = field(
         default=None, metadata={"help": "A separate frozen teacher SAM (default: the student with adapters off)."})
     relation_from: str | None = field(

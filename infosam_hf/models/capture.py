@@ -5,20 +5,23 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers.models.sam.modeling_sam import SamTwoWayTransformer, SamVisionNeck
 
 from .multiclass import class_token_slice
 
-__all__ = ["SamFeatureCapture"]
+__all__ = ["SamFeatureCapture", "match_teacher_grid"]
 
 
 class SamFeatureCapture:
     """Forward hooks that capture the vision-neck output and the decoder's mask token(s).
 
     Use as ``with capture.record() as feats: model(...)``; afterwards ``feats["image_embeds"]`` is
-    (B, HW, C) and ``feats["mask_token"]`` is (B, K, C): K = 1, SAM's first mask token, or with a
+    (B, HW, C) (its grid in ``feats["image_grid"]``) and ``feats["mask_token"]`` is (B, K, C): K = 1, SAM's first mask token, or with a
     ``num_classes``-channel head K = num_classes, one token per class. Only the first call of each
     hook inside a ``record()`` block is kept, so re-entrant activation checkpointing cannot overwrite
     a capture.
@@ -39,6 +42,7 @@ class SamFeatureCapture:
     def _neck_hook(self, module, args, output):
         if self._store is not None and "image_embeds" not in self._store:
             self._store["image_embeds"] = output.flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, hw, C)
+            self._store["image_grid"] = tuple(output.shape[-2:])
 
     def _transformer_hook(self, module, args, output):
         if self._store is not None and "mask_token" not in self._store:
@@ -58,3 +62,22 @@ class SamFeatureCapture:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+
+
+def match_teacher_grid(student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The student's features with ``image_embeds`` average-pooled to the teacher's grid when they differ (a model
+    variant's neck is at stride 8, SAM's at 16: 2×2 averages; adaptive pooling for odd sides)."""
+    tokens_s, tokens_t = student["image_embeds"].shape[1], teacher["image_embeds"].shape[1]
+    if tokens_s == tokens_t:
+        return student
+    height, width = student["image_grid"]
+    grid = teacher.get("image_grid")
+    if grid is None:  # e.g. a cached teacher without its grid: same aspect, fewer tokens
+        factor = math.sqrt(tokens_s / tokens_t)
+        grid = (round(height / factor), round(width / factor))
+        if grid[0] * grid[1] != tokens_t:
+            raise ValueError(f"cannot match the student's {height}x{width} embedding grid to the teacher's "
+                             f"{tokens_t} tokens")
+    embeds = student["image_embeds"].transpose(1, 2).reshape(-1, student["image_embeds"].shape[2], height, width)
+    pooled = F.adaptive_avg_pool2d(embeds, tuple(grid))
+    return {**student, "image_embeds": pooled.flatten(2).transpose(1, 2), "image_grid": tuple(grid)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -26,13 +27,14 @@ from ..models.multiclass import NEW_HEAD_ATTR
 from ..models.sam import attach_relation_module, load_sam
 from ..relation import load_relation_state_dict
 from ..tuners import PeftArguments, build_peft_config, build_student, parameter_groups
+from ..tuners.variants import VARIANTS, load_pretrained_parts
 from .config import InfoSAMConfig
 from .recipe import RecipeError, parse_recipe
 from .trainer import InfoSAMTrainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_input_sizes", "check_multiclass_recipe",
+__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_input_sizes", "check_multiclass_recipe", "resolve_peft_method",
            "build_image_processor", "build_models", "score_before_training", "finish_run", "run_training"]
 
 RECIPE_DATACLASSES = (ModelArguments, PeftArguments, DataArguments, InfoSAMConfig)
@@ -45,7 +47,7 @@ def parse_train_args(argv: Sequence[str]) -> tuple[ModelArguments, PeftArguments
 
 def check_input_sizes(model_args: ModelArguments, data_args: DataArguments) -> None:
     """``resize`` / ``random_crop`` other than the fixed square input need ``dynamic_input_size``."""
-    if model_args.dynamic_input_size:
+    if model_args.dynamic_input_size or model_args.model_variant:
         return
     for key in ("resize", "random_crop"):
         value = getattr(data_args, key)
@@ -72,10 +74,12 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     size, or given a multi-class head) is saved to ``output_dir/base_model`` so the adapter's
     ``base_model_name_or_path`` points at something ``AutoPeftModel.from_pretrained`` can load.
     """
-    build_peft_config(peft_args.peft_method, peft_args.peft_config)  # bad PEFT options fail before any loading
+    method = resolve_peft_method(model_args, peft_args)
+    build_peft_config(method, peft_args.peft_config)  # bad PEFT options fail before any loading
     relation_state = load_relation_state_dict(model_args.relation_from) if model_args.relation_from else None
+    variant = model_args.model_variant
     sam = load_sam(model_args.model_name_or_path, model_args.sam_config, model_args.image_size, seed=seed,
-                   num_labels=num_labels, dynamic_input_size=model_args.dynamic_input_size)
+                   num_labels=num_labels, dynamic_input_size=model_args.dynamic_input_size or bool(variant))
     image_size = sam.config.vision_config.image_size
     if (not model_args.model_name_or_path or getattr(sam, "infosam_resized_from", None)
             or getattr(sam, NEW_HEAD_ATTR, False)):
@@ -86,13 +90,30 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
         sam.config._name_or_path = sam.name_or_path
     else:
         sam.name_or_path = model_args.model_name_or_path
-    attach_relation_module(sam, relation_state)
-    student = build_student(sam, peft_args.peft_method, peft_args.peft_config, model_args.freeze_relation)
     teacher = None
     if model_args.teacher_model_name_or_path:
         teacher = load_sam(model_args.teacher_model_name_or_path, image_size=image_size,
-                           dynamic_input_size=model_args.dynamic_input_size)
+                           dynamic_input_size=model_args.dynamic_input_size or bool(variant))
+    elif variant:  # the variant's encoder is not SAM's: the teacher is a frozen copy of the base SAM
+        teacher = copy.deepcopy(sam)
+    attach_relation_module(sam, relation_state)
+    student = build_student(sam, method, peft_args.peft_config, model_args.freeze_relation)
+    if variant:
+        load_pretrained_parts(student)  # GSAM's ImageNet ResNet-101 branch (resnet_weights)
     return student, teacher, image_size
+
+
+def resolve_peft_method(model_args: ModelArguments, peft_args: PeftArguments) -> str:
+    """The peft method to build: ``model_variant`` when set (its own tuner), else ``peft_method``."""
+    variant = model_args.model_variant
+    if variant is None:
+        return peft_args.peft_method
+    if variant not in VARIANTS:
+        raise RecipeError(f"model_variant={variant!r} is not known; choose one of {sorted(VARIANTS)}")
+    if peft_args.peft_method not in ("lora", variant):  # "lora" is the default, i.e. unset
+        raise RecipeError(f"model_variant={variant!r} trains its own modules; drop peft_method="
+                          f"{peft_args.peft_method!r} (put the variant's options in peft_config)")
+    return variant
 
 
 def _print_table(title: str, rows: dict[str, dict[str, float]], keys: Sequence[str]) -> None:
@@ -166,6 +187,7 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
                  args: InfoSAMConfig) -> dict[str, Any]:
     """Train, save the adapter to ``args.output_dir`` and evaluate on the test split. Returns metrics."""
     check_multiclass_recipe(model_args, data_args)
+    peft_args.peft_method = resolve_peft_method(model_args, peft_args)  # a model variant is its own peft method
     set_seed(args.seed)
     # Fail on bad data or options before loading any model. A validation split is held out of train
     # only when something evaluates during training.

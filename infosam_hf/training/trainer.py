@@ -18,7 +18,7 @@ from ..data.collator import SamPromptCollator
 from ..evaluation.loop import PROMPT_KEYS, evaluate_segmentation, make_metrics, sam_logits, upsample_logits
 from ..evaluation.metrics import SegmentationMetrics
 from ..losses import InfoLossError, binary_segmentation_loss, class_cross_entropy, compression_loss, distillation_loss
-from ..models.capture import SamFeatureCapture
+from ..models.capture import SamFeatureCapture, match_teacher_grid
 from ..models.multiclass import freeze_unused_head, sam_num_classes
 from ..models.sam import get_relation_module
 from ..tuners import pop_auxiliary_loss

@@ -8,7 +8,7 @@ modules are the adapter, saved in ``adapter_model.safetensors`` with an ``adapte
 from ..base import register_sam_tuner
 from .config import GsamConfig, SamusConfig, VariantConfig
 from .layer import GsamEncoder, SamusEncoder
-from .model import GsamModel, SamusModel, VariantSamModel, active_variant
+from .model import GsamModel, SamusModel, VariantSamModel, active_variant, load_pretrained_parts
 from .resnet import RESNET101_WEIGHTS, download_timm_resnet, load_timm_resnet, timm_to_branch_key
 
 register_sam_tuner(GsamConfig, GsamModel)
@@ -17,5 +17,5 @@ register_sam_tuner(SamusConfig, SamusModel)
 VARIANTS = {"gsam": GsamConfig, "samus": SamusConfig}
 
 __all__ = ["VARIANTS", "GsamConfig", "SamusConfig", "VariantConfig", "GsamEncoder", "SamusEncoder", "GsamModel",
-           "SamusModel", "VariantSamModel", "active_variant", "RESNET101_WEIGHTS", "download_timm_resnet",
+           "SamusModel", "VariantSamModel", "active_variant", "load_pretrained_parts", "RESNET101_WEIGHTS", "download_timm_resnet",
            "load_timm_resnet", "timm_to_branch_key"]

@@ -13,9 +13,10 @@ from transformers.models.sam.modeling_sam import SamImageSegmentationOutput
 
 from ...models.dynamic import DynamicSamModel, enable_dynamic_input_size
 from ..base import SamTuner
-from .layer import GsamEncoderLayer, SamusEncoderLayer, VariantEncoder, VariantEncoderLayer
+from .layer import GsamEncoder, GsamEncoderLayer, SamusEncoderLayer, VariantEncoder, VariantEncoderLayer
+from .resnet import download_timm_resnet, load_timm_resnet
 
-__all__ = ["VariantSamModel", "GsamModel", "SamusModel", "active_variant"]
+__all__ = ["VariantSamModel", "GsamModel", "SamusModel", "active_variant", "load_pretrained_parts"]
 
 
 def active_variant(model: torch.nn.Module) -> VariantEncoder | None:
@@ -24,6 +25,20 @@ def active_variant(model: torch.nn.Module) -> VariantEncoder | None:
         if isinstance(module, VariantEncoderLayer):
             return module.active_variant()
     return None
+
+
+def load_pretrained_parts(model: torch.nn.Module) -> None:
+    """Load the pre-trained weights a freshly built variant starts from: GSAM's ResNet branch from its config's
+    ``resnet_weights`` (a Hub id such as ``timm/resnet101.tv_in1k`` or a directory; ``None`` keeps the random init).
+    Fails with one line when the weights cannot be fetched."""
+    configs = getattr(model, "peft_config", {})
+    for module in model.modules():
+        if not isinstance(module, GsamEncoderLayer):
+            continue
+        for name, encoder in module.variant_gsam_encoder.items():
+            source = getattr(configs.get(name), "resnet_weights", None)
+            if source and isinstance(encoder, GsamEncoder):
+                load_timm_resnet(encoder.cnn, download_timm_resnet(source))
 
 
 class VariantSamModel(DynamicSamModel):

@@ -86,22 +86,37 @@ def load_timm_resnet(branch: ResNetBranch, state_dict: dict[str, torch.Tensor]) 
 
 
 def download_timm_resnet(repo_id: str = RESNET101_WEIGHTS) -> dict[str, torch.Tensor]:
-    """The ``model.safetensors`` of a timm ResNet repo on the Hub (or a local directory / file)."""
+    """The ``model.safetensors`` of a timm ResNet: a local file or directory, the Hub cache, or a download.
+    Without a connection it fails at once with one line (no retries)."""
+    import socket
     from pathlib import Path
+    from urllib.parse import urlparse
 
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from safetensors.torch import load_file
 
     path = Path(repo_id)
     if path.is_dir():
         path = path / "model.safetensors"
-    if not path.is_file():
+    if path.is_file():
+        return load_file(str(path))
+    try:
+        return load_file(hf_hub_download(repo_id, "model.safetensors", local_files_only=True))
+    except Exception:  # not cached: download below
+        pass
+    reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else None
+    if reason is None:
         try:
-            path = hf_hub_download(repo_id, "model.safetensors")
-        except Exception as err:  # offline, unknown repo, no file: one line naming the repo
-            raise OSError(f"resnet_weights={repo_id!r}: could not download model.safetensors "
-                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-    return load_file(str(path))
+            socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
+        except OSError as err:
+            reason = f"no connection to {constants.ENDPOINT}: {err}"
+    if reason is None:
+        try:
+            return load_file(hf_hub_download(repo_id, "model.safetensors"))
+        except Exception as err:  # unknown repo, no file, network error
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    raise OSError(f"resnet_weights={repo_id!r}: could not get model.safetensors ({reason}); set resnet_weights to a "
+                  "local directory, or null for a random init")
 
 
 def nearest_to(features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
