@@ -35,6 +35,13 @@ class VariantConfig(SamTunerConfig):
         if not 0 < self.adapter_ratio <= 1:
             raise ValueError(f"{self.peft_name}: adapter_ratio must be in (0, 1], got {self.adapter_ratio}")
 
+    def save_pretrained(self, save_directory, **kwargs):
+        """Record transformers' ``SamModel`` as the base class for ``AutoPeftModel`` (the wrapped model's class is a
+        project subclass, which ``AutoPeftModel`` would refuse to import); loading re-applies the variant."""
+        if kwargs.get("auto_mapping_dict"):
+            kwargs["auto_mapping_dict"] = {"base_model_class": "SamModel", "parent_library": "transformers"}
+        return super().save_pretrained(save_directory, **kwargs)
+
     def matches(self, key: str) -> bool:
         return key.split(".")[-1] in self.target_modules and ".mask_decoder" not in key
 
