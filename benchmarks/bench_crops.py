@@ -6,6 +6,10 @@ Prints, as ratios to 1024:
   on the ``meta`` device (no weights, no compute). ``linear+conv`` counts the projections, MLPs,
   patch embedding and neck (comparable with G-SAM's reference 8.05 / 32.2 / 102.9 / 371.2 GMACs);
   ``all`` adds the attention matmuls (q·k, attn·v, relative positions).
+- the same counts for the GSAM variant's image encoder (``model_variant: gsam``: stride-8 tokens, ResNet-101
+  branch, pooled-key attention, multi-scale AdaptFormer) at each crop size, as ratios to SAM at the largest size
+  (G-SAM reports 74 GMACs at 128 against 372 for SAM at 1024, a ratio of 0.199; MAC counters differ, so
+  compare ratios). ``--no_gsam`` skips it.
 - step time and peak memory of one training step (LoRA, BCE and InfoSAM's losses as in the G-SAM
   recipes; ``--no_info``: BCE only) of a small
   SAM with ViT-B's patch size, window size and global/windowed pattern, on the available device
@@ -28,17 +32,20 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from peft import get_peft_model  # noqa: E402
 from transformers import SamConfig, SamModel  # noqa: E402
 
 from infosam_hf import InfoSAMConfig, InfoSAMTrainer  # noqa: E402
 from infosam_hf.models.dynamic import enable_dynamic_input_size  # noqa: E402
 from infosam_hf.models.sam import attach_relation_module, load_sam  # noqa: E402
 from infosam_hf.tuners.registry import build_student  # noqa: E402
+from infosam_hf.tuners.variants import GsamConfig  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_step import step as train_step  # noqa: E402  (one optimiser step, shared with bench_step)
 
 REFERENCE_GMACS = {128: 8.05, 256: 32.2, 512: 102.9, 1024: 371.2}
+GSAM_REFERENCE = (128, 74.0, 372.0)  # G-SAM's paper: GSAM at a 128 crop, SAM at 1024 (GMACs)
 LINEAR_OPS = ("aten.addmm", "aten.mm", "aten.convolution")
 
 
@@ -52,20 +59,29 @@ def small_fields() -> dict:
     }
 
 
+def _encoder_gmacs(encoder, size: int) -> dict[str, float]:
+    with FlopCounterMode(display=False) as counter:
+        encoder(torch.empty(1, 3, size, size, device="meta"))
+    ops = {str(op): flops for op, flops in counter.get_flop_counts()["Global"].items()}
+    return {"linear+conv": sum(ops.get(op, 0) for op in LINEAR_OPS) / 2e9, "all": counter.get_total_flops() / 2e9}
+
+
 def vit_b_encoder_flops(sizes) -> dict[int, dict[str, float]]:
     """GMACs (FLOPs / 2) of ViT-B's image encoder forward at each square size, counted on ``meta``."""
     config = SamConfig()
     config.vision_config._attn_implementation = "eager"  # attention as plain matmuls the counter knows
     with torch.device("meta"):
         model = enable_dynamic_input_size(SamModel(config))
-    results = {}
-    for size in sizes:
-        with FlopCounterMode(display=False) as counter:
-            model.vision_encoder(torch.empty(1, 3, size, size, device="meta"))
-        ops = {str(op): flops for op, flops in counter.get_flop_counts()["Global"].items()}
-        results[size] = {"linear+conv": sum(ops.get(op, 0) for op in LINEAR_OPS) / 2e9,
-                         "all": counter.get_total_flops() / 2e9}
-    return results
+    return {size: _encoder_gmacs(model.vision_encoder, size) for size in sizes}
+
+
+def gsam_encoder_flops(sizes) -> dict[int, dict[str, float]]:
+    """GMACs of the GSAM variant's ViT-B image encoder (with its ResNet-101 branch) at each size, on ``meta``."""
+    config = SamConfig()
+    config.vision_config._attn_implementation = "eager"
+    with torch.device("meta"):
+        model = get_peft_model(SamModel(config), GsamConfig(resnet_weights=None)).eval()
+    return {size: _encoder_gmacs(model.base_model.model.vision_encoder, size) for size in sizes}
 
 
 def make_trainer(vit_b: bool, device: str, info: bool = True) -> InfoSAMTrainer:
@@ -117,6 +133,8 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=2)
     parser.add_argument("--vit_b", action="store_true", help="Time the real ViT-B (needs a GPU for 1024).")
     parser.add_argument("--no_info", action="store_true", help="Plain LoRA + BCE (G-SAM), without InfoSAM's losses.")
+    parser.add_argument("--no_gsam", action="store_true", help="Skip the GSAM variant's FLOP counts.")
+    parser.add_argument("--no_timing", action="store_true", help="FLOP counts only.")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--_worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -128,7 +146,7 @@ def main() -> None:
     base = max(sizes)
     flops = vit_b_encoder_flops(sizes)
     timings = {}
-    for size in sizes:
+    for size in sizes if not args.no_timing else []:
         if args.device == "cuda":
             timings[size] = time_size(size, args.steps, args.batch_size, args.vit_b, args.device, not args.no_info)
         else:  # a fresh process per size so that its peak RSS is its own
@@ -146,6 +164,20 @@ def main() -> None:
         print(f"{size:>6}{row['linear+conv']:>14.2f}{reference:>11.2f}"
               f"{row['linear+conv'] / flops[base]['linear+conv']:>8.3f}{row['all']:>10.2f}"
               f"{row['all'] / flops[base]['all']:>8.3f}")
+    if not args.no_gsam:
+        gsam = gsam_encoder_flops(sizes)
+        print(f"\nGSAM (model_variant: gsam) ViT-B image encoder forward, GMACs and ratio to SAM's at {base}:")
+        print(f"{'size':>6}{'linear+conv':>14}{'ratio':>8}{'all':>10}{'ratio':>8}{'vs SAM same size':>18}")
+        for size in sizes:
+            row = gsam[size]
+            print(f"{size:>6}{row['linear+conv']:>14.2f}{row['linear+conv'] / flops[base]['linear+conv']:>8.3f}"
+                  f"{row['all']:>10.2f}{row['all'] / flops[base]['all']:>8.3f}"
+                  f"{row['all'] / flops[size]['all']:>18.2f}")
+        crop, reported, sam_reported = GSAM_REFERENCE
+        print(f"G-SAM's paper: GSAM {reported} GMACs at {crop} vs SAM {sam_reported} at 1024, ratio "
+              f"{reported / sam_reported:.3f}")
+    if args.no_timing:
+        return
     losses = "BCE" if args.no_info else "BCE + InfoSAM losses"
     print(f"\nTraining step (LoRA r=4, {losses}, batch {args.batch_size}) of a {model} on {args.device}, "
           f"mean of {args.steps} steps:")
