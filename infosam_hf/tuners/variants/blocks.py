@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.models.sam.modeling_sam import SamLayerNorm, SamVisionAttention, SamVisionLayer
 
+from ...models.sam import _resize_rel_pos
+
 __all__ = [
     "LayerNorm2d", "Bottleneck", "MobileConvSE", "MultiScaleAdaptFormer", "ConvNormGELU", "SamusCNNBranch",
     "CrossAttention", "half_stride_patch_embed", "attention", "resize_rel_pos",
@@ -137,9 +139,7 @@ def resize_rel_pos(rel_pos: torch.Tensor, length: int) -> torch.Tensor:
     """A (L, d) relative-position table resized linearly (``align_corners=False``) to (length, d)."""
     if rel_pos.shape[0] == length:
         return rel_pos.detach().clone()
-    resized = F.interpolate(rel_pos.detach().float().t().unsqueeze(0), size=length, mode="linear",
-                            align_corners=False)
-    return resized.squeeze(0).t().to(rel_pos.dtype).contiguous()
+    return _resize_rel_pos(rel_pos, length).contiguous()  # the same resize as resize_sam_input
 
 
 def attention(attn: SamVisionAttention, x: torch.Tensor, rel_pos_h: torch.Tensor | None,
