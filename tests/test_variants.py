@@ -16,6 +16,7 @@ from transformers import ResNetConfig, SamConfig, SamModel
 from transformers.models.resnet.modeling_resnet import ResNetStage
 
 from infosam_hf.models.capture import match_teacher_grid
+from infosam_hf.models.inference import load_for_inference
 from infosam_hf.models.sam import attach_relation_module, load_sam
 from infosam_hf.training.recipe import RecipeError
 from infosam_hf.training.run import parse_train_args, run_training
@@ -111,6 +112,19 @@ def test_gsam_pooled_attention_and_positional_encodings_are_used():
             assert not torch.equal(model(pixel_values=pixels, multimask_output=False).pred_masks, reference)
             param.copy_(saved)
     assert next(iter(encoder.rel_pos_h.values())).shape[0] == 2 * 2 - 1  # base grid 4 -> resized to 2
+
+
+def test_multiclass_head_and_box_prompts_on_gsam():
+    sam = load_sam(sam_config=TINY16, seed=0, num_labels=3)
+    attach_relation_module(sam)
+    model = build_student(sam, "gsam", TINY_GSAM).eval()
+    pixels = torch.randn(2, 3, 96, 128)
+    with torch.no_grad():
+        classes = model(pixel_values=pixels, multimask_output=True).pred_masks
+        boxes = torch.tensor([[[10.0, 10.0, 60.0, 50.0]], [[0.0, 40.0, 127.0, 95.0]]])
+        prompted = model(pixel_values=pixels, input_boxes=boxes, multimask_output=True).pred_masks
+    assert tuple(classes.shape) == (2, 1, 3, 48, 64) and tuple(prompted.shape) == (2, 1, 3, 48, 64)
+    assert not torch.equal(classes, prompted)
 
 
 def test_gradients_reach_every_trainable_parameter():
@@ -287,9 +301,23 @@ def test_variants_train_with_infosam_on_isbi2012(recipe, method, extra, tmp_path
     run_args = json.loads((out / "run_args.json").read_text())
     assert run_args["peft"]["peft_method"] == method and run_args["model"]["model_variant"] == method
     assert json.loads((out / "adapter_config.json").read_text())["peft_type"] == method.upper()
+    model = load_for_inference(str(out))  # the evaluate / predict route: base + adapter
+    assert active_variant(model) is not None
+    with torch.no_grad():
+        assert model(pixel_values=torch.randn(1, 3, 96, 128), multimask_output=False).pred_masks.shape[-2:] == (48, 64)
 
 
 def test_model_variant_refuses_another_peft_method(tmp_path):
     argv = _variant_argv("isbi_gsam.yaml", tmp_path, "gsam") + ["--peft_method", "bitfit"]
     with pytest.raises(RecipeError, match="model_variant='gsam' trains its own modules"):
         run_training(*parse_train_args(argv))
+
+
+@pytest.mark.parametrize("name", ["camvid", "cityscapes", "isbi", "kvasir", "mbuilding", "synapse", "trans10k"])
+def test_gsam_recipes_are_the_lora_recipes_with_the_gsam_model(name, tmp_path):
+    lora = parse_train_args([str(RECIPES / f"{name}.yaml"), "--output_dir", str(tmp_path)])
+    gsam = parse_train_args([str(RECIPES / f"{name}_gsam.yaml"), "--output_dir", str(tmp_path)])
+    assert gsam[0].model_variant == "gsam" and lora[0].model_variant is None
+    assert gsam[1].peft_config == {"resnet_weights": "timm/resnet101.tv_in1k"}
+    assert gsam[2] == lora[2]  # data: resize, crops, augmentation, normalisation
+    assert gsam[3].to_dict() == lora[3].to_dict()  # training protocol (same output_dir given)
