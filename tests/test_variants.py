@@ -321,3 +321,20 @@ def test_gsam_recipes_are_the_lora_recipes_with_the_gsam_model(name, tmp_path):
     assert gsam[1].peft_config == {"resnet_weights": "timm/resnet101.tv_in1k"}
     assert gsam[2] == lora[2]  # data: resize, crops, augmentation, normalisation
     assert gsam[3].to_dict() == lora[3].to_dict()  # training protocol (same output_dir given)
+
+
+def test_build_models_gives_a_variant_a_base_sam_teacher_only_for_infosam(tmp_path):
+    from infosam_hf.models import ModelArguments
+    from infosam_hf.training.run import build_models
+    from infosam_hf.tuners import PeftArguments
+
+    model_args = ModelArguments(sam_config=TINY16, model_variant="gsam")
+    peft_args = PeftArguments(peft_config=TINY_GSAM)
+    student, teacher, _ = build_models(model_args, peft_args, str(tmp_path), seed=0)
+    assert isinstance(teacher, SamModel) and active_variant(teacher) is None and active_variant(student) is not None
+    pixels = torch.randn(1, 3, 128, 96)
+    with torch.no_grad():
+        with student.disable_adapter():
+            expected = student.eval()(pixel_values=pixels, multimask_output=False).pred_masks
+        assert torch.equal(teacher.eval()(pixel_values=pixels, multimask_output=False).pred_masks, expected)
+    assert build_models(model_args, peft_args, str(tmp_path), seed=0, need_teacher=False)[1] is None

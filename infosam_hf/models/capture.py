@@ -21,8 +21,8 @@ class SamFeatureCapture:
     """Forward hooks that capture the vision-neck output and the decoder's mask token(s).
 
     Use as ``with capture.record() as feats: model(...)``; afterwards ``feats["image_embeds"]`` is
-    (B, HW, C) (its grid in ``feats["image_grid"]``) and ``feats["mask_token"]`` is (B, K, C): K = 1, SAM's first mask token, or with a
-    ``num_classes``-channel head K = num_classes, one token per class. Only the first call of each
+    (B, HW, C) (its (h, w) grid in ``feats["image_grid"]``) and ``feats["mask_token"]`` is (B, K, C):
+    K = 1, SAM's first mask token, or with a ``num_classes``-channel head K = num_classes, one token per class. Only the first call of each
     hook inside a ``record()`` block is kept, so re-entrant activation checkpointing cannot overwrite
     a capture.
     """

@@ -34,7 +34,8 @@ from .trainer import InfoSAMTrainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_input_sizes", "check_multiclass_recipe", "resolve_peft_method",
+__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_input_sizes", "check_multiclass_recipe",
+           "resolve_peft_method",
            "build_image_processor", "build_models", "score_before_training", "finish_run", "run_training"]
 
 RECIPE_DATACLASSES = (ModelArguments, PeftArguments, DataArguments, InfoSAMConfig)
@@ -66,13 +67,16 @@ def build_image_processor(image_size: int, image_mean=None, image_std=None) -> S
 
 
 def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_dir: str,
-                 seed: int = 42, num_labels: int = 1) -> tuple[torch.nn.Module, SamModel | None, int]:
+                 seed: int = 42, num_labels: int = 1,
+                 need_teacher: bool = True) -> tuple[torch.nn.Module, SamModel | None, int]:
     """The PEFT student (with its relation module), the optional separate teacher, and the input size.
 
     ``num_labels > 1`` gives the student a multi-class head (see :mod:`infosam_hf.models.multiclass`).
     A base model that has no loadable name (built from config fields, resized to another input
     size, or given a multi-class head) is saved to ``output_dir/base_model`` so the adapter's
     ``base_model_name_or_path`` points at something ``AutoPeftModel.from_pretrained`` can load.
+    A model variant (``gsam``, ``samus``) gets a frozen copy of the base SAM as its teacher when ``need_teacher``
+    (the InfoSAM losses are on) and no ``teacher_model_name_or_path`` is given.
     """
     method = resolve_peft_method(model_args, peft_args)
     build_peft_config(method, peft_args.peft_config)  # bad PEFT options fail before any loading
@@ -94,7 +98,7 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     if model_args.teacher_model_name_or_path:
         teacher = load_sam(model_args.teacher_model_name_or_path, image_size=image_size,
                            dynamic_input_size=model_args.dynamic_input_size or bool(variant))
-    elif variant:  # the variant's encoder is not SAM's: the teacher is a frozen copy of the base SAM
+    elif variant and need_teacher:  # the variant's encoder is not SAM's: the teacher is a frozen copy of the base
         teacher = copy.deepcopy(sam)
     attach_relation_module(sam, relation_state)
     student = build_student(sam, method, peft_args.peft_config, model_args.freeze_relation)
@@ -188,6 +192,8 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     """Train, save the adapter to ``args.output_dir`` and evaluate on the test split. Returns metrics."""
     check_multiclass_recipe(model_args, data_args)
     peft_args.peft_method = resolve_peft_method(model_args, peft_args)  # a model variant is its own peft method
+    if peft_args.peft_method in VARIANTS:  # peft_method: gsam is model_variant: gsam
+        model_args.model_variant = peft_args.peft_method
     set_seed(args.seed)
     # Fail on bad data or options before loading any model. A validation split is held out of train
     # only when something evaluates during training.
@@ -196,7 +202,8 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     augmenter_from_args(data_args)
     check_input_sizes(model_args, data_args)
     student, teacher, image_size = build_models(model_args, peft_args, args.output_dir, args.seed,
-                                                data_args.num_labels)
+                                                data_args.num_labels,
+                                                need_teacher=args.lambda_r > 0 or args.lambda_d > 0)
     splits = build_datasets(data_args, image_size, seed=args.seed, splits=raw_splits)
     image_processor = build_image_processor(image_size, data_args.image_mean, data_args.image_std)
     trainer = InfoSAMTrainer(

@@ -17,5 +17,6 @@ register_sam_tuner(SamusConfig, SamusModel)
 VARIANTS = {"gsam": GsamConfig, "samus": SamusConfig}
 
 __all__ = ["VARIANTS", "GsamConfig", "SamusConfig", "VariantConfig", "GsamEncoder", "SamusEncoder", "GsamModel",
-           "SamusModel", "VariantSamModel", "active_variant", "load_pretrained_parts", "RESNET101_WEIGHTS", "download_timm_resnet",
+           "SamusModel", "VariantSamModel", "active_variant", "load_pretrained_parts",
+           "RESNET101_WEIGHTS", "download_timm_resnet",
            "load_timm_resnet", "timm_to_branch_key"]

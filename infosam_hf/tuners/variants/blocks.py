@@ -163,8 +163,8 @@ def attention(attn: SamVisionAttention, x: torch.Tensor, rel_pos_h: torch.Tensor
         weights = weights + attn.get_decomposed_rel_pos(query, rel_pos_h, rel_pos_w, (height, width),
                                                         key_size).reshape_as(weights)
     weights = weights.softmax(dim=-1)
-    out = (weights @ value).view(batch, heads, height, width, -1).permute(0, 2, 3, 1, 4).reshape(batch, height, width, dim)
-    return attn.proj(out)
+    out = (weights @ value).view(batch, heads, height, width, -1).permute(0, 2, 3, 1, 4)
+    return attn.proj(out.reshape(batch, height, width, dim))
 
 
 def windowed(layer: SamVisionLayer, x: torch.Tensor, fn) -> torch.Tensor:
