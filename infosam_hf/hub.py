@@ -76,7 +76,8 @@ CARD_TRAINING_KEYS = (
 
 PEFT_DISPLAY_NAMES = {"lora": "LoRA", "adapter": "Adapter", "adaptformer": "AdaptFormer", "convlora": "ConvLoRA",
                       "conv_lora": "ConvLoRA", "sam_adapter": "Adapter", "gsam_lora": "G-SAM LoRA",
-                      "gsam_conv_lora": "G-SAM ConvLoRA", "bitfit": "BitFit", "decoder_only": "decoder-only"}
+                      "gsam_conv_lora": "G-SAM ConvLoRA", "bitfit": "BitFit", "decoder_only": "decoder-only",
+                      "gsam": "GSAM (G-SAM's model)", "samus": "SAMUS"}
 
 
 class AdapterDirError(ValueError):

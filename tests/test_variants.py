@@ -301,6 +301,8 @@ def test_variants_train_with_infosam_on_isbi2012(recipe, method, extra, tmp_path
     run_args = json.loads((out / "run_args.json").read_text())
     assert run_args["peft"]["peft_method"] == method and run_args["model"]["model_variant"] == method
     assert json.loads((out / "adapter_config.json").read_text())["peft_type"] == method.upper()
+    card = (out / "README.md").read_text()
+    assert "import infosam_hf" in card and {"gsam": "GSAM (G-SAM's model)", "samus": "SAMUS"}[method] in card
     model = load_for_inference(str(out))  # the evaluate / predict route: base + adapter
     assert active_variant(model) is not None
     with torch.no_grad():
