@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import sys
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -25,12 +27,12 @@ from ..models.sam import attach_relation_module, load_sam
 from ..relation import load_relation_state_dict
 from ..tuners import PeftArguments, build_peft_config, build_student
 from .config import InfoSAMConfig
-from .recipe import RecipeError, parse_recipe
+from .recipe import RecipeError, coerce_value, parse_recipe
 from .trainer import InfoSAMTrainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "build_image_processor", "build_models", "score_before_training",
+__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_peft_options", "build_image_processor", "build_models", "score_before_training",
            "finish_run", "run_training"]
 
 RECIPE_DATACLASSES = (ModelArguments, PeftArguments, DataArguments, InfoSAMConfig)
@@ -39,6 +41,23 @@ RECIPE_DATACLASSES = (ModelArguments, PeftArguments, DataArguments, InfoSAMConfi
 def parse_train_args(argv: Sequence[str]) -> tuple[ModelArguments, PeftArguments, DataArguments, InfoSAMConfig]:
     """Parse ``RECIPE.yaml [--key value ...]`` into the four argument groups."""
     return parse_recipe(argv, RECIPE_DATACLASSES)
+
+
+def check_peft_options(peft_args: PeftArguments) -> None:
+    """Build the method's ``PeftConfig`` and check each ``peft_config`` value against its field type, so
+    ``--peft_config.r x`` fails in one line before any loading (peft itself fails deep in model building)."""
+    config = build_peft_config(peft_args.peft_method, peft_args.peft_config)
+    try:
+        hints = typing.get_type_hints(type(config))
+    except Exception:  # noqa: BLE001 - unresolvable annotations: nothing to check against
+        return
+    for key, value in peft_args.peft_config.items():
+        annotation = hints.get(key)
+        union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        literal = any(typing.get_origin(a) is typing.Literal for a in (typing.get_args(annotation) if union else
+                                                                        (annotation,)))
+        if annotation is not None and not literal:
+            coerce_value(f"peft_config.{key}", value, annotation)
 
 
 def build_image_processor(image_size: int) -> SamImageProcessorPil:
@@ -54,7 +73,7 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     size) is saved to ``output_dir/base_model`` so the adapter's ``base_model_name_or_path`` points at
     something ``AutoPeftModel.from_pretrained`` can load.
     """
-    build_peft_config(peft_args.peft_method, peft_args.peft_config)  # bad PEFT options fail before any loading
+    check_peft_options(peft_args)  # bad PEFT options fail before any loading
     relation_state = load_relation_state_dict(model_args.relation_from) if model_args.relation_from else None
     sam = load_sam(model_args.model_name_or_path, model_args.sam_config, model_args.image_size, seed=seed)
     image_size = sam.config.vision_config.image_size
@@ -127,6 +146,7 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     if data_args.num_labels > 1:
         raise RecipeError(f"num_labels={data_args.num_labels}: multi-class training is not available yet (the data "
                           "loader and metrics support it; the model side comes with the G-SAM work)")
+    check_peft_options(peft_args)
     set_seed(args.seed)
     # Fail on bad data or options before loading any model. A validation split is held out of train
     # only when something evaluates during training.
