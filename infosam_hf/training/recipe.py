@@ -168,10 +168,13 @@ def _field_types(dataclass_types: Sequence[type]) -> dict[str, tuple[int, Any]]:
     return fields
 
 
-def recipe_values(argv: Sequence[str], dataclass_types: Sequence[type]) -> dict[str, Any]:
-    """The raw ``key: value`` mapping of ``[RECIPE.yaml] [--key value ...]`` (overrides applied, not coerced)."""
+def recipe_values(argv: Sequence[str], dataclass_types: Sequence[type],
+                  defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The raw ``key: value`` mapping of ``[RECIPE.yaml] [--key value ...]`` over ``defaults`` (not coerced)."""
     argv = list(argv)
-    recipe: dict[str, Any] = _load_yaml(Path(argv.pop(0))) if argv and not argv[0].startswith("--") else {}
+    recipe: dict[str, Any] = dict(defaults or {})
+    if argv and not argv[0].startswith("--"):
+        recipe.update(_load_yaml(Path(argv.pop(0))))
     fields = _field_types(dataclass_types)
     bool_keys = {name for name, (_, ann) in fields.items() if bool in _union_args(ann)}
     merged = dict(recipe)
@@ -193,11 +196,15 @@ def recipe_values(argv: Sequence[str], dataclass_types: Sequence[type]) -> dict[
     return merged
 
 
-def parse_recipe(argv: Sequence[str], dataclass_types: Sequence[type]) -> tuple[Any, ...]:
-    """Parse ``[RECIPE.yaml] [--key value ...]`` into instances of ``dataclass_types`` (in order)."""
+def parse_recipe(argv: Sequence[str], dataclass_types: Sequence[type],
+                 defaults: dict[str, Any] | None = None) -> tuple[Any, ...]:
+    """Parse ``[RECIPE.yaml] [--key value ...]`` into instances of ``dataclass_types`` (in order).
+
+    ``defaults`` (e.g. a run's recorded keys) sit under the recipe: the recipe and the command line win.
+    """
     fields = _field_types(dataclass_types)
     per_class: list[dict[str, Any]] = [{} for _ in dataclass_types]
-    for key, value in recipe_values(argv, dataclass_types).items():
+    for key, value in recipe_values(argv, dataclass_types, defaults).items():
         index, annotation = fields[key]
         per_class[index][key] = coerce_value(key, value, annotation)
 

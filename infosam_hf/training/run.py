@@ -38,9 +38,10 @@ __all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_peft_options", "buil
 RECIPE_DATACLASSES = (ModelArguments, PeftArguments, DataArguments, InfoSAMConfig)
 
 
-def parse_train_args(argv: Sequence[str]) -> tuple[ModelArguments, PeftArguments, DataArguments, InfoSAMConfig]:
-    """Parse ``RECIPE.yaml [--key value ...]`` into the four argument groups."""
-    return parse_recipe(argv, RECIPE_DATACLASSES)
+def parse_train_args(argv: Sequence[str], defaults: dict[str, Any] | None = None,
+                     ) -> tuple[ModelArguments, PeftArguments, DataArguments, InfoSAMConfig]:
+    """Parse ``RECIPE.yaml [--key value ...]`` into the four argument groups (``defaults``: keys under the recipe)."""
+    return parse_recipe(argv, RECIPE_DATACLASSES, defaults)
 
 
 def check_peft_options(peft_args: PeftArguments) -> None:
