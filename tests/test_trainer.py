@@ -65,13 +65,13 @@ def test_logged_loss_is_the_weighted_sum_of_components_under_accumulation(tmp_pa
     assert logs["loss"] == pytest.approx(expected, abs=2e-4)
 
 
-def test_info_losses_reach_the_right_parameters():
+def test_info_losses_reach_the_right_parameters(tmp_path):
     splits = tiny_data()
     from infosam_hf.data import SamPromptCollator
     batch = SamPromptCollator()([splits.train[i] for i in range(4)])
     for lambda_r, lambda_d, expect_lora in ((1.0, 0.0, False), (0.0, 1.0, True)):
         student = tiny_student()
-        args = InfoSAMConfig(output_dir="unused", lambda_r=lambda_r, lambda_d=lambda_d, report_to="none",
+        args = InfoSAMConfig(output_dir=str(tmp_path), lambda_r=lambda_r, lambda_d=lambda_d, report_to="none",
                              use_cpu=True)
         trainer = InfoSAMTrainer(model=student, args=args)
         student.train()

@@ -8,6 +8,7 @@ recipe key (data and metric settings).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,7 +50,8 @@ def run_recipe(adapter: str) -> dict[str, Any] | None:
         recorded = json.loads(path.read_text())
     except ValueError as err:
         raise UsageError(f"{path}: not valid JSON ({err})") from None
-    values = {k: v for k, v in (recorded.get("data") or {}).items() if v is not None}
+    known = {field.name for field in dataclasses.fields(DataArguments)}
+    values = {k: v for k, v in (recorded.get("data") or {}).items() if v is not None and k in known}
     training = recorded.get("training") or {}
     values.update({k: training[k] for k in RUN_TRAINING_KEYS if training.get(k) is not None})
     return values

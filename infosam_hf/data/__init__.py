@@ -6,7 +6,7 @@ import contextlib
 from dataclasses import dataclass
 
 from datasets import Dataset
-from datasets.utils import tqdm as datasets_tqdm
+import datasets.utils as datasets_utils
 
 from .arguments import DataArguments
 from .augment import AUGMENTATIONS, SegmentationAugmenter, build_augmenter
@@ -117,13 +117,13 @@ def augmenter_from_args(data_args: DataArguments) -> SegmentationAugmenter | Non
 
 @contextlib.contextmanager
 def _no_datasets_bars():
-    was_disabled = datasets_tqdm.are_progress_bars_disabled()
-    datasets_tqdm.disable_progress_bars()
+    was_disabled = datasets_utils.are_progress_bars_disabled()
+    datasets_utils.disable_progress_bars()
     try:
         yield
     finally:
         if not was_disabled:
-            datasets_tqdm.enable_progress_bars()
+            datasets_utils.enable_progress_bars()
 
 
 def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_size: int, train: bool,

@@ -13,11 +13,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import SamModel, set_seed
 from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
 
-from ..data import DataArguments, augmenter_from_args, build_datasets, select_splits
+from ..data import DataArguments, augmenter_from_args, build_datasets, decode_image, decode_mask, select_splits
 from ..evaluation.loop import box_fill_logits, evaluate_segmentation
 from ..evaluation.visualization import TrainingCurvesCallback
 from ..hub import EVAL_SUMMARY_NAME, push_adapter_dir, training_args_dict, write_model_card
@@ -32,8 +33,8 @@ from .trainer import InfoSAMTrainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_peft_options", "build_image_processor", "build_models", "score_before_training",
-           "finish_run", "run_training"]
+__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_peft_options", "build_image_processor", "build_models",
+           "score_before_training", "finish_run", "save_sample_images", "run_training"]
 
 RECIPE_DATACLASSES = (ModelArguments, PeftArguments, DataArguments, InfoSAMConfig)
 
@@ -141,6 +142,30 @@ def finish_run(trainer: InfoSAMTrainer, args: InfoSAMConfig, results: dict[str, 
         print(f"Pushed to {repo_id}")
 
 
+SAMPLES_DIR = "samples"
+
+
+def save_sample_images(dataset, folder: str | Path, count: int = 4) -> list[tuple[Path, tuple[int, int, int, int]]]:
+    """Write the first ``count`` images of a raw split as PNGs with the tight box of their mask, to try
+    ``infosam predict`` on (the synthetic demo data exists nowhere else). Returns ``(path, box)`` pairs."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written, lines = [], []
+    for index in range(min(count, len(dataset))):
+        example = dataset[index]
+        mask = decode_mask(example["label"])
+        if not mask.any():
+            continue
+        rows, cols = np.nonzero(mask)
+        box = (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
+        path = folder / f"test_{index}.png"
+        decode_image(example["image"])[0].save(path)
+        written.append((path, box))
+        lines.append(f"{path.name} --box {','.join(map(str, box))}")
+    (folder / "boxes.txt").write_text("# image and the box prompt of its target\n" + "\n".join(lines) + "\n")
+    return written
+
+
 def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args: DataArguments,
                  args: InfoSAMConfig) -> dict[str, Any]:
     """Train, save the adapter to ``args.output_dir`` and evaluate on the test split. Returns metrics."""
@@ -185,5 +210,12 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
         finish_run(trainer, args, results, summary,
                    {"model": asdict(model_args), "peft": asdict(peft_args), "data": asdict(data_args),
                     "training": training_args_dict(args)})
+        if data_args.dataset_name_or_path == "synthetic" and raw_splits.test is not None:
+            samples = save_sample_images(raw_splits.test, Path(args.output_dir) / SAMPLES_DIR)
+            if samples:
+                path, box = samples[0]
+                print(f"Test images to try predict on are in {path.parent}, e.g.\n  infosam predict --adapter "
+                      f"{args.output_dir} --images {path} --box {','.join(map(str, box))} "
+                      f"--out {Path(args.output_dir) / 'predictions'}")
     results["summary"] = summary
     return results
