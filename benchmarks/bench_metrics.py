@@ -7,14 +7,13 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import argparse  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from infosam_hf.evaluation.metrics import SegmentationMetrics  # noqa: E402
@@ -90,7 +89,8 @@ def ours(logits, gts, sod):
     return m.compute()
 
 
-def main():
+def main(argv=None):
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     metric, error = try_load_evaluate()
     if metric is None:
         print(f"evaluate.load('mean_iou') unavailable ({error})")
