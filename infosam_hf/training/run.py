@@ -136,7 +136,7 @@ def finish_run(trainer: InfoSAMTrainer, args: InfoSAMConfig, results: dict[str, 
                                     create_repo=False, commit_message="End of training")
         except OSError:
             print(f"error: the push to {repo_id} failed; the run is saved, push it later with "
-                  f"scripts/push_to_hub.py {args.output_dir} {repo_id}", file=sys.stderr)
+                  f"infosam push {args.output_dir} {repo_id}", file=sys.stderr)
             raise
         results["hub_commit"] = str(getattr(info, "commit_url", "") or "")
         print(f"Pushed to {repo_id}")
