@@ -123,19 +123,31 @@ def test_demo_recipe_end_to_end(tmp_path):
     assert train_logs and all({"loss_seg", "loss_r", "loss_d"} <= set(h) for h in train_logs)
 
 
-def test_loss_components_reach_tensorboard(tmp_path):
+@pytest.mark.parametrize("logging_dir", [None, "elsewhere"])
+def test_tensorboard_logs_land_under_output_dir_or_logging_dir(tmp_path, monkeypatch, logging_dir):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # a writer opened before training used to land in ./runs/
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
     out = tmp_path / "tb"
     argv = [DEMO, "--output_dir", str(out), "--max_steps", "2", "--report_to", "tensorboard",
-            "--eval_before_training", "false", "--test_split", "null", *FAST]
+            "--eval_before_training", "true", "--metric_set", "iou", *FAST]
+    if logging_dir:
+        argv += ["--logging_dir", str(tmp_path / logging_dir)]
     run_training(*parse_train_args(argv))
+    assert list(cwd.iterdir()) == []
+    folder = tmp_path / logging_dir if logging_dir else out / "runs"
     tags = set()
-    for path in out.rglob("events.out.tfevents.*"):
+    for path in folder.rglob("events.out.tfevents.*"):
         for event in EventFileLoader(str(path)).Load():
             tags |= {value.tag for value in event.summary.value}
-    assert {"train/loss", "train/loss_seg", "train/loss_r", "train/loss_d"} <= tags
+    assert {"train/loss", "train/loss_seg", "train/loss_r", "train/loss_d", "test/iou"} <= tags
+    assert not any("flos" in tag for tag in tags)
+    if logging_dir:
+        assert not (out / "runs").exists()
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo DDP test runs on Linux CI")
