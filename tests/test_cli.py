@@ -192,3 +192,26 @@ def test_cpu_runs_use_one_thread_unless_omp_num_threads_is_set(tmp_path, monkeyp
         assert cpu_threads(args) == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_carved_split_prints_no_flattening_bar(capfd):
+    from infosam_hf.data import DataArguments, with_sam_transform
+    from infosam_hf.data.synthetic import make_synthetic_split
+
+    carved = make_synthetic_split(20, image_size=32).train_test_split(test_size=0.2, seed=0)["train"]
+    with_sam_transform(carved, DataArguments(), 32, train=True)
+    assert "Flattening" not in capfd.readouterr().err
+
+
+def test_building_a_student_raises_no_deprecation_noise(recwarn):
+    from infosam_hf.commands.common import configure_logging
+    from infosam_hf.models.sam import attach_relation_module, load_sam
+    from infosam_hf.tuners import build_student
+
+    configure_logging()
+    sam = load_sam(sam_config={"vision_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                 "image_size": 64, "patch_size": 16, "global_attn_indexes": [0]},
+                               "mask_decoder_config": {"hidden_size": 32, "num_attention_heads": 2}})
+    attach_relation_module(sam)
+    build_student(sam)
+    assert not [w for w in recwarn if "is_gradient_checkpointing" in str(w.message)]
