@@ -112,3 +112,11 @@ def test_library_log_lines_print_once():
     assert proc.returncode == 0, proc.stderr[-2000:]
     for name in LOGGERS:
         assert proc.stderr.count(f"once-{name}") == 1, proc.stderr
+
+
+def test_relation_from_a_hub_id_fails_fast(hub_unreachable, tmp_path, capfd):
+    start = time.perf_counter()
+    code = train.main([DEMO, "--relation_from", "someone/leaf-run", "--output_dir", str(tmp_path), *TINY])
+    line = _one_error_line(capfd, code)
+    assert time.perf_counter() - start < FEW_SECONDS
+    assert "relation_from='someone/leaf-run': no such folder" in line and "unreachable" in line
