@@ -39,7 +39,10 @@ def _one_error_line(capfd, code):
     return err[0]
 
 
-def test_hub_model_id_fails_fast_in_one_line(hub_unreachable, tmp_path, capfd):
+def test_hub_model_id_fails_fast_in_one_line(hub_unreachable, tmp_path, capfd, monkeypatch):
+    import infosam_hf.training.run as run
+
+    monkeypatch.setattr(run, "select_splits", lambda *a, **k: pytest.fail("data loaded before the Hub check"))
     start = time.perf_counter()
     code = train.main([DEMO, "--model_name_or_path", "facebook/sam-vit-base", "--output_dir", str(tmp_path), *TINY])
     elapsed = time.perf_counter() - start

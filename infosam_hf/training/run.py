@@ -26,6 +26,7 @@ from ..models import ModelArguments
 from ..models.inference import BASE_MODEL_DIR
 from ..models.sam import attach_relation_module, load_sam
 from ..relation import load_relation_state_dict
+from ..remote import check_pretrained_name
 from ..tuners import PeftArguments, build_peft_config, build_student
 from .config import InfoSAMConfig
 from .recipe import RecipeError, coerce_value, parse_recipe
@@ -173,6 +174,9 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
         raise RecipeError(f"num_labels={data_args.num_labels}: multi-class training is not available yet (the data "
                           "loader and metrics support it; the model side comes with the G-SAM work)")
     check_peft_options(peft_args)
+    for key in ("model_name_or_path", "teacher_model_name_or_path"):  # a Hub id offline: seconds, not a minute
+        if getattr(model_args, key):
+            check_pretrained_name(getattr(model_args, key), key)
     set_seed(args.seed)
     # Fail on bad data or options before loading any model. A validation split is held out of train
     # only when something evaluates during training.
