@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from datasets import Dataset
+import datasets.utils as datasets_utils
 
 from .arguments import DataArguments
 from .augment import AUGMENTATIONS, SegmentationAugmenter, build_augmenter
@@ -128,6 +130,17 @@ def augmenter_from_args(data_args: DataArguments) -> SegmentationAugmenter | Non
     )
 
 
+@contextlib.contextmanager
+def _no_datasets_bars():
+    was_disabled = datasets_utils.are_progress_bars_disabled()
+    datasets_utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets_utils.enable_progress_bars()
+
+
 def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_size: int, train: bool,
                        seed: int = 42) -> Dataset | None:
     """Attach the on-the-fly SAM transform (train or eval prompts) to a split.
@@ -149,7 +162,8 @@ def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_
         image_std=data_args.image_std, mask_value_map=data_args.mask_value_map,
     )
     if INDEX_COLUMN not in dataset.column_names:
-        dataset = dataset.add_column(INDEX_COLUMN, list(range(len(dataset))))
+        with _no_datasets_bars():  # on a carved split this rewrites the rows: a bar that tells nothing
+            dataset = dataset.add_column(INDEX_COLUMN, list(range(len(dataset))))
     return dataset.with_transform(transform)
 
 

@@ -33,11 +33,12 @@ __all__ = ["RESULTS_FILENAME", "default_output_path", "evaluate_adapter", "forma
 RESULTS_FILENAME = "eval_results.json"
 
 
-def default_output_path(adapter: str) -> Path:
-    """``ADAPTER/eval_results.json`` when the adapter is a local directory, else ``./eval_results.json``."""
+def default_output_path(adapter: str) -> Path | None:
+    """``ADAPTER/eval_results.json`` when the adapter is a local directory, else None (give an output path):
+    results never land in the current folder unasked."""
     if adapter.lower() != "none" and Path(adapter).is_dir():
         return Path(adapter) / RESULTS_FILENAME
-    return Path.cwd() / RESULTS_FILENAME
+    return None
 
 
 def _base_model_name(model: torch.nn.Module, given: str | None) -> str | None:

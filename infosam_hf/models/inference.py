@@ -10,6 +10,7 @@ import torch
 from peft import PeftConfig, PeftModel
 from transformers import SamModel
 
+from ..remote import check_pretrained_name
 from .dynamic import DYNAMIC_CONFIG_KEY, enable_dynamic_input_size
 from .sam import attach_relation_module
 
@@ -44,10 +45,12 @@ def load_for_inference(adapter: str | None, base_model: str | None = None, devic
     if adapter is None or str(adapter).lower() == "none":
         if not base_model:
             raise ValueError("--adapter none needs --base_model (the SAM checkpoint to evaluate zero-shot)")
+        check_pretrained_name(base_model, "base_model")
         model = SamModel.from_pretrained(base_model)
         if getattr(model.config, DYNAMIC_CONFIG_KEY, False):
             enable_dynamic_input_size(model)
     else:
+        check_pretrained_name(adapter, "adapter", marker_file="adapter_config.json")
         try:
             config = PeftConfig.from_pretrained(adapter, revision=revision)
         except (OSError, ValueError) as err:
@@ -97,6 +100,7 @@ def _load_base(adapter: str, base: str | None, revision: str | None) -> SamModel
     """The base SAM; a recorded local path that no longer exists (a moved run, or an adapter from the
     Hub whose base was built locally) falls back to the ``base_model/`` folder shipped beside the adapter."""
     if base and (Path(base).exists() or not Path(base).is_absolute()):
+        check_pretrained_name(base, "base_model")
         return SamModel.from_pretrained(base)
     local_copy = Path(adapter) / BASE_MODEL_DIR
     if local_copy.is_dir():

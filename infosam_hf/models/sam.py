@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,6 +12,7 @@ from torch import nn
 from transformers import SamConfig, SamModel
 
 from ..relation import RELATION_MODULE_NAME, RelationModule
+from ..remote import check_pretrained_name
 from .dynamic import DYNAMIC_CONFIG_KEY, enable_dynamic_input_size
 from .multiclass import add_multiclass_head, sam_num_classes
 
@@ -26,7 +26,6 @@ __all__ = [
     "attach_relation_module",
     "get_relation_module",
 ]
-
 
 
 def build_sam_config(fields: dict[str, Any]) -> SamConfig:
@@ -77,8 +76,7 @@ def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = No
     batch (see :func:`~infosam_hf.models.dynamic.enable_dynamic_input_size`).
     """
     if model_name_or_path:
-        if model_name_or_path.startswith((".", "/", "~")) and not Path(model_name_or_path).expanduser().exists():
-            raise OSError(f"model_name_or_path={model_name_or_path!r}: no such directory")
+        check_pretrained_name(model_name_or_path, "model_name_or_path")
         try:
             model = SamModel.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
         except OSError as err:

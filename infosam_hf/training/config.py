@@ -53,6 +53,10 @@ class InfoSAMConfig(TrainingArguments):
         default=False, metadata={"help": "Every trained parameter is used every step."})
     label_names: list[str] | None = field(default_factory=lambda: ["labels"],
                                           metadata={"help": "The batch key holding masks."})
+    logging_dir: str | None = field(
+        default=None,
+        metadata={"help": "TensorBoard folder (default: output_dir/runs/DATE_HOST). Transformers 5 dropped this "
+                          "TrainingArguments key (its TENSORBOARD_LOGGING_DIR variable replaced it); here it is kept."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -70,3 +74,22 @@ class InfoSAMConfig(TrainingArguments):
             raise ValueError(f"prompt_point_prob must be in [0, 1], got {self.prompt_point_prob}")
         if self.lambda_r < 0 or self.lambda_d < 0:
             raise ValueError("lambda_r and lambda_d must be >= 0")
+        for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        _check_report_to(self.report_to)
+
+
+def _check_report_to(report_to: list[str]) -> None:
+    """Each ``report_to`` integration must be known and installed (else Trainer fails after the model loads)."""
+    from transformers.integrations.integration_utils import (INTEGRATION_TO_CALLBACK,
+                                                             get_available_reporting_integrations)
+
+    available = None
+    for name in report_to:
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise ValueError(f"report_to={name!r} is not known; use one of none, all, {', '.join(INTEGRATION_TO_CALLBACK)}")
+        available = get_available_reporting_integrations() if available is None else available
+        if name not in available:
+            raise ValueError(f"report_to={name!r}: {name} is not installed (pip install {name}), "
+                             "or set report_to: none / tensorboard")

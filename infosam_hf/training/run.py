@@ -6,16 +6,19 @@ import json
 import logging
 import os
 import sys
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import SamModel, set_seed
 from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
 
-from ..data import DataArguments, augmenter_from_args, build_datasets, select_splits
+from ..data import DataArguments, augmenter_from_args, build_datasets, decode_image, decode_mask, select_splits
 from ..evaluation.loop import box_fill_logits, evaluate_segmentation
 from ..evaluation.metrics import CLASS_IOU_PREFIX
 from ..evaluation.visualization import TrainingCurvesCallback
@@ -25,22 +28,42 @@ from ..models.inference import BASE_MODEL_DIR
 from ..models.multiclass import NEW_HEAD_ATTR
 from ..models.sam import attach_relation_module, load_sam
 from ..relation import load_relation_state_dict
+from ..remote import check_pretrained_name
 from ..tuners import PeftArguments, build_peft_config, build_student, parameter_groups
 from .config import InfoSAMConfig
-from .recipe import RecipeError, parse_recipe
+from .recipe import RecipeError, coerce_value, parse_recipe
 from .trainer import InfoSAMTrainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_input_sizes", "check_multiclass_recipe",
-           "build_image_processor", "build_models", "score_before_training", "finish_run", "run_training"]
+__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_peft_options", "check_input_sizes",
+           "check_multiclass_recipe", "build_image_processor", "build_models", "score_before_training",
+           "finish_run", "save_sample_images", "run_training"]
 
 RECIPE_DATACLASSES = (ModelArguments, PeftArguments, DataArguments, InfoSAMConfig)
 
 
-def parse_train_args(argv: Sequence[str]) -> tuple[ModelArguments, PeftArguments, DataArguments, InfoSAMConfig]:
-    """Parse ``RECIPE.yaml [--key value ...]`` into the four argument groups."""
-    return parse_recipe(argv, RECIPE_DATACLASSES)
+def parse_train_args(argv: Sequence[str], defaults: dict[str, Any] | None = None,
+                     ) -> tuple[ModelArguments, PeftArguments, DataArguments, InfoSAMConfig]:
+    """Parse ``RECIPE.yaml [--key value ...]`` into the four argument groups (``defaults``: keys under the recipe)."""
+    return parse_recipe(argv, RECIPE_DATACLASSES, defaults)
+
+
+def check_peft_options(peft_args: PeftArguments) -> None:
+    """Build the method's ``PeftConfig`` and check each ``peft_config`` value against its field type, so
+    ``--peft_config.r x`` fails in one line before any loading (peft itself fails deep in model building)."""
+    config = build_peft_config(peft_args.peft_method, peft_args.peft_config)
+    try:
+        hints = typing.get_type_hints(type(config))
+    except Exception:  # noqa: BLE001 - unresolvable annotations: nothing to check against
+        return
+    for key, value in peft_args.peft_config.items():
+        annotation = hints.get(key)
+        union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        literal = any(typing.get_origin(a) is typing.Literal for a in (typing.get_args(annotation) if union else
+                                                                        (annotation,)))
+        if annotation is not None and not literal:
+            coerce_value(f"peft_config.{key}", value, annotation)
 
 
 def check_input_sizes(model_args: ModelArguments, data_args: DataArguments) -> None:
@@ -72,7 +95,7 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     size, or given a multi-class head) is saved to ``output_dir/base_model`` so the adapter's
     ``base_model_name_or_path`` points at something ``AutoPeftModel.from_pretrained`` can load.
     """
-    build_peft_config(peft_args.peft_method, peft_args.peft_config)  # bad PEFT options fail before any loading
+    check_peft_options(peft_args)  # bad PEFT options fail before any loading
     relation_state = load_relation_state_dict(model_args.relation_from) if model_args.relation_from else None
     sam = load_sam(model_args.model_name_or_path, model_args.sam_config, model_args.image_size, seed=seed,
                    num_labels=num_labels, dynamic_input_size=model_args.dynamic_input_size)
@@ -156,16 +179,44 @@ def finish_run(trainer: InfoSAMTrainer, args: InfoSAMConfig, results: dict[str, 
                                     create_repo=False, commit_message="End of training")
         except OSError:
             print(f"error: the push to {repo_id} failed; the run is saved, push it later with "
-                  f"scripts/push_to_hub.py {args.output_dir} {repo_id}", file=sys.stderr)
+                  f"infosam push {args.output_dir} {repo_id}", file=sys.stderr)
             raise
         results["hub_commit"] = str(getattr(info, "commit_url", "") or "")
         print(f"Pushed to {repo_id}")
+
+
+SAMPLES_DIR = "samples"
+
+
+def save_sample_images(dataset, folder: str | Path, count: int = 4) -> list[tuple[Path, tuple[int, int, int, int]]]:
+    """Write the first ``count`` images of a raw split as PNGs with the tight box of their mask, to try
+    ``infosam predict`` on (the synthetic demo data exists nowhere else). Returns ``(path, box)`` pairs."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written, lines = [], []
+    for index in range(min(count, len(dataset))):
+        example = dataset[index]
+        mask = decode_mask(example["label"])
+        if not mask.any():
+            continue
+        rows, cols = np.nonzero(mask)
+        box = (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
+        path = folder / f"test_{index}.png"
+        decode_image(example["image"])[0].save(path)
+        written.append((path, box))
+        lines.append(f"{path.name} --box {','.join(map(str, box))}")
+    (folder / "boxes.txt").write_text("# image and the box prompt of its target\n" + "\n".join(lines) + "\n")
+    return written
 
 
 def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args: DataArguments,
                  args: InfoSAMConfig) -> dict[str, Any]:
     """Train, save the adapter to ``args.output_dir`` and evaluate on the test split. Returns metrics."""
     check_multiclass_recipe(model_args, data_args)
+    check_peft_options(peft_args)
+    for key in ("model_name_or_path", "teacher_model_name_or_path"):  # a Hub id offline: seconds, not a minute
+        if getattr(model_args, key):
+            check_pretrained_name(getattr(model_args, key), key)
     set_seed(args.seed)
     # Fail on bad data or options before loading any model. A validation split is held out of train
     # only when something evaluates during training.
@@ -209,5 +260,12 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
         finish_run(trainer, args, results, summary,
                    {"model": asdict(model_args), "peft": asdict(peft_args), "data": asdict(data_args),
                     "training": training_args_dict(args)})
+        if data_args.dataset_name_or_path == "synthetic" and raw_splits.test is not None:
+            samples = save_sample_images(raw_splits.test, Path(args.output_dir) / SAMPLES_DIR)
+            if samples:
+                path, box = samples[0]
+                print(f"Test images to try predict on are in {path.parent}, e.g.\n  infosam predict --adapter "
+                      f"{args.output_dir} --images {path} --box {','.join(map(str, box))} "
+                      f"--out {Path(args.output_dir) / 'predictions'}")
     results["summary"] = summary
     return results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from typing import Any
 
@@ -11,6 +12,8 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, TrainerCallback, get_scheduler
+from transformers.integrations import TensorBoardCallback
+from transformers.integrations.integration_utils import default_logdir
 from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import EvalLoopOutput
 
@@ -62,6 +65,20 @@ class _EpochStep:
         return self.epoch_factor(step // self.steps_per_epoch)
 
 
+def _pin_tensorboard_dir(trainer: Trainer, args: InfoSAMConfig) -> None:
+    """TensorBoard logs go to ``args.logging_dir`` or ``output_dir/runs/DATE_HOST`` from the first log on.
+
+    Transformers' callback picks its folder at ``on_train_begin``; a log before training (an evaluation
+    before training) would otherwise open a writer in ``./runs/`` of the current folder.
+    """
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback):
+            if args.logging_dir:
+                callback.logging_dir = os.path.expanduser(args.logging_dir)
+            elif callback.logging_dir is None:  # TENSORBOARD_LOGGING_DIR unset
+                callback.logging_dir = os.path.join(args.output_dir, default_logdir())
+
+
 class InfoSAMTrainer(Trainer):
     """Fine-tunes a PEFT-wrapped ``SamModel`` (the student) with InfoSAM's relation distillation.
 
@@ -105,6 +122,7 @@ class InfoSAMTrainer(Trainer):
         freeze_unused_head(model)
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
         self.add_callback(_TransformEpochCallback(self.train_dataset, args))
+        _pin_tensorboard_dir(self, args)
         self.relation_module = get_relation_module(self.model)  # shared by the teacher and student passes
         # Leaving disable_adapter() sets requires_grad on every modules_to_save copy; these must stay frozen.
         self._frozen_copies = [p for n, p in self.model.named_parameters()
@@ -243,8 +261,14 @@ class InfoSAMTrainer(Trainer):
             self._component_sums[name] = self._component_sums.get(name, 0.0) + value.detach().float()
         self._component_steps += 1
 
+    def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+        """0: Trainer's estimate (6 × pixels × parameters, as if every pixel were a token) means nothing for SAM."""
+        return 0
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add ``loss_seg``, ``loss_r`` and ``loss_d`` (averaged over the logging interval) to train logs."""
+        """Add ``loss_seg``, ``loss_r`` and ``loss_d`` (averaged over the logging interval) to train logs;
+        leave out ``total_flos`` (not counted for SAM)."""
+        logs.pop("total_flos", None)
         if "loss" in logs and self._component_steps:
             for name in LOSS_COMPONENTS:
                 if name in self._component_sums:
