@@ -19,8 +19,9 @@ def tiny_sam(seed: int = 0, image_size: int | None = None):
     return load_sam(sam_config=TINY_SAM, image_size=image_size, seed=seed)
 
 
-def tiny_student(seed: int = 0, **peft_options):
-    sam = tiny_sam(seed)
+def tiny_student(seed: int = 0, sam=None, **peft_options):
+    """LoRA student of ``sam`` (default: :func:`tiny_sam`) with its relation module attached."""
+    sam = tiny_sam(seed) if sam is None else sam
     attach_relation_module(sam)
     options = {"r": 4, "lora_alpha": 4}
     options.update(peft_options)
@@ -50,3 +51,24 @@ def tiny_batch(batch_size: int = 4, size: int = 64, seed: int = 0, prompt: str =
         batch["input_points"] = centers
         batch["input_labels"] = torch.ones(batch_size, 1, 1, dtype=torch.long)
     return batch
+
+
+# A tiny random SAM 2: Hiera with four stages (strides 4, 8, 16, 32 on a 64² input), the decoder on
+# the 4×4 lowest FPN level, high-resolution skip features at 16² and 8².
+TINY_SAM2 = {
+    "model_type": "sam2",
+    "image_size": 64,
+    "backbone_config": {"hidden_size": 8, "embed_dim_per_stage": [8, 16, 32, 64], "blocks_per_stage": [1, 1, 2, 1],
+                        "num_attention_heads_per_stage": [1, 1, 2, 2], "window_size_per_stage": [8, 4, 4, 4],
+                        "global_attention_blocks": [3], "window_positional_embedding_background_size": [4, 4]},
+    "mask_decoder_config": {"hidden_size": 32, "num_attention_heads": 2, "mlp_dim": 64},
+    "initializer_range": 0.02,
+}
+
+
+def tiny_sam2(seed: int = 0):
+    return load_sam(sam_config=TINY_SAM2, seed=seed)
+
+
+def tiny_sam2_student(seed: int = 0, **peft_options):
+    return tiny_student(seed, sam=tiny_sam2(seed), **peft_options)

@@ -114,8 +114,9 @@ def augmenter_from_args(data_args: DataArguments) -> SegmentationAugmenter | Non
 
 
 def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_size: int, train: bool,
-                       seed: int = 42) -> Dataset | None:
-    """Attach the on-the-fly SAM transform (train or eval prompts) to a split.
+                       seed: int = 42, keep_aspect_ratio: bool = True) -> Dataset | None:
+    """Attach the on-the-fly SAM transform (train or eval prompts) to a split (``keep_aspect_ratio=False``:
+    SAM 2's square resize).
 
     Train splits augment as ``data_args.augment`` names; eval splits never augment. Every split gets an
     ``__index__`` column that keys its per-example randomness, so evaluation prompts repeat exactly.
@@ -130,6 +131,7 @@ def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_
         num_bg_points=data_args.prompt_bg_points, mask_threshold=data_args.mask_threshold,
         invert_mask=data_args.invert_mask, num_labels=data_args.num_labels,
         ignore_index=data_args.ignore_index, jpeg_draft=data_args.jpeg_draft, augmenter=augmenter,
+        keep_aspect_ratio=keep_aspect_ratio,
     )
     if INDEX_COLUMN not in dataset.column_names:
         dataset = dataset.add_column(INDEX_COLUMN, list(range(len(dataset))))
@@ -137,13 +139,15 @@ def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_
 
 
 def build_datasets(data_args: DataArguments, image_size: int, seed: int = 42,
-                   splits: SegmentationSplits | None = None, need_eval: bool = True) -> SegmentationSplits:
+                   splits: SegmentationSplits | None = None, need_eval: bool = True,
+                   keep_aspect_ratio: bool = True) -> SegmentationSplits:
     """Load the splits (or take already ``select_splits``-ed ones) and attach train / eval transforms
-    (train augmentation from ``data_args.augment``)."""
+    (train augmentation from ``data_args.augment``; ``keep_aspect_ratio=False`` for SAM 2)."""
     if splits is None:
         splits = select_splits(data_args, seed, need_eval)
+    frame = {"seed": seed, "keep_aspect_ratio": keep_aspect_ratio}
     return SegmentationSplits(
-        train=with_sam_transform(splits.train, data_args, image_size, train=True, seed=seed),
-        eval=with_sam_transform(splits.eval, data_args, image_size, train=False, seed=seed),
-        test=with_sam_transform(splits.test, data_args, image_size, train=False, seed=seed),
+        train=with_sam_transform(splits.train, data_args, image_size, train=True, **frame),
+        eval=with_sam_transform(splits.eval, data_args, image_size, train=False, **frame),
+        test=with_sam_transform(splits.test, data_args, image_size, train=False, **frame),
     )

@@ -18,20 +18,23 @@ SAM_PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
 INDEX_COLUMN = "__index__"
 
 
-def _resized_shape(height: int, width: int, image_size: int) -> tuple[int, int]:
+def _resized_shape(height: int, width: int, image_size: int, keep_aspect_ratio: bool = True) -> tuple[int, int]:
+    if not keep_aspect_ratio:  # SAM 2: the whole square, no padding
+        return image_size, image_size
     scale = image_size / max(height, width)
     return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
-def preprocess_image(image: Image.Image, image_size: int,
-                     resized_shape: tuple[int, int] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Resize the longest side to ``image_size`` (bilinear), normalise, pad bottom/right with zeros.
+def preprocess_image(image: Image.Image, image_size: int, resized_shape: tuple[int, int] | None = None,
+                     keep_aspect_ratio: bool = True) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Resize the longest side to ``image_size`` (bilinear), normalise, pad bottom/right with zeros (SAM);
+    with ``keep_aspect_ratio=False`` resize to the full ``image_size`` square instead (SAM 2).
 
     ``resized_shape`` (h, w) overrides the size computed from the image (used when the image was
     draft-decoded and the size must follow the full-resolution original instead).
     Returns ``pixel_values`` (3, S, S) float32 and the resized (height, width) before padding.
     """
-    new_h, new_w = resized_shape or _resized_shape(image.height, image.width, image_size)
+    new_h, new_w = resized_shape or _resized_shape(image.height, image.width, image_size, keep_aspect_ratio)
     if (image.width, image.height) != (new_w, new_h):
         image = image.resize((new_w, new_h), Image.BILINEAR)
     resized = np.asarray(image, dtype=np.float32)
@@ -55,6 +58,8 @@ class SamSegmentationTransform:
 
     Args:
         image_size: square input size S (the longest side is resized to S, then padded).
+        keep_aspect_ratio: ``False`` resizes to the S×S square without padding (SAM 2's input frame);
+            labels, prompts and ``reshaped_input_sizes`` follow the same frame.
         prompt_mode: one of ``box | point | points | mixed | none``. ``mixed`` produces both a box
             and a point; the collator picks one per batch.
         train: training randomness is keyed by ``(seed, epoch, example index)`` (see :meth:`set_epoch`);
@@ -70,7 +75,7 @@ class SamSegmentationTransform:
                  num_fg_points: int = 1, num_bg_points: int = 0, mask_threshold: float | None = None,
                  invert_mask: bool = False, num_labels: int = 1, ignore_index: int = 255,
                  jpeg_draft: bool = True, augmenter=None, image_column: str = "image",
-                 mask_column: str = "label"):
+                 mask_column: str = "label", keep_aspect_ratio: bool = True):
         if prompt_mode not in PROMPT_MODES:
             raise ValueError(f"prompt mode {prompt_mode!r} is not one of {PROMPT_MODES}")
         self.image_size = image_size
@@ -89,6 +94,7 @@ class SamSegmentationTransform:
         self.augmenter = augmenter if train else None
         self.image_column = image_column
         self.mask_column = mask_column
+        self.keep_aspect_ratio = keep_aspect_ratio
 
     def set_epoch(self, epoch: int) -> None:
         """Select the training epoch: training randomness is keyed by (seed, epoch, example index)."""
@@ -120,7 +126,8 @@ class SamSegmentationTransform:
         draft = None
         if self._draft_allowed():
             new_h, new_w = _resized_shape(*mask.shape, self.image_size)
-            draft = (new_w, new_h)
+            # SAM 2's square needs both sides at least S, SAM's resize only the longest
+            draft = (new_w, new_h) if self.keep_aspect_ratio else (self.image_size, self.image_size)
         image, size = decode_image(image_value, draft)
         if size != mask.shape:
             raw, raw_size = decode_image(image_value, draft, apply_exif=False)
@@ -142,7 +149,7 @@ class SamSegmentationTransform:
             image = Image.fromarray(image_array)
             if mask.shape != decoded:  # rotated by 90°, or cropped (no drafting with crops: full resolution)
                 original_size = original_size[::-1] if mask.shape == decoded[::-1] else mask.shape
-        new_h, new_w = _resized_shape(*original_size, self.image_size)
+        new_h, new_w = _resized_shape(*original_size, self.image_size, self.keep_aspect_ratio)
         pixel_values, _ = preprocess_image(image, self.image_size, (new_h, new_w))
         resized_mask = _resize_mask(mask, new_h, new_w)
         if self.num_labels == 1:

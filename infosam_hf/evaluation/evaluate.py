@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..data import DataArguments, SamPromptCollator, open_source, take_first, with_sam_transform
 from ..errors import UsageError
 from ..models.inference import load_for_inference, model_image_size, resolve_device
+from ..models.sam2 import keeps_aspect_ratio
 from .loop import evaluate_segmentation, make_metrics, sam_logits
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,8 @@ def evaluate_adapter(adapter: str, data_args: DataArguments, *, split: str = "te
     dataset = take_first(open_source(data_args).get_split(split), data_args.max_eval_samples)
     model = load_for_inference(adapter, base_model, device=device)
     image_size = model_image_size(model)
-    dataset = with_sam_transform(dataset, data_args, image_size, train=False, seed=seed)
+    dataset = with_sam_transform(dataset, data_args, image_size, train=False, seed=seed,
+                                 keep_aspect_ratio=keeps_aspect_ratio(model))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                          collate_fn=SamPromptCollator(), num_workers=num_workers)
     metrics = make_metrics(data_args.num_labels, data_args.ignore_index, metric_input, metric_set)

@@ -1,7 +1,8 @@
 """Masks and overlay pictures for new images with a trained adapter (``infosam predict``).
 
 Prompt coordinates are in the ORIGINAL image's pixels (as in any image viewer) and are mapped to
-the model's input frame by the resize factor ``image_size / max(h, w)``, as the data layer does.
+the model's input frame by the resize factor ``image_size / max(h, w)``, as the data layer does (SAM 2,
+which resizes to the square: per axis).
 For each image ``<stem>_mask.png`` (0/255, original size) and ``<stem>_overlay.png`` (the image
 with the translucent mask, its contour and the prompt) are written to ``--out``. Images that cannot
 be read are listed at the end and make the exit status 1; the others are still written.
@@ -26,6 +27,7 @@ from ..data import DataError, decode_image, preprocess_image
 from ..data.sources import IMAGE_EXTENSIONS
 from ..errors import UsageError, error_line
 from ..models.inference import model_image_size, resolve_device
+from ..models.sam2 import keeps_aspect_ratio
 from .loop import sam_logits
 from .metrics import logits_to_original
 from .visualization import overlay_mask
@@ -114,9 +116,14 @@ def find_images(spec: str) -> list[Path]:
     raise UsageError(f"--images {spec}: no such file or folder")
 
 
-def scale_to_input(coords: Any, original_size: tuple[int, int], image_size: int) -> np.ndarray:
-    """Original-pixel (x, y) coordinates → the model input frame: times ``image_size / max(h, w)``."""
+def scale_to_input(coords: Any, original_size: tuple[int, int], image_size: int,
+                   keep_aspect_ratio: bool = True) -> np.ndarray:
+    """Original-pixel (x, y) coordinates → the model input frame: times ``image_size / max(h, w)`` (SAM), or
+    x times ``image_size / w`` and y times ``image_size / h`` (SAM 2's square resize)."""
     height, width = original_size
+    if not keep_aspect_ratio:
+        scale = np.array([image_size / width, image_size / height], dtype=np.float32)
+        return (np.asarray(coords, dtype=np.float32).reshape(-1, 2) * scale).reshape(np.shape(coords))
     return np.asarray(coords, dtype=np.float32) * np.float32(image_size / max(height, width))
 
 
@@ -150,13 +157,15 @@ def _output_names(paths: Sequence[Path]) -> dict[Path, str]:
     return names
 
 
-def _prompt_tensors(prompt: Prompt, sizes: list[tuple[int, int]], image_size: int) -> dict[str, torch.Tensor]:
+def _prompt_tensors(prompt: Prompt, sizes: list[tuple[int, int]], image_size: int,
+                    keep_aspect_ratio: bool = True) -> dict[str, torch.Tensor]:
     batch: dict[str, torch.Tensor] = {}
     if prompt.box is not None:
-        boxes = [scale_to_input(np.reshape(prompt.box, (2, 2)), size, image_size).reshape(4) for size in sizes]
+        boxes = [scale_to_input(np.reshape(prompt.box, (2, 2)), size, image_size, keep_aspect_ratio).reshape(4)
+                 for size in sizes]
         batch["input_boxes"] = torch.from_numpy(np.stack(boxes)).unsqueeze(1)  # (B, 1, 4)
     if prompt.points:
-        points = [scale_to_input(prompt.points, size, image_size) for size in sizes]
+        points = [scale_to_input(prompt.points, size, image_size, keep_aspect_ratio) for size in sizes]
         batch["input_points"] = torch.from_numpy(np.stack(points)).unsqueeze(1)  # (B, 1, N, 2)
         labels = torch.tensor(prompt.labels, dtype=torch.long)
         batch["input_labels"] = labels.expand(len(sizes), 1, len(prompt.labels)).clone()  # (B, 1, N)
@@ -177,6 +186,7 @@ def predict_masks(model: torch.nn.Module, paths: Sequence[Path], prompt: Prompt,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     image_size = model_image_size(model)
+    keep_aspect = keeps_aspect_ratio(model)
     logit_threshold = math.log(threshold / (1.0 - threshold))
     names = _output_names(paths)
     results: list[PredictionResult] = []
@@ -196,11 +206,12 @@ def predict_masks(model: torch.nn.Module, paths: Sequence[Path], prompt: Prompt,
             continue
         pixel_values, reshaped = [], []
         for _, image, _ in loaded:
-            pixels, new_size = preprocess_image(image, image_size)
+            pixels, new_size = preprocess_image(image, image_size, keep_aspect_ratio=keep_aspect)
             pixel_values.append(pixels)
             reshaped.append(new_size)
         sizes = [size for _, _, size in loaded]
-        batch = {"pixel_values": torch.stack(pixel_values), **_prompt_tensors(prompt, sizes, image_size)}
+        prompts = _prompt_tensors(prompt, sizes, image_size, keep_aspect)
+        batch = {"pixel_values": torch.stack(pixel_values), **prompts}
         batch = {key: value.to(device) for key, value in batch.items()}
         logits = sam_logits(model, batch)
         for i, (path, image, size) in enumerate(loaded):

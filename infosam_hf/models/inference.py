@@ -7,9 +7,8 @@ from pathlib import Path
 
 import torch
 from peft import PeftConfig, PeftModel
-from transformers import SamModel
-
-from .sam import attach_relation_module
+from .sam import attach_relation_module, load_pretrained_sam
+from .sam2 import sam_input_size
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ def _same_model(a: str, b: str) -> bool:
 
 def load_for_inference(adapter: str | None, base_model: str | None = None, device: str | torch.device = "cpu",
                        revision: str | None = None) -> torch.nn.Module:
-    """A SAM ready for inference: ``base + adapter`` via ``PeftModel.from_pretrained``, or the base alone.
+    """A SAM or SAM 2 ready for inference: ``base + adapter`` via ``PeftModel.from_pretrained``, or the base alone.
 
     Args:
         adapter: adapter directory or Hub repo id; ``None`` or ``"none"`` evaluates the zero-shot base.
@@ -41,7 +40,7 @@ def load_for_inference(adapter: str | None, base_model: str | None = None, devic
     if adapter is None or str(adapter).lower() == "none":
         if not base_model:
             raise ValueError("--adapter none needs --base_model (the SAM checkpoint to evaluate zero-shot)")
-        model = SamModel.from_pretrained(base_model)
+        model = load_pretrained_sam(base_model)
     else:
         try:
             config = PeftConfig.from_pretrained(adapter, revision=revision)
@@ -59,17 +58,17 @@ def load_for_inference(adapter: str | None, base_model: str | None = None, devic
     return model.to(device).eval()
 
 
-def _load_base(adapter: str, base: str | None, revision: str | None) -> SamModel:
-    """The base SAM; a recorded local path that no longer exists (a moved run, or an adapter from the
+def _load_base(adapter: str, base: str | None, revision: str | None) -> torch.nn.Module:
+    """The base SAM or SAM 2 (by its config's ``model_type``); a recorded local path that no longer exists (a moved run, or an adapter from the
     Hub whose base was built locally) falls back to the ``base_model/`` folder shipped beside the adapter."""
     if base and (Path(base).exists() or not Path(base).is_absolute()):
-        return SamModel.from_pretrained(base)
+        return load_pretrained_sam(base)
     local_copy = Path(adapter) / BASE_MODEL_DIR
     if local_copy.is_dir():
-        return SamModel.from_pretrained(local_copy)
+        return load_pretrained_sam(str(local_copy))
     if not Path(adapter).exists():
         try:
-            return SamModel.from_pretrained(adapter, subfolder=BASE_MODEL_DIR, revision=revision)
+            return load_pretrained_sam(adapter, subfolder=BASE_MODEL_DIR, revision=revision)
         except OSError:
             pass
     raise OSError(f"adapter {adapter}: its base model {base!r} is not on this machine and the adapter has no "
@@ -77,9 +76,8 @@ def _load_base(adapter: str, base: str | None, revision: str | None) -> SamModel
 
 
 def model_image_size(model: torch.nn.Module) -> int:
-    """The square input size the (possibly PEFT-wrapped) SAM expects."""
-    config = model.config if not isinstance(model, PeftModel) else model.get_base_model().config
-    return int(config.vision_config.image_size)
+    """The square input size the (possibly PEFT-wrapped) SAM or SAM 2 expects."""
+    return sam_input_size(model.get_base_model() if isinstance(model, PeftModel) else model)
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:

@@ -1,12 +1,15 @@
-"""Export a trained adapter as a plain ``SamModel``: ``merge_and_unload()`` then ``save_pretrained``."""
+"""Export a trained adapter as a plain ``SamModel`` / ``Sam2Model``: ``merge_and_unload()`` then ``save_pretrained``."""
 
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import torch
-from transformers import AutoImageProcessor, SamModel
+from huggingface_hub import hf_hub_download
+from transformers import AutoImageProcessor, Sam2Model, SamModel
+from transformers.utils import IMAGE_PROCESSOR_NAME as PREPROCESSOR_NAME
 
 from ..hub import validate_adapter_dir
 from ..relation import RELATION_MODULE_NAME
@@ -17,8 +20,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["merge_adapter", "export_merged"]
 
 
-def merge_adapter(adapter: str, base_model: str | None = None, revision: str | None = None) -> SamModel:
-    """``base + adapter`` with the LoRA deltas merged into the weights, as a plain ``SamModel``.
+def merge_adapter(adapter: str, base_model: str | None = None, revision: str | None = None) -> SamModel | Sam2Model:
+    """``base + adapter`` with the LoRA deltas merged into the weights, as a plain ``SamModel`` (or ``Sam2Model``).
 
     The trained ``modules_to_save`` copies (the mask decoder) replace the originals; the relation module,
     which only the training losses use, is removed so the result has exactly ``SamModel``'s weights.
@@ -32,9 +35,11 @@ def merge_adapter(adapter: str, base_model: str | None = None, revision: str | N
 
 def export_merged(adapter: str, output_dir: str | Path, base_model: str | None = None,
                   revision: str | None = None) -> Path:
-    """Merge ``adapter`` into its base and save a ``SamModel`` (safetensors) plus the image processor config.
+    """Merge ``adapter`` into its base and save a ``SamModel`` / ``Sam2Model`` (safetensors) plus the image
+    processor config.
 
-    ``SamModel.from_pretrained(output_dir)`` then loads it without missing or unexpected keys.
+    ``SamModel.from_pretrained(output_dir)`` (``Sam2Model`` for SAM 2) then loads it without missing or
+    unexpected keys.
     """
     if Path(adapter).exists():
         validate_adapter_dir(adapter)
@@ -43,6 +48,9 @@ def export_merged(adapter: str, output_dir: str | Path, base_model: str | None =
     merged.save_pretrained(output_dir)
     try:
         processor = AutoImageProcessor.from_pretrained(adapter, revision=revision)
+    except ImportError:  # Sam2ImageProcessor needs torchvision: copy its config unchanged
+        shutil.copyfile(hf_hub_download(adapter, PREPROCESSOR_NAME, revision=revision) if not Path(adapter).exists()
+                        else Path(adapter) / PREPROCESSOR_NAME, output_dir / PREPROCESSOR_NAME)
     except (OSError, ValueError):
         logger.warning("%s has no preprocessor_config.json; the export has none either", adapter)
     else:

@@ -10,15 +10,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import SamConfig, SamModel
+from transformers import PretrainedConfig, Sam2Model, SamConfig, SamModel
 
 from ..relation import RELATION_MODULE_NAME, RelationModule
+from .sam2 import SAM2_MODEL_TYPE, build_sam2, is_sam2, sam_input_size, use_single_mask_output
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "RELATION_MODULE_NAME",
     "build_sam_config",
+    "load_pretrained_sam",
     "load_sam",
     "resize_sam_input",
     "attach_relation_module",
@@ -62,21 +64,36 @@ def build_sam_config(fields: dict[str, Any]) -> SamConfig:
                      initializer_range=fields.get("initializer_range", 0.02))
 
 
-def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = None,
-             image_size: int | None = None, seed: int | None = None, **from_pretrained_kwargs) -> SamModel:
-    """Load a ``SamModel`` from a checkpoint (hub id or directory) or build one from config fields.
+def load_pretrained_sam(model_name_or_path: str, **from_pretrained_kwargs) -> SamModel | Sam2Model:
+    """``SamModel`` or ``Sam2Model`` from a checkpoint, chosen by its config's ``model_type``."""
+    if model_name_or_path.startswith((".", "/", "~")) and not Path(model_name_or_path).expanduser().exists():
+        raise OSError(f"model_name_or_path={model_name_or_path!r}: no such directory")
+    try:
+        config, _ = PretrainedConfig.get_config_dict(model_name_or_path, **from_pretrained_kwargs)
+        model_type = config.get("model_type")
+        if model_type == SAM2_MODEL_TYPE:
+            return use_single_mask_output(Sam2Model.from_pretrained(model_name_or_path, **from_pretrained_kwargs))
+        if model_type not in ("sam", None):
+            raise ValueError(f"model_name_or_path={model_name_or_path!r} is a {model_type!r} checkpoint, "
+                             "not SAM (sam) or SAM 2 (sam2)")
+        return SamModel.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
+    except OSError as err:
+        raise OSError(f"model_name_or_path={model_name_or_path!r}: could not load a SAM checkpoint "
+                      f"({str(err).splitlines()[0]})") from None
 
-    If ``image_size`` differs from the checkpoint's, the position embeddings are resized
-    (see :func:`resize_sam_input`).
+
+def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = None,
+             image_size: int | None = None, seed: int | None = None, **from_pretrained_kwargs) -> SamModel | Sam2Model:
+    """Load a ``SamModel`` or ``Sam2Model`` from a checkpoint (hub id or directory) or build one from config
+    fields (``sam_config: {model_type: sam2, ...}`` builds a SAM 2, see :func:`~.sam2.build_sam2_config`).
+
+    The family comes from the checkpoint's ``model_type``. If ``image_size`` differs from a SAM checkpoint's,
+    the position embeddings are resized (see :func:`resize_sam_input`); SAM 2 keeps its input size.
     """
     if model_name_or_path:
-        if model_name_or_path.startswith((".", "/", "~")) and not Path(model_name_or_path).expanduser().exists():
-            raise OSError(f"model_name_or_path={model_name_or_path!r}: no such directory")
-        try:
-            model = SamModel.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
-        except OSError as err:
-            raise OSError(f"model_name_or_path={model_name_or_path!r}: could not load a SAM checkpoint "
-                          f"({str(err).splitlines()[0]})") from None
+        model = load_pretrained_sam(model_name_or_path, **from_pretrained_kwargs)
+    elif sam_config and is_sam2(sam_config):
+        model = build_sam2(sam_config, seed)
     elif sam_config:
         if seed is not None:
             torch.manual_seed(seed)
@@ -89,7 +106,7 @@ def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = No
                 model.shared_image_embedding.positional_embedding)
     else:
         raise ValueError("Set model_name_or_path (e.g. facebook/sam-vit-base) or sam_config")
-    if image_size and image_size != model.config.vision_config.image_size:
+    if image_size and image_size != sam_input_size(model):
         model = resize_sam_input(model, image_size)
     return model
 
@@ -105,8 +122,11 @@ def resize_sam_input(model: SamModel, image_size: int) -> SamModel:
 
     The absolute position embedding is resized bicubically, the global-attention relative position
     tables linearly (windowed layers keep theirs), and the prompt encoder's image size and embedding
-    size follow. The new model loads the converted state dict strictly.
+    size follow. The new model loads the converted state dict strictly. SAM (ViT) only.
     """
+    if is_sam2(model):
+        raise ValueError(f"image_size={image_size}: input-size surgery is for SAM (ViT) checkpoints; this SAM 2 "
+                         f"model runs at its {sam_input_size(model)}x{sam_input_size(model)} input (drop image_size)")
     config = copy.deepcopy(model.config)
     vision = config.vision_config
     patch = vision.patch_size

@@ -22,6 +22,7 @@ from ..hub import EVAL_SUMMARY_NAME, push_adapter_dir, training_args_dict, write
 from ..models import ModelArguments
 from ..models.inference import BASE_MODEL_DIR
 from ..models.sam import attach_relation_module, load_sam
+from ..models.sam2 import Sam2ImageProcessorConfig, is_sam2, sam_input_size
 from ..relation import load_relation_state_dict
 from ..tuners import PeftArguments, build_peft_config, build_student
 from .config import InfoSAMConfig
@@ -41,8 +42,10 @@ def parse_train_args(argv: Sequence[str]) -> tuple[ModelArguments, PeftArguments
     return parse_recipe(argv, RECIPE_DATACLASSES)
 
 
-def build_image_processor(image_size: int) -> SamImageProcessorPil:
-    """SAM's image processor configured for ``image_size``² inputs (saved beside the adapter)."""
+def build_image_processor(image_size: int, sam2: bool = False) -> SamImageProcessorPil | Sam2ImageProcessorConfig:
+    """SAM's (or SAM 2's) image processor configured for ``image_size``² inputs (saved beside the adapter)."""
+    if sam2:
+        return Sam2ImageProcessorConfig(image_size)
     return SamImageProcessorPil(size={"longest_edge": image_size}, pad_size={"height": image_size, "width": image_size})
 
 
@@ -57,7 +60,7 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     build_peft_config(peft_args.peft_method, peft_args.peft_config)  # bad PEFT options fail before any loading
     relation_state = load_relation_state_dict(model_args.relation_from) if model_args.relation_from else None
     sam = load_sam(model_args.model_name_or_path, model_args.sam_config, model_args.image_size, seed=seed)
-    image_size = sam.config.vision_config.image_size
+    image_size = sam_input_size(sam)
     if not model_args.model_name_or_path or getattr(sam, "infosam_resized_from", None):
         base_dir = Path(output_dir) / BASE_MODEL_DIR
         if int(os.environ.get("RANK", "0")) == 0:
@@ -134,8 +137,9 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     raw_splits = select_splits(data_args, seed=args.seed, need_eval=need_eval)
     augmenter_from_args(data_args)
     student, teacher, image_size = build_models(model_args, peft_args, args.output_dir, args.seed)
-    splits = build_datasets(data_args, image_size, seed=args.seed, splits=raw_splits)
-    image_processor = build_image_processor(image_size)
+    sam2 = is_sam2(student)
+    splits = build_datasets(data_args, image_size, seed=args.seed, splits=raw_splits, keep_aspect_ratio=not sam2)
+    image_processor = build_image_processor(image_size, sam2)
     trainer = InfoSAMTrainer(
         model=student, args=args, teacher_model=teacher, train_dataset=splits.train,
         eval_dataset=splits.eval, processing_class=image_processor, num_labels=data_args.num_labels,

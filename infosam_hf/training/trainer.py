@@ -75,10 +75,11 @@ class InfoSAMTrainer(Trainer):
         if not self.use_info_losses:
             # Plain PEFT: the relation module is unused, so keep it out of the optimizer and of DDP.
             get_relation_module(model).requires_grad_(False)
-        # No loss reaches SAM's IoU-prediction head (one mask, multimask_output=False): freeze it, as it
-        # stays unchanged in the official training too, so DDP needs no find_unused_parameters.
+        # No loss reaches SAM's IoU-prediction head (one mask, multimask_output=False) nor SAM 2's object-score
+        # head: freeze them, as the IoU head stays unchanged in the official training too, so DDP needs no
+        # find_unused_parameters.
         for name, param in model.named_parameters():
-            if "iou_prediction_head" in name:
+            if "iou_prediction_head" in name or "pred_obj_score_head" in name:
                 param.requires_grad_(False)
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
         self.add_callback(_TransformEpochCallback(self.train_dataset, args))
