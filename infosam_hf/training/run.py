@@ -74,6 +74,9 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     teacher = None
     if model_args.teacher_model_name_or_path:
         teacher = load_sam(model_args.teacher_model_name_or_path, image_size=image_size)
+        if is_sam2(teacher) != is_sam2(sam):  # the two families see different input frames
+            raise RecipeError(f"teacher_model_name_or_path={model_args.teacher_model_name_or_path!r}: the teacher "
+                              "must be of the student's family (SAM with SAM, SAM 2 with SAM 2)")
     return student, teacher, image_size
 
 
