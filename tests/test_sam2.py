@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,12 +14,15 @@ from transformers import Sam2Model
 from infosam_hf import InfoSAMConfig, InfoSAMTrainer
 from infosam_hf.data import DataArguments, SamPromptCollator, build_datasets
 from infosam_hf.data.transforms import SamSegmentationTransform
-from infosam_hf.evaluation.predict import scale_to_input
+from infosam_hf.commands.export import main as export_main
+from infosam_hf.evaluation.evaluate import evaluate_adapter
+from infosam_hf.evaluation.predict import Prompt, predict_masks, scale_to_input
 from infosam_hf.models import SamFeatureCapture, load_for_inference
 from infosam_hf.models.sam import load_sam
 from infosam_hf.models.sam2 import build_sam2_config
+from infosam_hf.training.recipe import RecipeError
 from infosam_hf.training.run import parse_train_args, run_training
-from tiny_sam import TINY_SAM2, tiny_batch, tiny_sam2, tiny_sam2_student
+from tiny_sam import TINY_SAM2, tiny_batch, tiny_sam, tiny_sam2, tiny_sam2_student
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_SAM2 = str(ROOT / "recipes" / "demo_sam2.yaml")
@@ -135,14 +139,25 @@ def test_square_frame_for_sam2():
     np.testing.assert_allclose(coords, [[32.0, 16.0], [48.0, 32.0]])
 
 
-def test_demo_sam2_recipe_end_to_end_and_exact_reload(tmp_path):
-    out = tmp_path / "demo_sam2"
-    results = run_training(*parse_train_args([DEMO_SAM2, "--output_dir", str(out), "--max_steps", "3", *FAST]))
-    assert {"before training", "box-fill baseline", "after training"} <= set(results["summary"])
+@pytest.fixture(scope="module")
+def sam2_run(tmp_path_factory):
+    """recipes/demo_sam2.yaml at 3 steps: its output_dir, arguments and results."""
+    out = tmp_path_factory.mktemp("sam2") / "demo_sam2"
+    model_args, peft_args, data_args, args = parse_train_args([DEMO_SAM2, "--output_dir", str(out), "--max_steps", "3",
+                                                               *FAST])
+    results = run_training(model_args, peft_args, data_args, args)
+    return SimpleNamespace(out=out, data_args=data_args, results=results)
+
+
+def test_demo_sam2_recipe_end_to_end_and_exact_reload(sam2_run):
+    out = sam2_run.out
+    assert {"before training", "box-fill baseline", "after training"} <= set(sam2_run.results["summary"])
     processor = json.loads((out / "preprocessor_config.json").read_text())
-    assert processor["image_processor_type"] == "Sam2ImageProcessor" and processor["size"] == {"height": 128,
-                                                                                                "width": 128}
+    assert processor["image_processor_type"] == "Sam2ImageProcessor"
+    assert processor["size"] == {"height": 128, "width": 128}
     assert json.loads((out / "base_model" / "config.json").read_text())["model_type"] == "sam2"
+    card = (out / "README.md").read_text()
+    assert "Sam2Model.from_pretrained" in card and "Input size:** 128×128" in card
     batch = tiny_batch(batch_size=2, size=128, seed=5)
     ours = load_for_inference(str(out))
     auto = AutoPeftModel.from_pretrained(str(out)).eval()
@@ -151,4 +166,50 @@ def test_demo_sam2_recipe_end_to_end_and_exact_reload(tmp_path):
         expected = _forward(ours, batch)
         loaded = _forward(auto, batch)
     assert torch.equal(loaded.pred_masks, expected.pred_masks)
-    assert "Sam2Model" in (out / "README.md").read_text()
+
+
+def test_sam2_evaluate_predict_and_export_follow_the_adapter(sam2_run, tmp_path):
+    out = sam2_run.out
+    scores = evaluate_adapter(str(out), sam2_run.data_args, split="test", metric_set="iou", progress=False)
+    after = sam2_run.results["summary"]["after training"]
+    assert scores["iou"] == pytest.approx(after["iou"], abs=1e-6)  # the training run's test score, reproduced
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 160, 3), dtype=np.uint8))
+    image.save(tmp_path / "wide.png")
+    results = predict_masks(load_for_inference(str(out)), [tmp_path / "wide.png"], Prompt(box=(20, 10, 120, 80)),
+                            tmp_path / "preds", progress=False)
+    assert results[0].error is None
+    assert Image.open(results[0].mask_path).size == (160, 96)
+
+    merged_dir = tmp_path / "merged"
+    assert export_main([str(out), str(merged_dir)]) == 0
+    assert json.loads((merged_dir / "preprocessor_config.json").read_text())["image_processor_type"] == \
+        "Sam2ImageProcessor"
+    merged, info = Sam2Model.from_pretrained(str(merged_dir), output_loading_info=True)
+    assert not any(info[key] for key in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    assert not merged.config.mask_decoder_config.dynamic_multimask_via_stability
+    batch = tiny_batch(batch_size=2, size=128, seed=6)
+    with torch.no_grad():
+        expected = _forward(load_for_inference(str(out)), batch).pred_masks
+        got = _forward(merged.eval(), batch).pred_masks
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_sam2_only_and_sam_only_options_are_one_line_errors(tmp_path):
+    with pytest.raises(ValueError, match="input-size surgery is for SAM"):
+        run_training(*parse_train_args([DEMO_SAM2, "--output_dir", str(tmp_path), "--model_name_or_path",
+                                        str(_saved_tiny_sam2(tmp_path)), "--image_size", "32", *FAST]))
+    with pytest.raises(RecipeError, match="teacher must be of the student's family"):
+        run_training(*parse_train_args([DEMO_SAM2, "--output_dir", str(tmp_path / "t"), "--teacher_model_name_or_path",
+                                        str(_saved_tiny_sam(tmp_path)), "--max_steps", "1", *FAST]))
+    assert not (tmp_path / "t").exists()  # nothing written before the error
+
+
+def _saved_tiny_sam2(tmp_path):
+    tiny_sam2().save_pretrained(tmp_path / "tiny_sam2")
+    return tmp_path / "tiny_sam2"
+
+
+def _saved_tiny_sam(tmp_path):
+    tiny_sam().save_pretrained(tmp_path / "tiny_sam")
+    return tmp_path / "tiny_sam"

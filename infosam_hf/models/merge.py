@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import torch
-from huggingface_hub import hf_hub_download
 from transformers import AutoImageProcessor, Sam2Model, SamModel
 from transformers.utils import IMAGE_PROCESSOR_NAME as PREPROCESSOR_NAME
 
@@ -48,11 +47,12 @@ def export_merged(adapter: str, output_dir: str | Path, base_model: str | None =
     merged.save_pretrained(output_dir)
     try:
         processor = AutoImageProcessor.from_pretrained(adapter, revision=revision)
-    except ImportError:  # Sam2ImageProcessor needs torchvision: copy its config unchanged
-        shutil.copyfile(hf_hub_download(adapter, PREPROCESSOR_NAME, revision=revision) if not Path(adapter).exists()
-                        else Path(adapter) / PREPROCESSOR_NAME, output_dir / PREPROCESSOR_NAME)
     except (OSError, ValueError):
-        logger.warning("%s has no preprocessor_config.json; the export has none either", adapter)
+        local = Path(adapter) / PREPROCESSOR_NAME
+        if local.is_file():  # e.g. Sam2ImageProcessor, which needs torchvision: copy its config unchanged
+            shutil.copyfile(local, output_dir / PREPROCESSOR_NAME)
+        else:
+            logger.warning("%s has no preprocessor_config.json; the export has none either", adapter)
     else:
         processor.save_pretrained(output_dir)
     return output_dir

@@ -61,6 +61,12 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     relation_state = load_relation_state_dict(model_args.relation_from) if model_args.relation_from else None
     sam = load_sam(model_args.model_name_or_path, model_args.sam_config, model_args.image_size, seed=seed)
     image_size = sam_input_size(sam)
+    teacher = None
+    if model_args.teacher_model_name_or_path:
+        teacher = load_sam(model_args.teacher_model_name_or_path, image_size=image_size)
+        if is_sam2(teacher) != is_sam2(sam):  # the two families see different input frames
+            raise RecipeError(f"teacher_model_name_or_path={model_args.teacher_model_name_or_path!r}: the teacher "
+                              "must be of the student's family (SAM with SAM, SAM 2 with SAM 2)")
     if not model_args.model_name_or_path or getattr(sam, "infosam_resized_from", None):
         base_dir = Path(output_dir) / BASE_MODEL_DIR
         if int(os.environ.get("RANK", "0")) == 0:
@@ -71,12 +77,6 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
         sam.name_or_path = model_args.model_name_or_path
     attach_relation_module(sam, relation_state)
     student = build_student(sam, peft_args.peft_method, peft_args.peft_config, model_args.freeze_relation)
-    teacher = None
-    if model_args.teacher_model_name_or_path:
-        teacher = load_sam(model_args.teacher_model_name_or_path, image_size=image_size)
-        if is_sam2(teacher) != is_sam2(sam):  # the two families see different input frames
-            raise RecipeError(f"teacher_model_name_or_path={model_args.teacher_model_name_or_path!r}: the teacher "
-                              "must be of the student's family (SAM with SAM, SAM 2 with SAM 2)")
     return student, teacher, image_size
 
 
