@@ -283,7 +283,7 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
         sections += ["# or, in one step (loads the recorded base model):",
                      f'# model = AutoPeftModel.from_pretrained("{adapter_ref}").eval()']
     if sam2:
-        sections += ["# score mask token 0 in eval mode too, as trained (no stability fallback to the multimask outputs)",
+        sections += ["# use mask token 0 in eval mode too, as trained (no fallback to the multimask outputs)",
                      "model.get_base_model().mask_decoder.dynamic_multimask_via_stability = False"]
     sections += ["", 'image = Image.open("image.png").convert("RGB")',
                  "inputs = processor(images=image, input_boxes=[[[x0, y0, x1, y1]]], return_tensors=\"pt\")",

@@ -17,12 +17,13 @@ from infosam_hf.data.transforms import SamSegmentationTransform
 from infosam_hf.commands.export import main as export_main
 from infosam_hf.evaluation.evaluate import evaluate_adapter
 from infosam_hf.evaluation.predict import Prompt, predict_masks, scale_to_input
-from infosam_hf.models import SamFeatureCapture, load_for_inference
+from infosam_hf.models import load_for_inference
 from infosam_hf.models.sam import load_sam
 from infosam_hf.models.sam2 import build_sam2_config
 from infosam_hf.training.recipe import RecipeError
 from infosam_hf.training.run import parse_train_args, run_training
-from tiny_sam import TINY_SAM2, tiny_batch, tiny_sam, tiny_sam2, tiny_sam2_student
+from tiny_sam import (TINY_SAM2, assert_adapter_off_is_the_base, captured_over_two_calls, tiny_batch, tiny_sam,
+                      tiny_sam2, tiny_sam2_student)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_SAM2 = str(ROOT / "recipes" / "demo_sam2.yaml")
@@ -67,10 +68,7 @@ def test_sam2_config_fields_are_checked():
 def test_capture_matches_a_manual_sam2_decoder_call():
     sam = tiny_sam2(seed=3).eval()
     batch = tiny_batch(batch_size=3, seed=3)
-    capture = SamFeatureCapture(sam)
-    with torch.no_grad(), capture.record() as feats:
-        _forward(sam, batch)
-        _forward(sam, tiny_batch(batch_size=3, seed=4))  # a second call must not overwrite the capture
+    feats = captured_over_two_calls(sam, batch, tiny_batch(batch_size=3, seed=4))  # the second must not overwrite
     with torch.no_grad():
         image_embeddings = sam.get_image_embeddings(batch["pixel_values"])  # high to low resolution
         sparse, dense = sam.prompt_encoder(input_points=None, input_labels=None,
@@ -94,15 +92,7 @@ def test_sam2_student_lora_on_hiera_qkv_and_teacher_is_the_base():
     trainable = {n for n, p in student.named_parameters() if p.requires_grad}
     assert any("mask_decoder.modules_to_save" in n for n in trainable)
     assert not any("original_module" in n or "base_layer" in n for n in trainable)
-    base = tiny_sam2(seed=0)
-    batch = tiny_batch()
-    with torch.no_grad():
-        expected = _forward(base, batch).pred_masks
-        with student.disable_adapter():
-            teacher = _forward(student, batch).pred_masks
-        trained = _forward(student, batch).pred_masks
-    torch.testing.assert_close(teacher, expected, rtol=0, atol=0)
-    assert not torch.allclose(trained, teacher)
+    assert_adapter_off_is_the_base(student, tiny_sam2(seed=0), tiny_batch())
 
 
 def test_sam2_trains_with_the_infosam_losses(tmp_path):

@@ -34,6 +34,34 @@ def tiny_student(seed: int = 0, sam=None, **peft_options):
     return student
 
 
+def assert_adapter_off_is_the_base(student, base, batch) -> None:
+    """The student with its adapters disabled predicts exactly what the never-wrapped base does, and the
+    (perturbed) adapters change the prediction."""
+    def forward(model):
+        return model(pixel_values=batch["pixel_values"], input_boxes=batch["input_boxes"],
+                     multimask_output=False).pred_masks
+
+    with torch.no_grad():
+        expected = forward(base)
+        with student.disable_adapter():
+            teacher_out = forward(student)
+        student_out = forward(student)
+    torch.testing.assert_close(teacher_out, expected, rtol=0, atol=0)
+    assert not torch.allclose(student_out, teacher_out)  # the perturbed LoRA makes the student differ
+
+
+def captured_over_two_calls(model, batch, later_batch) -> dict:
+    """What ``SamFeatureCapture`` keeps from two forwards in one ``record()`` block (the first call's tensors)."""
+    from infosam_hf.models import SamFeatureCapture
+
+    capture = SamFeatureCapture(model)
+    with torch.no_grad(), capture.record() as feats:
+        for inputs in (batch, later_batch):
+            model(pixel_values=inputs["pixel_values"], input_boxes=inputs["input_boxes"], multimask_output=False)
+    capture.remove()
+    return feats
+
+
 def tiny_batch(batch_size: int = 4, size: int = 64, seed: int = 0, prompt: str = "box"):
     g = torch.Generator().manual_seed(seed)
     labels = torch.zeros(batch_size, size, size)

@@ -59,8 +59,9 @@ def load_for_inference(adapter: str | None, base_model: str | None = None, devic
 
 
 def _load_base(adapter: str, base: str | None, revision: str | None) -> torch.nn.Module:
-    """The base SAM or SAM 2 (by its config's ``model_type``); a recorded local path that no longer exists (a moved run, or an adapter from the
-    Hub whose base was built locally) falls back to the ``base_model/`` folder shipped beside the adapter."""
+    """The base SAM or SAM 2 (by its config's ``model_type``); a recorded local path that no longer exists (a
+    moved run, or an adapter from the Hub whose base was built locally) falls back to the ``base_model/`` folder
+    shipped beside the adapter."""
     if base and (Path(base).exists() or not Path(base).is_absolute()):
         return load_pretrained_sam(base)
     local_copy = Path(adapter) / BASE_MODEL_DIR
