@@ -1,4 +1,5 @@
-"""The on-the-fly transform: decode, (augment), resize the longest side, pad, normalise, sample prompts."""
+"""The on-the-fly transform: decode, (augment), resize the longest side and pad (SAM) or resize to the square
+(SAM 2), normalise, sample prompts."""
 
 from __future__ import annotations
 

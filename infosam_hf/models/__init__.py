@@ -1,9 +1,11 @@
-"""The network: loading SAM, input-size surgery, the relation module's attachment and feature capture."""
+"""The network: loading SAM or SAM 2, input-size surgery, the relation module's attachment and feature capture."""
 
 from .arguments import ModelArguments
 from .capture import SamFeatureCapture
 from .inference import BASE_MODEL_DIR, BaseModelMismatchError, load_for_inference, model_image_size, resolve_device
-from .sam import attach_relation_module, build_sam_config, get_relation_module, load_sam, resize_sam_input
+from .sam import (attach_relation_module, build_sam_config, get_relation_module, load_pretrained_sam, load_sam,
+                  resize_sam_input)
+from .sam2 import build_sam2_config, is_sam2
 
 __all__ = [
     "BASE_MODEL_DIR",
@@ -11,9 +13,12 @@ __all__ = [
     "ModelArguments",
     "SamFeatureCapture",
     "attach_relation_module",
+    "build_sam2_config",
     "build_sam_config",
     "get_relation_module",
+    "is_sam2",
     "load_for_inference",
+    "load_pretrained_sam",
     "load_sam",
     "model_image_size",
     "resize_sam_input",
