@@ -23,7 +23,7 @@ from infosam_hf.models.sam2 import build_sam2_config
 from infosam_hf.training.recipe import RecipeError
 from infosam_hf.training.run import parse_train_args, run_training
 from tiny_sam import (TINY_SAM2, assert_adapter_off_is_the_base, captured_over_two_calls, tiny_batch, tiny_sam,
-                      tiny_sam2, tiny_sam2_student)
+                      tiny_sam2, tiny_sam2_student, tiny_student)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_SAM2 = str(ROOT / "recipes" / "demo_sam2.yaml")
@@ -95,25 +95,42 @@ def test_sam2_student_lora_on_hiera_qkv_and_teacher_is_the_base():
     assert_adapter_off_is_the_base(student, tiny_sam2(seed=0), tiny_batch())
 
 
-def test_sam2_trains_with_the_infosam_losses(tmp_path):
+def _train_tiny_sam2(tmp_path, **config):
+    """Three InfoSAM steps of a tiny SAM 2 student: (trainer log entries with a loss, parameter names that
+    changed, the student)."""
     data_args = DataArguments(dataset_name_or_path="synthetic", synthetic_num_train=8, synthetic_num_eval=4,
                               synthetic_num_test=4, synthetic_image_size=64, train_prompt="box")
     splits = build_datasets(data_args, image_size=64, seed=0, keep_aspect_ratio=False)
     student = tiny_sam2_student()
-    before = {n: p.detach().clone() for n, p in student.named_parameters() if p.requires_grad}
+    before = {n: p.detach().clone() for n, p in student.named_parameters()}
     args = InfoSAMConfig(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4, learning_rate=1e-3,
                          logging_steps=1, save_strategy="no", report_to="none", seed=0, lambda_r=1.0, lambda_d=0.5,
-                         use_cpu=True, disable_tqdm=True)
+                         use_cpu=True, disable_tqdm=True, **config)
     trainer = InfoSAMTrainer(model=student, args=args, train_dataset=splits.train)
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    changed = {n for n, p in student.named_parameters() if not torch.equal(p, before[n])}
+    return logs, changed, student
+
+
+def test_sam2_trains_with_the_infosam_losses(tmp_path):
+    logs, changed, student = _train_tiny_sam2(tmp_path)
     assert len(logs) == 3 and all(np.isfinite([e["loss_seg"], e["loss_r"], e["loss_d"]]).all() for e in logs)
-    assert all(e["loss_d"] != 0 for e in logs)
-    changed = {n for n, p in student.named_parameters() if p.requires_grad and not torch.equal(p, before[n])}
+    assert all(e["loss_d"] != 0 and "loss_obj" not in e for e in logs)
     for part in ("lora_B", "mask_decoder", "relation_module"):
         assert any(part in n for n in changed), part
-    frozen = [n for n, p in student.named_parameters() if "pred_obj_score_head" in n or "iou_prediction_head" in n]
-    assert frozen and not any(n in changed for n in frozen)
+    assert not any("original_module" in n or "base_layer" in n for n in changed)
+    heads = [n for n, _ in student.named_parameters() if "pred_obj_score_head" in n or "iou_prediction_head" in n]
+    assert heads and not any(n in changed for n in heads)  # no loss reaches them: frozen
+
+
+def test_object_score_loss_on_request(tmp_path):
+    logs, changed, _ = _train_tiny_sam2(tmp_path, lambda_object_score=1.0)
+    assert all(e["loss_obj"] > 0 for e in logs)
+    assert any("pred_obj_score_head" in n and "modules_to_save" in n for n in changed)
+    with pytest.raises(ValueError, match="only SAM 2 has an object-score head"):
+        InfoSAMTrainer(model=tiny_student(), args=InfoSAMConfig(output_dir=str(tmp_path), lambda_object_score=1.0,
+                                                                report_to="none", use_cpu=True))
 
 
 def test_square_frame_for_sam2():

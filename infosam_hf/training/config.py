@@ -21,6 +21,9 @@ class InfoSAMConfig(TrainingArguments):
 
     lambda_r: float = field(default=1.0, metadata={"help": "Weight λ1 of loss_r (relation compression)."})
     lambda_d: float = field(default=0.5, metadata={"help": "Weight λ2 of loss_d (relation distillation)."})
+    lambda_object_score: float = field(
+        default=0.0, metadata={"help": "SAM 2 only: weight of a BCE loss on the object-score logit (target: the "
+                                       "mask is not empty); 0 leaves the object-score head untrained."})
     structure_loss_bce: str = field(
         default="weighted",
         metadata={"help": "'weighted' (published structure loss) or 'unweighted' (official code's BCE)."})
@@ -50,5 +53,5 @@ class InfoSAMConfig(TrainingArguments):
             raise ValueError(f"metric_set must be 'paper' or 'iou', got {self.metric_set!r}")
         if not 0.0 <= self.prompt_point_prob <= 1.0:
             raise ValueError(f"prompt_point_prob must be in [0, 1], got {self.prompt_point_prob}")
-        if self.lambda_r < 0 or self.lambda_d < 0:
-            raise ValueError("lambda_r and lambda_d must be >= 0")
+        if self.lambda_r < 0 or self.lambda_d < 0 or self.lambda_object_score < 0:
+            raise ValueError("lambda_r, lambda_d and lambda_object_score must be >= 0")

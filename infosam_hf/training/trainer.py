@@ -8,6 +8,7 @@ import warnings
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import nested_gather
@@ -19,6 +20,7 @@ from ..evaluation.metrics import SegmentationMetrics
 from ..losses import InfoLossError, compression_loss, distillation_loss, structure_loss
 from ..models.capture import SamFeatureCapture
 from ..models.sam import get_relation_module
+from ..models.sam2 import is_sam2
 from .config import InfoSAMConfig
 
 logger = logging.getLogger(__name__)
@@ -26,7 +28,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["InfoSAMTrainer", "META_KEYS"]
 
 META_KEYS = ("original_sizes", "reshaped_input_sizes", "original_labels", "prompt_boxes", "has_foreground")
-LOSS_COMPONENTS = ("loss_seg", "loss_r", "loss_d")
+LOSS_COMPONENTS = ("loss_seg", "loss_r", "loss_d", "loss_obj")
 
 
 class _TransformEpochCallback(TrainerCallback):
@@ -75,11 +77,14 @@ class InfoSAMTrainer(Trainer):
         if not self.use_info_losses:
             # Plain PEFT: the relation module is unused, so keep it out of the optimizer and of DDP.
             get_relation_module(model).requires_grad_(False)
-        # No loss reaches SAM's IoU-prediction head (one mask, multimask_output=False) nor SAM 2's object-score
-        # head: freeze them, as the IoU head stays unchanged in the official training too, so DDP needs no
-        # find_unused_parameters.
+        if args.lambda_object_score > 0 and not is_sam2(model):
+            raise ValueError("lambda_object_score: only SAM 2 has an object-score head")
+        # No loss reaches SAM's IoU-prediction head (one mask, multimask_output=False) nor, unless
+        # lambda_object_score > 0, SAM 2's object-score head: freeze them, as the IoU head stays unchanged in
+        # the official training too, so DDP needs no find_unused_parameters.
+        frozen_heads = ("iou_prediction_head",) + (("pred_obj_score_head",) if args.lambda_object_score == 0 else ())
         for name, param in model.named_parameters():
-            if "iou_prediction_head" in name or "pred_obj_score_head" in name:
+            if any(head in name for head in frozen_heads):
                 param.requires_grad_(False)
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
         self.add_callback(_TransformEpochCallback(self.train_dataset, args))
@@ -135,7 +140,12 @@ class InfoSAMTrainer(Trainer):
                             **self._prompt_kwargs(inputs))
         logits = upsample_logits(outputs.pred_masks, labels.shape[-2:])
         loss_seg = structure_loss(logits, labels.unsqueeze(1).to(logits.dtype), bce=self.args.structure_loss_bce)
-        loss = loss_seg
+        extra: dict[str, torch.Tensor] = {}
+        if self.args.lambda_object_score > 0:  # SAM 2: is there an object at all?
+            present = (labels.flatten(1) > 0).any(1).to(outputs.object_score_logits.dtype)
+            extra["loss_obj"] = F.binary_cross_entropy_with_logits(outputs.object_score_logits[:, 0, 0], present)
+        base = loss_seg + self.args.lambda_object_score * extra["loss_obj"] if extra else loss_seg
+        loss = base
         if model.training and self.use_info_losses:
             teacher = self.teacher_features(model, inputs)
             relation = self.relation_module
@@ -144,7 +154,7 @@ class InfoSAMTrainer(Trainer):
             try:
                 loss_r = compression_loss(teacher["image_embeds"], teacher["mask_token"], relation_t)
                 loss_d = distillation_loss(relation_t, relation_s)
-                loss = loss_seg + self.args.lambda_r * loss_r + self.args.lambda_d * loss_d
+                loss = base + self.args.lambda_r * loss_r + self.args.lambda_d * loss_d
             except InfoLossError as err:
                 if not self._warned_info_skip:
                     warnings.warn(f"Skipping the information losses for this step: {err}", stacklevel=2)
@@ -153,10 +163,10 @@ class InfoSAMTrainer(Trainer):
                 # keep the relation module in the graph (zero gradient, finite even if the relations are
                 # not) so DDP's reducer stays in step
                 anchor = sum(p.sum() for p in relation.parameters() if p.requires_grad)
-                loss = loss_seg + 0.0 * anchor
-            self._accumulate({"loss_seg": loss_seg, "loss_r": loss_r, "loss_d": loss_d})
+                loss = base + 0.0 * anchor
+            self._accumulate({"loss_seg": loss_seg, "loss_r": loss_r, "loss_d": loss_d, **extra})
         elif model.training:
-            self._accumulate({"loss_seg": loss_seg})
+            self._accumulate({"loss_seg": loss_seg, **extra})
         if return_outputs:
             return loss, {"pred_masks": logits}
         return loss
