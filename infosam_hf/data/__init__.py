@@ -142,8 +142,9 @@ def _no_datasets_bars():
 
 
 def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_size: int, train: bool,
-                       seed: int = 42) -> Dataset | None:
-    """Attach the on-the-fly SAM transform (train or eval prompts) to a split.
+                       seed: int = 42, keep_aspect_ratio: bool = True) -> Dataset | None:
+    """Attach the on-the-fly SAM transform (train or eval prompts) to a split (``keep_aspect_ratio=False``:
+    SAM 2's square resize).
 
     Train splits augment as ``data_args.augment`` names; eval splits never augment. Every split gets an
     ``__index__`` column that keys its per-example randomness, so evaluation prompts repeat exactly.
@@ -160,6 +161,7 @@ def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_
         ignore_index=data_args.ignore_index, jpeg_draft=data_args.jpeg_draft, augmenter=augmenter,
         resize=data_args.resize, random_crop=data_args.random_crop, image_mean=data_args.image_mean,
         image_std=data_args.image_std, mask_value_map=data_args.mask_value_map,
+        keep_aspect_ratio=keep_aspect_ratio,
     )
     if INDEX_COLUMN not in dataset.column_names:
         with _no_datasets_bars():  # on a carved split this rewrites the rows: a bar that tells nothing
@@ -168,13 +170,15 @@ def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_
 
 
 def build_datasets(data_args: DataArguments, image_size: int, seed: int = 42,
-                   splits: SegmentationSplits | None = None, need_eval: bool = True) -> SegmentationSplits:
+                   splits: SegmentationSplits | None = None, need_eval: bool = True,
+                   keep_aspect_ratio: bool = True) -> SegmentationSplits:
     """Load the splits (or take already ``select_splits``-ed ones) and attach train / eval transforms
-    (train augmentation from ``data_args.augment``)."""
+    (train augmentation from ``data_args.augment``; ``keep_aspect_ratio=False`` for SAM 2)."""
     if splits is None:
         splits = select_splits(data_args, seed, need_eval)
+    frame = {"seed": seed, "keep_aspect_ratio": keep_aspect_ratio}
     return SegmentationSplits(
-        train=with_sam_transform(splits.train, data_args, image_size, train=True, seed=seed),
-        eval=with_sam_transform(splits.eval, data_args, image_size, train=False, seed=seed),
-        test=with_sam_transform(splits.test, data_args, image_size, train=False, seed=seed),
+        train=with_sam_transform(splits.train, data_args, image_size, train=True, **frame),
+        eval=with_sam_transform(splits.eval, data_args, image_size, train=False, **frame),
+        test=with_sam_transform(splits.test, data_args, image_size, train=False, **frame),
     )

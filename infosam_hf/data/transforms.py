@@ -1,4 +1,5 @@
-"""The on-the-fly transform: decode, resize, (random crop, augment), normalise, pad, sample prompts."""
+"""The on-the-fly transform: decode, resize (longest side + pad for SAM, the full square for SAM 2, or a fixed
+H×W), (random crop, augment), normalise, sample prompts."""
 
 from __future__ import annotations
 
@@ -42,15 +43,19 @@ def normalize_pixels(image: np.ndarray, canvas: tuple[int, int], mean=None, std=
 
 
 def preprocess_image(image: Image.Image, image_size: int, resized_shape: tuple[int, int] | None = None,
-                     mean=None, std=None, resize: tuple[int, int] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Resize (bilinear) and normalise an image for SAM.
+                     mean=None, std=None, resize: tuple[int, int] | None = None,
+                     keep_aspect_ratio: bool = True) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Resize (bilinear) and normalise an image for SAM or SAM 2.
 
     By default the longest side goes to ``image_size`` and the result is padded bottom/right to
-    ``image_size``²; ``resize`` (H, W) resizes to exactly that size instead (no padding).
+    ``image_size``² (SAM); ``resize`` (H, W) resizes to exactly that size instead (no padding), and
+    ``keep_aspect_ratio=False`` means ``resize = (image_size, image_size)`` (SAM 2's input frame).
     ``resized_shape`` (h, w) overrides the size computed from the image (used when the image was
     draft-decoded and the size must follow the full-resolution original instead).
     Returns ``pixel_values`` (3, H, W) float32 and the resized (height, width) before padding.
     """
+    if not keep_aspect_ratio and not resize:
+        resize = (image_size, image_size)
     new_h, new_w = tuple(resize) if resize else (resized_shape or _resized_shape(image.height, image.width, image_size))
     if (image.width, image.height) != (new_w, new_h):
         image = image.resize((new_w, new_h), Image.BILINEAR)
@@ -74,6 +79,8 @@ class SamSegmentationTransform:
     Args:
         image_size: square input size S (the longest side is resized to S, then padded) unless
             ``resize`` fixes the size.
+        keep_aspect_ratio: ``False`` resizes to the S×S square without padding (SAM 2's input frame), i.e.
+            ``resize = (S, S)``; labels, prompts and ``reshaped_input_sizes`` follow the same frame.
         prompt_mode: one of ``box | point | points | mixed | none``. ``mixed`` produces both a box
             and a point; the collator picks one per batch.
         train: training randomness is keyed by ``(seed, epoch, example index)`` (see :meth:`set_epoch`);
@@ -95,7 +102,7 @@ class SamSegmentationTransform:
                  jpeg_draft: bool = True, augmenter=None, image_column: str = "image",
                  mask_column: str = "label", resize: tuple[int, int] | None = None,
                  random_crop: tuple[int, int] | None = None, image_mean=None, image_std=None,
-                 mask_value_map: dict[int, int] | None = None):
+                 mask_value_map: dict[int, int] | None = None, keep_aspect_ratio: bool = True):
         if prompt_mode not in PROMPT_MODES:
             raise ValueError(f"prompt mode {prompt_mode!r} is not one of {PROMPT_MODES}")
         self.image_size = image_size
@@ -114,6 +121,8 @@ class SamSegmentationTransform:
         self.augmenter = augmenter if train else None
         self.image_column = image_column
         self.mask_column = mask_column
+        if not keep_aspect_ratio and not resize:
+            resize = (image_size, image_size)
         self.resize = tuple(int(v) for v in resize) if resize else None
         self.random_crop = tuple(int(v) for v in random_crop) if (random_crop and train) else None
         self.image_mean = image_mean

@@ -24,6 +24,7 @@ from ..data import DataArguments, SamPromptCollator, open_source, take_first, va
 from ..errors import UsageError
 from ..models.inference import load_for_inference, model_image_size, resolve_device
 from ..models.multiclass import sam_num_classes
+from ..models.sam2 import keeps_aspect_ratio
 from .loop import evaluate_segmentation, make_metrics, sam_logits
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ def evaluate_adapter(adapter: str, data_args: DataArguments, *, split: str = "te
     if reload:  # the split was read as binary masks; read the class ids instead
         dataset = take_first(open_source(data_args).get_split(split), data_args.max_eval_samples)
     image_size = model_image_size(model)
-    dataset = with_sam_transform(dataset, data_args, image_size, train=False, seed=seed)
+    dataset = with_sam_transform(dataset, data_args, image_size, train=False, seed=seed,
+                                 keep_aspect_ratio=keeps_aspect_ratio(model))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                          collate_fn=SamPromptCollator(), num_workers=num_workers)
     metrics = make_metrics(data_args.num_labels, data_args.ignore_index, metric_input, metric_set)

@@ -31,6 +31,9 @@ class InfoSAMConfig(TrainingArguments):
         default=False,
         metadata={"help": "Step lr_scheduler_type once per epoch over num_train_epochs instead of per optimizer "
                           "step (G-SAM: cosine over 200 epochs, eta_min 0, stepped per epoch)."})
+    lambda_object_score: float = field(
+        default=0.0, metadata={"help": "SAM 2 only: weight of a BCE loss on the object-score logit (target: the "
+                                       "mask is not empty); 0 leaves the object-score head untrained."})
     structure_loss_bce: str = field(
         default="weighted",
         metadata={"help": "'weighted' (published structure loss) or 'unweighted' (official code's BCE)."})
@@ -72,8 +75,8 @@ class InfoSAMConfig(TrainingArguments):
             raise ValueError(f"metric_set must be 'paper' or 'iou', got {self.metric_set!r}")
         if not 0.0 <= self.prompt_point_prob <= 1.0:
             raise ValueError(f"prompt_point_prob must be in [0, 1], got {self.prompt_point_prob}")
-        if self.lambda_r < 0 or self.lambda_d < 0:
-            raise ValueError("lambda_r and lambda_d must be >= 0")
+        if self.lambda_r < 0 or self.lambda_d < 0 or self.lambda_object_score < 0:
+            raise ValueError("lambda_r, lambda_d and lambda_object_score must be >= 0")
         for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")

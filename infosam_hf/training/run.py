@@ -27,6 +27,7 @@ from ..models import ModelArguments
 from ..models.inference import BASE_MODEL_DIR
 from ..models.multiclass import NEW_HEAD_ATTR
 from ..models.sam import attach_relation_module, load_sam
+from ..models.sam2 import Sam2ImageProcessorConfig, is_sam2, sam_input_size
 from ..relation import load_relation_state_dict
 from ..remote import check_pretrained_name
 from ..tuners import PeftArguments, build_peft_config, build_student, parameter_groups
@@ -78,9 +79,12 @@ def check_input_sizes(model_args: ModelArguments, data_args: DataArguments) -> N
                               "its fixed square input)")
 
 
-def build_image_processor(image_size: int, image_mean=None, image_std=None) -> SamImageProcessorPil:
-    """SAM's image processor configured for ``image_size``² inputs and the run's normalisation (saved
-    beside the adapter)."""
+def build_image_processor(image_size: int, image_mean=None, image_std=None,
+                          sam2: bool = False) -> SamImageProcessorPil | Sam2ImageProcessorConfig:
+    """SAM's (or SAM 2's) image processor configured for ``image_size``² inputs and the run's normalisation
+    (saved beside the adapter)."""
+    if sam2:
+        return Sam2ImageProcessorConfig(image_size)
     stats = {key: list(value) for key, value in (("image_mean", image_mean), ("image_std", image_std)) if value}
     return SamImageProcessorPil(size={"longest_edge": image_size}, pad_size={"height": image_size, "width": image_size},
                                 **stats)
@@ -99,7 +103,14 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     relation_state = load_relation_state_dict(model_args.relation_from) if model_args.relation_from else None
     sam = load_sam(model_args.model_name_or_path, model_args.sam_config, model_args.image_size, seed=seed,
                    num_labels=num_labels, dynamic_input_size=model_args.dynamic_input_size)
-    image_size = sam.config.vision_config.image_size
+    image_size = sam_input_size(sam)
+    teacher = None
+    if model_args.teacher_model_name_or_path:
+        teacher = load_sam(model_args.teacher_model_name_or_path, image_size=image_size,
+                           dynamic_input_size=model_args.dynamic_input_size)
+        if is_sam2(teacher) != is_sam2(sam):  # the two families see different input frames
+            raise RecipeError(f"teacher_model_name_or_path={model_args.teacher_model_name_or_path!r}: the teacher "
+                              "must be of the student's family (SAM with SAM, SAM 2 with SAM 2)")
     if (not model_args.model_name_or_path or getattr(sam, "infosam_resized_from", None)
             or getattr(sam, NEW_HEAD_ATTR, False)):
         base_dir = Path(output_dir) / BASE_MODEL_DIR
@@ -111,10 +122,6 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
         sam.name_or_path = model_args.model_name_or_path
     attach_relation_module(sam, relation_state)
     student = build_student(sam, peft_args.peft_method, peft_args.peft_config, model_args.freeze_relation)
-    teacher = None
-    if model_args.teacher_model_name_or_path:
-        teacher = load_sam(model_args.teacher_model_name_or_path, image_size=image_size,
-                           dynamic_input_size=model_args.dynamic_input_size)
     return student, teacher, image_size
 
 
@@ -226,8 +233,9 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     check_input_sizes(model_args, data_args)
     student, teacher, image_size = build_models(model_args, peft_args, args.output_dir, args.seed,
                                                 data_args.num_labels)
-    splits = build_datasets(data_args, image_size, seed=args.seed, splits=raw_splits)
-    image_processor = build_image_processor(image_size, data_args.image_mean, data_args.image_std)
+    sam2 = is_sam2(student)
+    splits = build_datasets(data_args, image_size, seed=args.seed, splits=raw_splits, keep_aspect_ratio=not sam2)
+    image_processor = build_image_processor(image_size, data_args.image_mean, data_args.image_std, sam2)
     trainer = InfoSAMTrainer(
         model=student, args=args, teacher_model=teacher, train_dataset=splits.train,
         eval_dataset=splits.eval, processing_class=image_processor, num_labels=data_args.num_labels,

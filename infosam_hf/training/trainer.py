@@ -9,6 +9,7 @@ import warnings
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, TrainerCallback, get_scheduler
@@ -24,6 +25,7 @@ from ..losses import InfoLossError, binary_segmentation_loss, class_cross_entrop
 from ..models.capture import SamFeatureCapture
 from ..models.multiclass import freeze_unused_head, sam_num_classes
 from ..models.sam import get_relation_module
+from ..models.sam2 import is_sam2
 from ..tuners import pop_auxiliary_loss
 from .config import InfoSAMConfig
 from .diagnostics import RelationDiagnostics
@@ -33,7 +35,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["InfoSAMTrainer", "META_KEYS"]
 
 META_KEYS = ("original_sizes", "reshaped_input_sizes", "original_labels", "prompt_boxes", "has_foreground")
-LOSS_COMPONENTS = ("loss_seg", "loss_r", "loss_d", "loss_aux")
+LOSS_COMPONENTS = ("loss_seg", "loss_r", "loss_d", "loss_aux", "loss_obj")
 
 
 class _TransformEpochCallback(TrainerCallback):
@@ -119,7 +121,13 @@ class InfoSAMTrainer(Trainer):
         # No loss reaches SAM's IoU-prediction head (nor, with a multi-class head, the unused token 0's
         # MLP): freeze them, as the official training leaves the IoU head unchanged too, so DDP needs
         # no find_unused_parameters.
+        if args.lambda_object_score > 0 and not is_sam2(model):
+            raise ValueError("lambda_object_score: only SAM 2 has an object-score head")
         freeze_unused_head(model)
+        if args.lambda_object_score == 0:  # SAM 2's object-score head gets no loss then
+            for name, param in model.named_parameters():
+                if "pred_obj_score_head" in name:
+                    param.requires_grad_(False)
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
         self.add_callback(_TransformEpochCallback(self.train_dataset, args))
         _pin_tensorboard_dir(self, args)
@@ -212,10 +220,14 @@ class InfoSAMTrainer(Trainer):
             loss_seg = binary_segmentation_loss(logits, labels.unsqueeze(1).to(logits.dtype), self.args.seg_loss,
                                                 bce=self.args.structure_loss_bce)
         loss = loss_seg
-        extra = {}
+        extra: dict[str, torch.Tensor] = {}
         if loss_aux is not None and model.training:
             loss = loss + loss_aux
             extra["loss_aux"] = loss_aux
+        if self.args.lambda_object_score > 0:  # SAM 2: is there an object at all?
+            present = (labels.flatten(1) > 0).any(1).to(outputs.object_score_logits.dtype)
+            extra["loss_obj"] = F.binary_cross_entropy_with_logits(outputs.object_score_logits[:, 0, 0], present)
+            loss = loss + self.args.lambda_object_score * extra["loss_obj"]
         if model.training and self.use_info_losses:
             teacher = self.teacher_features(model, inputs)
             relation = self.relation_module
