@@ -142,7 +142,7 @@ def test_square_frame_for_sam2():
     assert out["reshaped_input_sizes"].tolist() == [64, 64] and out["labels"].shape == (64, 64)
     ys, xs = np.nonzero(out["labels"].numpy())
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (16, 31, 32, 47)  # stretched to the square, no padding
-    coords = scale_to_input([[40.0, 10.0], [60.0, 20.0]], (40, 80), 64, keep_aspect_ratio=False)
+    coords = scale_to_input([[40.0, 10.0], [60.0, 20.0]], (40, 80), 64, resize=(64, 64))  # predict: SAM 2 frame
     np.testing.assert_allclose(coords, [[32.0, 16.0], [48.0, 32.0]])
 
 
