@@ -220,3 +220,42 @@ def _saved_tiny_sam2(tmp_path):
 def _saved_tiny_sam(tmp_path):
     tiny_sam().save_pretrained(tmp_path / "tiny_sam")
     return tmp_path / "tiny_sam"
+
+
+@pytest.mark.parametrize("method", ["sam_adapter", "adaptformer"])
+def test_block_adapters_follow_the_hiera_stage_widths(method):
+    from infosam_hf.models import attach_relation_module
+    from infosam_hf.tuners import build_student
+
+    sam = tiny_sam2()
+    attach_relation_module(sam)
+    student = build_student(sam, method, {"block_indices": [0, 1, 2, 3, 4]} if method == "sam_adapter" else {})
+    base = student.get_base_model()
+    widths = {}
+    for index, block in enumerate(base.vision_encoder.backbone.blocks):
+        adapter = getattr(block.mlp, "sadapter_bottleneck" if method == "sam_adapter" else "adaptformer_bottleneck",
+                          None)
+        assert adapter is not None, f"block {index} not adapted"
+        widths[index] = adapter["default"][2].out_features
+    assert widths == {0: 8, 1: 16, 2: 32, 3: 32, 4: 64}  # TINY_SAM2's embed_dim_per_stage over blocks_per_stage
+    pixels = torch.randn(2, 3, 64, 64)
+    boxes = torch.tensor([[[8.0, 8.0, 40.0, 40.0]], [[4.0, 10.0, 30.0, 50.0]]])
+    with torch.no_grad():
+        for param in student.parameters():  # adapters away from zero, so disabling has something to undo
+            if param.requires_grad and param.dim() > 1:
+                param.add_(0.05)
+        adapted = student(pixel_values=pixels, input_boxes=boxes, multimask_output=False).pred_masks
+        with student.disable_adapter():
+            plain = student(pixel_values=pixels, input_boxes=boxes, multimask_output=False).pred_masks
+        reference = tiny_sam2()(pixel_values=pixels, input_boxes=boxes, multimask_output=False).pred_masks
+    assert torch.equal(plain, reference) and not torch.allclose(adapted, plain)
+
+
+def test_vit_only_tuners_refuse_sam2_in_one_line():
+    from infosam_hf.models import attach_relation_module
+    from infosam_hf.tuners import build_student
+
+    sam = tiny_sam2()
+    attach_relation_module(sam)
+    with pytest.raises(ValueError, match="no SAM 2 \\(Hiera\\) form"):
+        build_student(sam, "gsam_lora")
