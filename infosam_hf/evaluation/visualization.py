@@ -135,6 +135,15 @@ def _metric_keys(log_history: Sequence[Mapping[str, Any]], prefix: str) -> list[
     return keys
 
 
+def _label_panel(ax, title: str, ylabel: str, legend_size: int, columns: int = 1) -> None:
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size, ncol=columns)
+
+
 def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | Path) -> Path | None:
     """Plot a ``Trainer`` log history (``trainer.state.log_history``) to the PNG ``path``.
 
@@ -179,11 +188,7 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | P
         if has_eval_loss:
             steps, values = _series(history, "eval_loss")
             ax.plot(steps, values, "--", marker="o", markersize=3, label="eval_loss")
-        ax.set_title("training losses")
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _label_panel(ax, "training losses", "loss", legend_size=8)
     if diagnostics:
         ax = axes[index]
         index += 1
@@ -191,11 +196,7 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | P
             steps, values = _series(history, key)
             ax.plot(steps, values, label=key.removeprefix(INFO_PREFIX), marker="." if len(steps) < 30 else None)
         ax.axhline(COLLAPSE_COS2, color="gray", linestyle=":", linewidth=1.0, label=f"collapse ({COLLAPSE_COS2})")
-        ax.set_title("relation diagnostics (info/)")
-        ax.set_xlabel("step")
-        ax.set_ylabel("cos² / a2, or bits")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _label_panel(ax, "relation diagnostics (info/)", "cos² / a2, or bits", legend_size=7)
     if metrics:
         ax = axes[index]
         last_step = max((entry.get("step", 0) for entry in history), default=0)
@@ -210,10 +211,8 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | P
         if last_step > 0:
             margin = 0.03 * last_step
             ax.set_xlim(-margin, last_step + margin)
-        ax.set_title("evaluation metrics (step 0: before training)")
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2 if len(metrics) > 6 else 1)
+        _label_panel(ax, "evaluation metrics (step 0: before training)", "", legend_size=7,
+                     columns=2 if len(metrics) > 6 else 1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
