@@ -147,6 +147,7 @@ def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_
         ignore_index=data_args.ignore_index, jpeg_draft=data_args.jpeg_draft, augmenter=augmenter,
         resize=data_args.resize, random_crop=data_args.random_crop, image_mean=data_args.image_mean,
         image_std=data_args.image_std, mask_value_map=data_args.mask_value_map,
+        preprocessing=data_args.preprocessing,
     )
     if INDEX_COLUMN not in dataset.column_names:
         dataset = dataset.add_column(INDEX_COLUMN, list(range(len(dataset))))
