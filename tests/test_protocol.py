@@ -1,0 +1,101 @@
+"""protocol: official (save and score the last epochs on test) and report_metrics; the paper recipes' settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from infosam_hf.training.protocol import (
+    BEST_ON_TEST_LABEL,
+    best_on_test,
+    leading_columns,
+    official_epochs,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER = {  # recipe: (leading paper columns, eval prompt, (fg, bg) points, train epochs)
+    "leaf": (["iou", "dice"], "box", None, 10),
+    "road": (["iou", "dice"], "points", (2, 3), 20),
+    "isic": (["iou", "dice"], "box", None, 10),
+    "kvasir": (["s_measure", "e_measure", "weighted_f_measure"], "box", None, 10),
+    "camo": (["s_measure", "e_measure", "weighted_f_measure"], "box", None, 10),
+}
+
+
+def test_official_epochs_are_the_last_five_as_the_scripts():
+    assert official_epochs(10) == [6, 7, 8, 9, 10]
+    assert official_epochs(20) == [16, 17, 18, 19, 20]
+    assert official_epochs(3) == [1, 2, 3]
+    assert official_epochs(10, [10, 8]) == [8, 10]
+    with pytest.raises(ValueError, match="must lie in 1..num_train_epochs=10"):
+        official_epochs(10, [11])
+
+
+def test_best_on_test_and_leading_columns():
+    per_epoch = {6: {"iou": 0.5, "mae": 0.2}, 7: {"iou": 0.7, "mae": 0.3}, 8: {"iou": 0.7, "mae": 0.1}}
+    assert best_on_test(per_epoch, "iou")[0] == 7  # ties: the earlier epoch
+    assert best_on_test(per_epoch, "mae")[0] == 8  # lower is better
+    assert leading_columns(["dice", "iou", "s_measure", "miou"], ["s_measure", "nope"]) == ["s_measure", "iou", "dice", "miou"]
+
+
+def test_official_protocol_refuses_validation_settings():
+    from infosam_hf.training.config import InfoSAMConfig
+
+    with pytest.raises(ValueError, match="set eval_strategy: no and load_best_model_at_end: false"):
+        InfoSAMConfig(output_dir="x", protocol="official", eval_strategy="epoch", save_strategy="epoch")
+    with pytest.raises(ValueError, match="protocol must be one of default, official"):
+        InfoSAMConfig(output_dir="x", protocol="paper")
+
+
+@pytest.mark.parametrize("recipe", sorted(PAPER))
+def test_paper_recipes_set_the_official_protocol(recipe):
+    from infosam_hf.training.run import parse_train_args
+
+    _, _, data_args, args = parse_train_args([str(ROOT / "recipes" / f"{recipe}.yaml")])
+    columns, prompt, points, epochs = PAPER[recipe]
+    assert data_args.preprocessing == "official" and args.protocol == "official"
+    assert args.structure_loss_bce == "unweighted" and args.max_grad_norm == 0 and args.dataloader_drop_last
+    assert args.report_metrics[:len(columns)] == columns
+    assert data_args.eval_prompt == prompt and args.num_train_epochs == epochs
+    if points:
+        assert (data_args.prompt_fg_points, data_args.prompt_bg_points) == points
+    assert args.metric_input == "official_logits" and args.seed == 42
+
+
+def test_official_protocol_trains_on_all_of_train_and_scores_each_epoch(tmp_path, capsys):
+    from infosam_hf.training.run import parse_train_args, run_training
+
+    out = tmp_path / "run"
+    argv = [str(ROOT / "recipes" / "demo.yaml"), "--protocol", "official", "--max_steps", "-1",
+            "--num_train_epochs", "3", "--protocol_epochs", "[2, 3]", "--output_dir", str(out),
+            "--eval_before_training", "false", "--synthetic_num_train", "6", "--synthetic_num_test", "4",
+            "--per_device_train_batch_size", "4", "--dataloader_drop_last", "true", "--logging_steps", "1",
+            "--report_metrics", "[dice, iou]", "--warmup_steps", "0"]
+    results = run_training(*parse_train_args(argv))
+    printed = capsys.readouterr().out
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 3  # 6 train images, batch 4, last batch dropped: nothing carved out
+    saved = json.loads((out / "protocol_results.json").read_text())
+    assert sorted(saved["epochs"]) == ["2", "3"] and saved["selection_metric"] == "dice"
+    assert saved["best_on_test"]["label"] == BEST_ON_TEST_LABEL
+    assert (out / "epoch_2" / "adapter_config.json").is_file() and (out / "epoch_3" / "adapter_model.safetensors").is_file()
+    assert results["test"]["test_dice"] == saved["epochs"]["3"]["dice"]  # the final model is epoch 3
+    assert BEST_ON_TEST_LABEL in printed and "epoch 2" in printed
+    header = [line for line in printed.splitlines() if "dice" in line and "iou" in line][-1].split()
+    assert header[:2] == ["dice", "iou"]
+
+
+def test_drop_last_drops_training_batches_only():
+    from infosam_hf.data import SamPromptCollator
+    from infosam_hf.training import InfoSAMConfig, InfoSAMTrainer
+    from tests.tiny_sam import tiny_student
+
+    args = InfoSAMConfig(output_dir="unused", per_device_train_batch_size=4, per_device_eval_batch_size=4,
+                         dataloader_drop_last=True, report_to="none", use_cpu=True)
+    trainer = InfoSAMTrainer(model=tiny_student(), args=args, data_collator=SamPromptCollator())
+    data = [{"x": i} for i in range(6)]
+    assert len(trainer.get_eval_dataloader(data)) == 2 and len(trainer.get_test_dataloader(data)) == 2
+    trainer.train_dataset = data
+    assert len(trainer.get_train_dataloader()) == 1 and args.dataloader_drop_last
