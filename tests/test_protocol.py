@@ -99,3 +99,27 @@ def test_drop_last_drops_training_batches_only():
     assert len(trainer.get_eval_dataloader(data)) == 2 and len(trainer.get_test_dataloader(data)) == 2
     trainer.train_dataset = data
     assert len(trainer.get_train_dataloader()) == 1 and args.dataloader_drop_last
+
+
+DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not (DATA / "leaf_disease").is_dir(), reason="real data not available")
+def test_leaf_recipe_runs_the_official_protocol_on_real_data(tmp_path, capsys):
+    """The leaf recipe as it is (official pre-processing, protocol, columns) on a tiny SAM and a few leaf images."""
+    from infosam_hf.training.run import parse_train_args, run_training
+    from tests.tiny_sam import TINY_SAM
+
+    model_args, peft_args, data_args, args = parse_train_args(
+        [str(ROOT / "recipes" / "leaf.yaml"), "--dataset_name_or_path", str(DATA / "leaf_disease"),
+         "--output_dir", str(tmp_path / "leaf"), "--num_train_epochs", "2", "--per_device_train_batch_size", "2",
+         "--per_device_eval_batch_size", "2", "--max_train_samples", "5", "--max_eval_samples", "3",
+         "--dataloader_num_workers", "0", "--report_to", "none", "--use_cpu", "true", "--logging_steps", "1",
+         "--peft_config.block_indices", "[1]", "--metric_set", "iou"])
+    model_args.model_name_or_path, model_args.sam_config, model_args.image_size = None, TINY_SAM, 64
+    results = run_training(model_args, peft_args, data_args, args)
+    assert sorted(results["protocol"]["epochs"]) == ["1", "2"]  # the last five of two epochs
+    state = json.loads((tmp_path / "leaf" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4  # 5 images, batch 2, last dropped, all of train (no carve-out)
+    table = capsys.readouterr().out.split("Official protocol:")[1]
+    assert table.splitlines()[1].split()[:2] == ["iou", "dice"] and BEST_ON_TEST_LABEL in table
