@@ -123,3 +123,13 @@ def test_leaf_recipe_runs_the_official_protocol_on_real_data(tmp_path, capsys):
     assert state["global_step"] == 4  # 5 images, batch 2, last dropped, all of train (no carve-out)
     table = capsys.readouterr().out.split("Official protocol:")[1]
     assert table.splitlines()[1].split()[:2] == ["iou", "dice"] and BEST_ON_TEST_LABEL in table
+
+
+def test_evaluate_table_leads_with_report_metrics():
+    from infosam_hf.evaluation.evaluate import format_results_table
+
+    results = {"iou": 0.5, "dice": 0.6, "s_measure": 0.7, "e_measure": 0.8, "mae": 0.1, "num_images": 3,
+               "split": "test", "dataset": "d", "eval_prompt": "box", "adapter": "a", "base_model": "b",
+               "metric_input": "official_logits", "metric_set": "paper"}
+    lines = format_results_table(results, ["s_measure", "e_measure"]).splitlines()[3:]
+    assert [line.split()[0] for line in lines] == ["s_measure", "e_measure", "iou", "dice", "mae"]
