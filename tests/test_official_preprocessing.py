@@ -105,3 +105,21 @@ def test_leaf_official_matches_reference_and_keeps_resize():
                              image_size=128, seed=0, need_eval=False).test[0]
     assert resized["pixel_values"].shape == (3, 96, 128)
     assert float(resized["pixel_values"].min()) >= -1 and float(resized["pixel_values"].max()) <= 1
+
+
+def test_prediction_preprocesses_as_the_official_training(tmp_path):
+    """infosam predict follows run_args.json's preprocessing: the same pixels as the training transform."""
+    from infosam_hf.data import decode_image, preprocess_image
+    from infosam_hf.models.inference import run_input_settings
+
+    mask = np.zeros((30, 50), np.uint8)
+    mask[5:20, 10:30] = 255
+    image_path, mask_path = _write_pair(tmp_path, mask)
+    training = SamSegmentationTransform(64, preprocessing="official").example(
+        {"path": str(image_path)}, {"path": str(mask_path)}, index=0)["pixel_values"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run_args.json").write_text('{"data": {"preprocessing": "official", "resize": null}}')
+    settings = run_input_settings(str(tmp_path / "run"))
+    assert settings == {"preprocessing": "official"}
+    pixels, _ = preprocess_image(decode_image(str(image_path))[0], 64, **settings)
+    assert torch.equal(pixels, training)

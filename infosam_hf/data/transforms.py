@@ -69,19 +69,24 @@ def _resize_mask_official(mask: np.ndarray, height: int, width: int) -> np.ndarr
 
 
 def preprocess_image(image: Image.Image, image_size: int, resized_shape: tuple[int, int] | None = None,
-                     mean=None, std=None, resize: tuple[int, int] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+                     mean=None, std=None, resize: tuple[int, int] | None = None,
+                     preprocessing: str = "sam") -> tuple[torch.Tensor, tuple[int, int]]:
     """Resize (bilinear) and normalise an image for SAM.
 
     By default the longest side goes to ``image_size`` and the result is padded bottom/right to
     ``image_size``²; ``resize`` (H, W) resizes to exactly that size instead (no padding).
     ``resized_shape`` (h, w) overrides the size computed from the image (used when the image was
     draft-decoded and the size must follow the full-resolution original instead).
+    ``preprocessing="official"`` normalises as the official InfoSAM loader (BGR channels, black padding
+    before normalising; see :class:`SamSegmentationTransform`).
     Returns ``pixel_values`` (3, H, W) float32 and the resized (height, width) before padding.
     """
     new_h, new_w = tuple(resize) if resize else (resized_shape or _resized_shape(image.height, image.width, image_size))
     if (image.width, image.height) != (new_w, new_h):
         image = image.resize((new_w, new_h), Image.BILINEAR)
     canvas = (new_h, new_w) if resize else (image_size, image_size)
+    if preprocessing == "official":
+        return normalize_official(np.ascontiguousarray(np.asarray(image)[..., ::-1]), canvas, mean, std), (new_h, new_w)
     return normalize_pixels(np.asarray(image), canvas, mean, std), (new_h, new_w)
 
 
