@@ -133,3 +133,19 @@ def test_evaluate_table_leads_with_report_metrics():
                "metric_input": "official_logits", "metric_set": "paper"}
     lines = format_results_table(results, ["s_measure", "e_measure"]).splitlines()[3:]
     assert [line.split()[0] for line in lines] == ["s_measure", "e_measure", "iou", "dice", "mae"]
+
+
+def test_a_resumed_run_keeps_the_epochs_scored_before(tmp_path):
+    from types import SimpleNamespace
+
+    from infosam_hf.training.protocol import OfficialProtocolCallback
+
+    first = OfficialProtocolCallback(None, [6, 7, 8], metric="iou")
+    first.per_epoch = {6: {"iou": 0.4}, 7: {"iou": 0.6}}
+    first.write(tmp_path)
+    resumed = OfficialProtocolCallback(None, [6, 7, 8], metric="iou")
+    args = SimpleNamespace(output_dir=str(tmp_path))
+    resumed.on_train_begin(args, SimpleNamespace(global_step=0), None)
+    assert resumed.per_epoch == {}  # a fresh run ignores an old file
+    resumed.on_train_begin(args, SimpleNamespace(global_step=70), None)
+    assert resumed.per_epoch == first.per_epoch

@@ -77,14 +77,22 @@ def format_protocol_table(summary: dict[str, Any], columns: Sequence[str]) -> st
 
 
 class OfficialProtocolCallback(TrainerCallback):
-    """At the end of each chosen epoch: save the adapter to ``output_dir/epoch_<e>`` and score it on the test
-    split. Set :attr:`trainer` after building the trainer; scores land in :attr:`per_epoch`."""
+    """At the end of each chosen epoch: save the adapter to ``output_dir/epoch_<e>``, score it on the test
+    split and rewrite ``protocol_results.json`` (so a resumed run keeps the epochs scored before). Set
+    :attr:`trainer` after building the trainer; scores land in :attr:`per_epoch`."""
 
-    def __init__(self, test_dataset, epochs: Sequence[int]):
+    def __init__(self, test_dataset, epochs: Sequence[int], metric: str = "iou"):
         self.test_dataset = test_dataset
         self.epochs = set(int(e) for e in epochs)
+        self.metric = metric
         self.trainer = None
         self.per_epoch: dict[int, dict[str, float]] = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        saved = Path(args.output_dir) / PROTOCOL_RESULTS_NAME
+        if state.global_step > 0 and saved.is_file():  # resumed: the epochs scored before the interruption
+            epochs = json.loads(saved.read_text()).get("epochs", {})
+            self.per_epoch.update({int(e): scores for e, scores in epochs.items() if int(e) in self.epochs})
 
     def on_epoch_end(self, args, state, control, **kwargs):
         epoch = int(round(state.epoch or 0))
@@ -96,10 +104,12 @@ class OfficialProtocolCallback(TrainerCallback):
         metrics = self.trainer.evaluate(self.test_dataset, metric_key_prefix="test")
         self.per_epoch[epoch] = {k.removeprefix("test_"): float(v) for k, v in metrics.items()
                                  if isinstance(v, (int, float))}
+        if state.is_world_process_zero:
+            self.write(args.output_dir)
 
-    def write(self, output_dir: str | Path, metric: str) -> dict[str, Any]:
-        """Write ``protocol_results.json`` (main process) and return its content."""
-        summary = protocol_summary(self.per_epoch, metric)
+    def write(self, output_dir: str | Path) -> dict[str, Any]:
+        """Write ``protocol_results.json`` and return its content."""
+        summary = protocol_summary(self.per_epoch, self.metric)
         with open(Path(output_dir) / PROTOCOL_RESULTS_NAME, "w") as handle:
             json.dump(summary, handle, indent=2)
         return summary

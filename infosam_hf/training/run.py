@@ -184,7 +184,8 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
         if splits.test is None:
             raise RecipeError("protocol=official scores saved epochs on the test split: set test_split")
         protocol = OfficialProtocolCallback(splits.test, official_epochs(math.ceil(args.num_train_epochs),
-                                                                         args.protocol_epochs))
+                                                                         args.protocol_epochs),
+                                            (args.report_metrics or [args.metric_for_best_model or "iou"])[0])
     trainer = InfoSAMTrainer(
         model=student, args=args, teacher_model=teacher, train_dataset=splits.train,
         eval_dataset=splits.eval, processing_class=image_processor, num_labels=data_args.num_labels,
@@ -221,8 +222,7 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
             keys += [k for k in first if k.startswith(CLASS_IOU_PREFIX)]
             _print_table(f"Test split ({len(splits.test)} images, {data_args.eval_prompt} prompts)", summary, keys)
         if protocol is not None and protocol.per_epoch:
-            metric = (args.report_metrics or [args.metric_for_best_model or "iou"])[0]
-            protocol_summary = protocol.write(args.output_dir, metric)
+            protocol_summary = protocol.write(args.output_dir)
             results["protocol"] = protocol_summary
             columns = leading_columns(list(next(iter(protocol.per_epoch.values()))), args.report_metrics)
             print(f"\nOfficial protocol: test split scored after epochs {sorted(protocol.per_epoch)} "
