@@ -121,6 +121,12 @@ def test_command_line_with_explicit_relation(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert "sam_adapter adapter saved to" in capsys.readouterr().out
     relation = load_relation_state_dict(tmp_path / "cli")
+    from infosam_hf.models.inference import load_for_inference
+
+    batch = tiny_batch(2)  # infosam evaluate / predict load it as AutoPeftModel does
+    for a, b in zip(outputs(load_for_inference(str(tmp_path / "cli"), device="cpu"), batch),
+                    outputs(AutoPeftModel.from_pretrained(tmp_path / "cli").eval(), batch)):
+        assert torch.equal(a, b)
     assert all(torch.equal(relation[k], relation_state[k]) for k in relation_state)
     assert (tmp_path / "cli" / "preprocessor_config.json").is_file()
 
