@@ -102,7 +102,7 @@ def _evaluate(argv: list[str]) -> int:
     )
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
-    print(format_results_table(results))
+    print(format_results_table(results, config.report_metrics))
     print(f"\nResults written to {output}")
     return 0
 

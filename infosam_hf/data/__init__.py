@@ -162,6 +162,7 @@ def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_
         resize=data_args.resize, random_crop=data_args.random_crop, image_mean=data_args.image_mean,
         image_std=data_args.image_std, mask_value_map=data_args.mask_value_map,
         keep_aspect_ratio=keep_aspect_ratio,
+        preprocessing=data_args.preprocessing,
     )
     if INDEX_COLUMN not in dataset.column_names:
         with _no_datasets_bars():  # on a carved split this rewrites the rows: a bar that tells nothing

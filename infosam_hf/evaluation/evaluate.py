@@ -109,12 +109,15 @@ def _follow_model_classes(data_args: DataArguments, classes: int) -> tuple[DataA
     return dataclasses.replace(data_args, num_labels=classes, eval_prompt="none"), True
 
 
-def format_results_table(results: dict[str, Any]) -> str:
-    """A two-column text table of the numeric metrics under a one-line header."""
+def format_results_table(results: dict[str, Any], leading: list[str] | None = None) -> str:
+    """A two-column text table of the numeric metrics under a one-line header; the metrics named in
+    ``leading`` (a recipe's ``report_metrics``) come first."""
     header = (f"{results['adapter']} on {results['dataset']} [{results['split']}]: {results['num_images']} images, "
               f"{results['eval_prompt']} prompts, metric_input={results['metric_input']}")
     meta = {"num_images", "split", "dataset", "eval_prompt", "adapter", "base_model", "metric_input", "metric_set"}
     rows = [(key, value) for key, value in results.items() if key not in meta and isinstance(value, float)]
+    order = {key: i for i, key in enumerate(leading or [])}
+    rows.sort(key=lambda row: order.get(row[0], len(order)))  # stable: the others keep their order
     width = max([len("metric")] + [len(key) for key, _ in rows]) + 2
     lines = [header, f"  {'metric':<{width}}{'value':>10}", f"  {'-' * (width + 10)}"]
     for key, value in rows:

@@ -86,10 +86,11 @@ def _run_was_dynamic(adapter: str) -> bool:
 
 
 def run_input_settings(adapter: str | None) -> dict:
-    """The input settings (``resize``, ``image_mean``, ``image_std``) the run that saved ``adapter`` trained
-    with, for preprocessing at inference; {} when unknown (SAM's defaults)."""
+    """The input settings (``resize``, ``image_mean``, ``image_std``, ``preprocessing``) the run that saved
+    ``adapter`` trained with, for preprocessing at inference; {} when unknown (SAM's defaults)."""
     data = _read_run_args(adapter).get("data") or {}
-    return {key: data[key] for key in ("resize", "image_mean", "image_std") if data.get(key) is not None}
+    return {key: data[key] for key in ("resize", "image_mean", "image_std", "preprocessing")
+            if data.get(key) is not None}
 
 
 def _load_base(adapter: str, base: str | None, revision: str | None) -> torch.nn.Module:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import types
@@ -32,6 +33,7 @@ from ..relation import load_relation_state_dict
 from ..remote import check_pretrained_name
 from ..tuners import PeftArguments, build_peft_config, build_student, parameter_groups
 from .config import InfoSAMConfig
+from .protocol import OfficialProtocolCallback, format_protocol_table, leading_columns, official_epochs
 from .recipe import RecipeError, coerce_value, parse_recipe
 from .trainer import InfoSAMTrainer
 
@@ -227,7 +229,7 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     set_seed(args.seed)
     # Fail on bad data or options before loading any model. A validation split is held out of train
     # only when something evaluates during training.
-    need_eval = args.eval_strategy != "no" or args.load_best_model_at_end
+    need_eval = (args.eval_strategy != "no" or args.load_best_model_at_end) and args.protocol != "official"
     raw_splits = select_splits(data_args, seed=args.seed, need_eval=need_eval)
     augmenter_from_args(data_args)
     check_input_sizes(model_args, data_args)
@@ -236,11 +238,20 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     sam2 = is_sam2(student)
     splits = build_datasets(data_args, image_size, seed=args.seed, splits=raw_splits, keep_aspect_ratio=not sam2)
     image_processor = build_image_processor(image_size, data_args.image_mean, data_args.image_std, sam2)
+    protocol = None
+    if args.protocol == "official":  # save and score the last epochs on the test split, as the official scripts
+        if splits.test is None:
+            raise RecipeError("protocol=official scores saved epochs on the test split: set test_split")
+        protocol = OfficialProtocolCallback(splits.test, official_epochs(math.ceil(args.num_train_epochs),
+                                                                         args.protocol_epochs),
+                                            (args.report_metrics or [args.metric_for_best_model or "iou"])[0])
     trainer = InfoSAMTrainer(
         model=student, args=args, teacher_model=teacher, train_dataset=splits.train,
         eval_dataset=splits.eval, processing_class=image_processor, num_labels=data_args.num_labels,
-        ignore_index=data_args.ignore_index, callbacks=[TrainingCurvesCallback()],
+        ignore_index=data_args.ignore_index, callbacks=[TrainingCurvesCallback()] + ([protocol] if protocol else []),
     )
+    if protocol is not None:
+        protocol.trainer = trainer
     if trainer.is_world_process_zero():
         groups = parameter_groups(student)
         print(f"Trainable parameters ({peft_args.peft_method}): {sum(groups.values()):,} = "
@@ -254,7 +265,11 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     trainer.save_state()
     results: dict[str, Any] = {"train": train_result.metrics}
     if splits.test is not None:
-        test_metrics = trainer.evaluate(splits.test, metric_key_prefix="test")
+        last_epoch = math.ceil(train_result.metrics.get("epoch", 0) - 1e-6)
+        if protocol is not None and last_epoch in protocol.per_epoch:  # the saved last epoch is the final model
+            test_metrics = {f"test_{k}": v for k, v in protocol.per_epoch[last_epoch].items()}
+        else:
+            test_metrics = trainer.evaluate(splits.test, metric_key_prefix="test")
         trainer.log_metrics("test", test_metrics)
         trainer.save_metrics("test", test_metrics)
         results["test"] = test_metrics
@@ -262,9 +277,15 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     if trainer.is_world_process_zero():
         if summary:
             first = next(iter(summary.values()))
-            keys = [k for k in ("iou", "iou@0.5", "dice", "miou", "pixel_accuracy") if k in first]
+            keys = leading_columns(list(first), args.report_metrics, ("iou", "iou@0.5", "dice", "miou", "pixel_accuracy"))
             keys += [k for k in first if k.startswith(CLASS_IOU_PREFIX)]
             _print_table(f"Test split ({len(splits.test)} images, {data_args.eval_prompt} prompts)", summary, keys)
+        if protocol is not None and protocol.per_epoch:
+            protocol_summary = protocol.write(args.output_dir)
+            results["protocol"] = protocol_summary
+            columns = leading_columns(list(next(iter(protocol.per_epoch.values()))), args.report_metrics)
+            print(f"\nOfficial protocol: test split scored after epochs {sorted(protocol.per_epoch)} "
+                  f"(adapters in {args.output_dir}/epoch_<e>)\n" + format_protocol_table(protocol_summary, columns))
         finish_run(trainer, args, results, summary,
                    {"model": asdict(model_args), "peft": asdict(peft_args), "data": asdict(data_args),
                     "training": training_args_dict(args)})

@@ -296,6 +296,17 @@ class InfoSAMTrainer(Trainer):
         super().log(logs, start_time)
 
     # ----------------------------------------------------------- evaluation
+    def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False,
+                        dataloader_key=None):
+        """As Trainer's, except that ``dataloader_drop_last`` applies to training only: Trainer would also drop
+        the last partial batch of every evaluation (and of the test split)."""
+        drop_last = self.args.dataloader_drop_last
+        self.args.dataloader_drop_last = drop_last and is_training
+        try:
+            return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
+        finally:
+            self.args.dataloader_drop_last = drop_last
+
     def new_metrics(self) -> SegmentationMetrics:
         """A fresh streamed metrics accumulator configured from ``args``."""
         return make_metrics(self.num_labels, self.ignore_index, self.args.metric_input, self.args.metric_set)
