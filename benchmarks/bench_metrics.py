@@ -7,6 +7,7 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import argparse  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -14,10 +15,9 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from infosam_hf.evaluation.metrics import SegmentationMetrics  # noqa: E402
+from infosam_hf.remote import hub_unreachable_reason  # noqa: E402
 
 CASES = ((64, 256), (16, 1024))
 REPEATS = 3
@@ -56,6 +56,9 @@ def reference_mean_iou(pred_labels, labels, num_labels=2, ignore_index=255):
 
 def try_load_evaluate(timeout_s=60.0):
     """Return (metric, None) or (None, reason); never blocks longer than ``timeout_s``."""
+    unreachable = hub_unreachable_reason()
+    if unreachable:  # evaluate.load would retry the Hub for about a minute
+        return None, f"the Hub is unreachable ({unreachable})"
     result = {}
 
     def target():
@@ -90,7 +93,8 @@ def ours(logits, gts, sod):
     return m.compute()
 
 
-def main():
+def main(argv=None):
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     metric, error = try_load_evaluate()
     if metric is None:
         print(f"evaluate.load('mean_iou') unavailable ({error})")

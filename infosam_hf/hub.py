@@ -161,10 +161,16 @@ def _metric_table(rows: Mapping[str, Mapping[str, float]], keys: Sequence[str]) 
     return "\n".join(lines)
 
 
+def _is_sam2_run(output_dir: Path) -> bool:
+    """A SAM 2 run saves ``Sam2ImageProcessor``'s config beside the adapter."""
+    config = _read_json(output_dir / PREPROCESSOR_NAME) or {}
+    return str(config.get("image_processor_type", "")).startswith("Sam2")
+
+
 def _image_size(output_dir: Path) -> int | None:
     config = _read_json(output_dir / PREPROCESSOR_NAME) or {}
     size = config.get("size") or {}
-    value = size.get("longest_edge") if isinstance(size, dict) else None
+    value = (size.get("longest_edge") or size.get("height")) if isinstance(size, dict) else None
     if value is None:
         pad = config.get("pad_size") or {}
         value = pad.get("height") if isinstance(pad, dict) else None
@@ -233,9 +239,12 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
     base_ref = base_model or adapter_base or "facebook/sam-vit-base"
     modules = adapter_config.get("modules_to_save") or []
     targets = adapter_config.get("target_modules")
+    sam2 = _is_sam2_run(output_dir)
+    model_class, processor_class = ("Sam2Model", "Sam2Processor") if sam2 else ("SamModel", "SamProcessor")
     sections = [f"# {model_name}", ""]
     sections.append(
-        f"A **{method_name}** adapter for the Segment Anything Model (`SamModel`), fine-tuned with "
+        f"A **{method_name}** adapter for the Segment Anything Model{' 2' if sam2 else ''} (`{model_class}`), "
+        "fine-tuned with "
         "**InfoSAM** -- relation-based information-theoretic distillation from the pre-trained SAM (the "
         "teacher) into the fine-tuned one (the student) -- trained with `infosam-hf` (🤗 Transformers "
         "`Trainer` + PEFT).")
@@ -279,20 +288,23 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
     else:
         sections.append("No test evaluation was recorded for this run.")
 
-    snippet_base = (f'SamModel.from_pretrained("{adapter_ref}", subfolder="{BASE_MODEL_DIR}")' if base_in_repo
-                    else f'SamModel.from_pretrained("{base_ref}")')
+    snippet_base = (f'{model_class}.from_pretrained("{adapter_ref}", subfolder="{BASE_MODEL_DIR}")' if base_in_repo
+                    else f'{model_class}.from_pretrained("{base_ref}")')
     # the project's own tuners (adapter_config.json peft_type other than a stock peft one) register at import
     registers = [] if str(adapter_config.get("peft_type", "LORA")).upper() in PeftType.__members__ else [
         "import infosam_hf  # registers this adapter's PEFT method with peft (pip install infosam-hf)"]
     sections += ["", "## How to use", "", "```python", "import torch", *registers,
                  "from peft import AutoPeftModel, PeftModel", "from PIL import Image",
-                 "from transformers import SamModel, SamProcessor", "",
-                 f'processor = SamProcessor.from_pretrained("{adapter_ref}")',
+                 f"from transformers import {model_class}, {processor_class}", "",
+                 f'processor = {processor_class}.from_pretrained("{adapter_ref}")',
                  f"base = {snippet_base}",
                  f'model = PeftModel.from_pretrained(base, "{adapter_ref}").eval()']
     if not (local_base and repo_id):
         sections += ["# or, in one step (loads the recorded base model):",
                      f'# model = AutoPeftModel.from_pretrained("{adapter_ref}").eval()']
+    if sam2:
+        sections += ["# use mask token 0 in eval mode too, as trained (no fallback to the multimask outputs)",
+                     "model.get_base_model().mask_decoder.dynamic_multimask_via_stability = False"]
     if num_classes > 1:  # no prompt; one channel per class, the prediction is the argmax
         sections += ["", 'image = Image.open("image.png").convert("RGB")',
                      'inputs = processor(images=image, return_tensors="pt")',
@@ -309,10 +321,11 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
                      "with torch.no_grad():",
                      "    outputs = model(**inputs, multimask_output=False)",
                      "masks = processor.image_processor.post_process_masks(",
-                     '    outputs.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"])',
+                     ('    outputs.pred_masks, inputs["original_sizes"])' if sam2 else
+                      '    outputs.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"])'),
                      "```", ""]
-    sections += ["To get a plain `SamModel` with the adapter merged in: "
-                 f"`python scripts/export.py {adapter_ref} merged/`."]
+    sections += [f"To get a plain `{model_class}` with the adapter merged in (mergeable methods such as LoRA): "
+                 f"`infosam export {adapter_ref} merged/`."]
 
     sections += ["", "## Training", "", "| hyperparameter | value |", "|---|---|"]
     hyper: dict[str, Any] = {}

@@ -113,6 +113,9 @@ def load_relation_state_dict(source: str | os.PathLike, revision: str | None = N
             raise FileNotFoundError(f"relation_from={source}: no such file or directory") from None
         if path.is_absolute() or str(source).startswith("."):
             raise FileNotFoundError(f"relation_from={source}: no such file or directory")
+        from .remote import check_pretrained_name
+
+        check_pretrained_name(str(source), "relation_from", marker_file=SAFETENSORS_WEIGHTS_NAME)
         try:
             weights_path = Path(hf_hub_download(str(source), SAFETENSORS_WEIGHTS_NAME, revision=revision))
         except OSError as err:  # not found, offline, no access: one line, like a local miss

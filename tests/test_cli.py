@@ -1,3 +1,5 @@
+import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +92,126 @@ def test_bad_options_fail_with_one_line(tmp_path, capsys, extra, expected):
                  "--synthetic_num_test", "4", "--synthetic_num_eval", "4", *extra])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
+
+
+# ------------------------------------------------------------------------------ help and early errors
+def _train(argv, capsys):
+    from infosam_hf.commands.train import main
+
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_train_help_lists_every_key_by_group(flag, capsys):
+    code, out, _ = _train([flag], capsys)
+    assert code == 0 and out.startswith("usage: infosam train RECIPE.yaml")
+    groups = [out.index(f"\n{name}:") for name in ("ModelArguments", "PeftArguments", "DataArguments", "InfoSAMConfig")]
+    assert groups == sorted(groups)
+    for dataclass_type in parse_train_args.__globals__["RECIPE_DATACLASSES"]:
+        for field in dataclasses.fields(dataclass_type):
+            if field.init and not field.name.startswith("_"):
+                assert f"\n  --{field.name} " in out, field.name
+    assert "--lambda_d float\n      Weight λ2 of loss_d (relation distillation). (default: 0.5)" in out
+    assert "--logging_dir str | None" in out
+
+
+def test_train_help_after_a_recipe_shows_its_values(capsys):
+    code, out, _ = _train([str(ROOT / "recipes" / "demo.yaml"), "--max_steps", "7", "--help"], capsys)
+    assert code == 0
+    assert "(default: -1; set to: 7)" in out and "(default: lora; set to: lora)" in out
+    assert "set to: synthetic" in out
+
+
+def test_train_without_arguments_prints_usage(capsys):
+    code, out, err = _train([], capsys)
+    assert code == 2 and err.startswith("usage: infosam train") and "--help" in err and "model_name_or_path" not in err
+
+
+@pytest.mark.parametrize("script", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "scripts").glob("*.py"))
+                         + sorted(str(p.relative_to(ROOT)) for p in (ROOT / "benchmarks").glob("bench_*.py")))
+def test_every_script_and_benchmark_answers_help(script, monkeypatch, capsys):
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", [str(ROOT / script), "--help"])
+    monkeypatch.setattr(sys, "path", list(sys.path))  # benchmarks prepend the repository root
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(ROOT / script), run_name="__main__")
+    out = capsys.readouterr().out
+    assert exit_info.value.code in (0, None) and out.startswith("usage:"), out[:500]
+    assert " ms" not in out  # the help only: nothing was timed or run
+
+
+def test_yaml_syntax_error_names_line_and_column(tmp_path):
+    recipe = write(tmp_path, "learning_rate: 1e-3\npeft_config: {r: 4\nmax_steps: 3\n")
+    with pytest.raises(RecipeError, match=r"recipe\.yaml:3:\d+: invalid YAML"):
+        parse_train_args([recipe])
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--peft_config.r", "x"], "peft_config.r: expected int, got 'x'"),
+    (["--report_to", "surely_not_a_tracker"], "report_to='surely_not_a_tracker' is not known"),
+    (["--per_device_train_batch_size", "-1"], "per_device_train_batch_size must be >= 1, got -1"),
+    (["--gradient_accumulation_steps", "0"], "gradient_accumulation_steps must be >= 1"),
+])
+def test_option_errors_are_one_line_before_any_loading(tmp_path, capsys, monkeypatch, extra, expected):
+    import infosam_hf.training.run as run
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("loaded data or a model before checking the options")
+
+    monkeypatch.setattr(run, "select_splits", no_loading)
+    monkeypatch.setattr(run, "load_sam", no_loading)
+    code, _, err = _train([str(ROOT / "recipes" / "demo.yaml"), "--output_dir", str(tmp_path), *extra], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and expected in lines[0], err
+
+
+def test_report_to_an_integration_that_is_not_installed(tmp_path, monkeypatch):
+    from transformers.integrations import integration_utils
+
+    monkeypatch.setattr(integration_utils, "get_available_reporting_integrations", lambda: ["tensorboard"])
+    with pytest.raises(RecipeError, match=r"report_to='wandb': wandb is not installed \(pip install wandb\)"):
+        parse_train_args(["--report_to", "wandb", "--output_dir", str(tmp_path)])
+
+
+def test_cpu_runs_use_one_thread_unless_omp_num_threads_is_set(tmp_path, monkeypatch):
+    import torch
+
+    from infosam_hf.commands.train import cpu_threads
+
+    *_, args = parse_train_args(["--output_dir", str(tmp_path), "--use_cpu", "true"])
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        assert cpu_threads(args) is None
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        torch.set_num_threads(2)
+        assert cpu_threads(args) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_carved_split_prints_no_flattening_bar(capfd):
+    from infosam_hf.data import DataArguments, with_sam_transform
+    from infosam_hf.data.synthetic import make_synthetic_split
+
+    carved = make_synthetic_split(20, image_size=32).train_test_split(test_size=0.2, seed=0)["train"]
+    with_sam_transform(carved, DataArguments(), 32, train=True)
+    assert "Flattening" not in capfd.readouterr().err
+
+
+def test_building_a_student_raises_no_deprecation_noise(recwarn):
+    from infosam_hf.commands.common import configure_logging
+    from infosam_hf.models.sam import attach_relation_module, load_sam
+    from infosam_hf.tuners import build_student
+
+    configure_logging()
+    sam = load_sam(sam_config={"vision_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                 "image_size": 64, "patch_size": 16, "global_attn_indexes": [0]},
+                               "mask_decoder_config": {"hidden_size": 32, "num_attention_heads": 2}})
+    attach_relation_module(sam)
+    build_student(sam)
+    assert not [w for w in recwarn if "is_gradient_checkpointing" in str(w.message)]

@@ -138,6 +138,26 @@ def test_evaluate_reproduces_the_training_test_metrics(demo_adapter, tmp_path, c
     assert "s_measure" not in evaluated
 
 
+def test_evaluate_defaults_to_the_runs_recorded_settings(demo_adapter, tmp_path, capsys):
+    adapter, results = demo_adapter
+    output = tmp_path / "recorded.json"
+    status, _, err = _evaluate(["--adapter", adapter, "--output", output], capsys)  # no --recipe, no dataset
+    assert status == 0, err
+    evaluated = json.loads(output.read_text())
+    assert evaluated["dataset"] == "synthetic" and evaluated["num_images"] == 8 and "s_measure" not in evaluated
+    for key in ("iou", "dice", "iou@0.5", "miou"):
+        assert evaluated[key] == pytest.approx(results["test"][f"test_{key}"], abs=1e-6), key
+
+
+def test_evaluate_zero_shot_needs_an_output_file(demo_adapter, csv_folder, tmp_path, capsys, monkeypatch):
+    adapter, _ = demo_adapter
+    monkeypatch.chdir(tmp_path)
+    status, _, err = _evaluate(["--adapter", "none", "--base_model", adapter / "base_model",
+                                "--dataset_name_or_path", csv_folder], capsys)
+    assert status == 2 and "give --output" in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_evaluate_zero_shot_base(demo_adapter, csv_folder, tmp_path, capsys):
     adapter, _ = demo_adapter
     output = tmp_path / "zero_shot.json"

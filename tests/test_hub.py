@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from transformers import SamModel
 
 import infosam_hf.hub as hub
+from infosam_hf.commands import push as push_command
 from infosam_hf.commands.push import main as push_main
 import infosam_hf.training.run as pipeline
 from infosam_hf import InfoSAMTrainer
@@ -214,6 +215,7 @@ def test_push_script_uploads_the_adapter_dir(run, tmp_path, monkeypatch, capsys)
     (out / "checkpoint-1" / "optimizer.pt").write_bytes(b"x")
     api = FakeHubApi()
     monkeypatch.setattr(hub, "_default_api", lambda: api)
+    monkeypatch.setattr(push_command, "hub_unreachable_reason", lambda: None)  # the fake Hub answers
     monkeypatch.setenv("HF_TOKEN", SECRET)
     assert push_main([str(out), "someone/sam-demo", "--private", "--revision", "dev"]) == 0
     assert ("create_repo", "someone/sam-demo", True) in api.calls
@@ -239,6 +241,7 @@ def test_push_script_uploads_the_adapter_dir(run, tmp_path, monkeypatch, capsys)
 def test_push_script_one_line_errors(run, tmp_path, monkeypatch, capsys, make_dir, repo):
     api = FakeHubApi()
     monkeypatch.setattr(hub, "_default_api", lambda: api)
+    monkeypatch.setattr(push_command, "hub_unreachable_reason", lambda: None)
     target = tmp_path / "dir"
     if make_dir != "missing":
         target.mkdir()

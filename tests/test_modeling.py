@@ -4,7 +4,8 @@ import torch
 from infosam_hf.models import SamFeatureCapture
 from infosam_hf.models.sam import build_sam_config, get_relation_module, load_sam
 from infosam_hf.tuners.registry import build_peft_config
-from tiny_sam import TINY_SAM, tiny_batch, tiny_sam, tiny_student
+from tiny_sam import (TINY_SAM, assert_adapter_off_is_the_base, captured_over_two_calls, tiny_batch, tiny_sam,
+                      tiny_student)
 
 
 def _forward(model, batch):
@@ -33,13 +34,7 @@ def test_teacher_is_the_base_model_with_shared_weights():
     student = tiny_student(seed=0)
     base = tiny_sam(seed=0)  # the same random init, never wrapped
     batch = tiny_batch()
-    with torch.no_grad():
-        expected = _forward(base, batch).pred_masks
-        with student.disable_adapter():
-            teacher_out = _forward(student, batch).pred_masks
-        student_out = _forward(student, batch).pred_masks
-    torch.testing.assert_close(teacher_out, expected, rtol=0, atol=0)
-    assert not torch.allclose(student_out, teacher_out)  # the perturbed LoRA makes the student differ
+    assert_adapter_off_is_the_base(student, base, batch)
 
     frozen_ptrs = {p.data_ptr() for n, p in student.named_parameters() if not p.requires_grad}
     trained_ptrs = {p.data_ptr() for p in student.parameters() if p.requires_grad}
@@ -63,10 +58,7 @@ def test_teacher_is_the_base_model_with_shared_weights():
 def test_capture_matches_a_manual_decoder_call():
     sam = tiny_sam(seed=3)
     batch = tiny_batch(batch_size=3, seed=3)
-    capture = SamFeatureCapture(sam)
-    with torch.no_grad(), capture.record() as feats:
-        _forward(sam, batch)
-        _forward(sam, tiny_batch(batch_size=3, seed=4))  # a second call must not overwrite the capture
+    feats = captured_over_two_calls(sam, batch, tiny_batch(batch_size=3, seed=4))  # the second must not overwrite
     with torch.no_grad():
         image_embeddings = sam.get_image_embeddings(batch["pixel_values"])
         sparse, dense = sam.prompt_encoder(input_points=None, input_labels=None,

@@ -65,13 +65,13 @@ def test_logged_loss_is_the_weighted_sum_of_components_under_accumulation(tmp_pa
     assert logs["loss"] == pytest.approx(expected, abs=2e-4)
 
 
-def test_info_losses_reach_the_right_parameters():
+def test_info_losses_reach_the_right_parameters(tmp_path):
     splits = tiny_data()
     from infosam_hf.data import SamPromptCollator
     batch = SamPromptCollator()([splits.train[i] for i in range(4)])
     for lambda_r, lambda_d, expect_lora in ((1.0, 0.0, False), (0.0, 1.0, True)):
         student = tiny_student()
-        args = InfoSAMConfig(output_dir="unused", lambda_r=lambda_r, lambda_d=lambda_d, report_to="none",
+        args = InfoSAMConfig(output_dir=str(tmp_path), lambda_r=lambda_r, lambda_d=lambda_d, report_to="none",
                              use_cpu=True)
         trainer = InfoSAMTrainer(model=student, args=args)
         student.train()
@@ -123,19 +123,31 @@ def test_demo_recipe_end_to_end(tmp_path):
     assert train_logs and all({"loss_seg", "loss_r", "loss_d"} <= set(h) for h in train_logs)
 
 
-def test_loss_components_reach_tensorboard(tmp_path):
+@pytest.mark.parametrize("logging_dir", [None, "elsewhere"])
+def test_tensorboard_logs_land_under_output_dir_or_logging_dir(tmp_path, monkeypatch, logging_dir):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # a writer opened before training used to land in ./runs/
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
     out = tmp_path / "tb"
     argv = [DEMO, "--output_dir", str(out), "--max_steps", "2", "--report_to", "tensorboard",
-            "--eval_before_training", "false", "--test_split", "null", *FAST]
+            "--eval_before_training", "true", "--metric_set", "iou", *FAST]
+    if logging_dir:
+        argv += ["--logging_dir", str(tmp_path / logging_dir)]
     run_training(*parse_train_args(argv))
+    assert list(cwd.iterdir()) == []
+    folder = tmp_path / logging_dir if logging_dir else out / "runs"
     tags = set()
-    for path in out.rglob("events.out.tfevents.*"):
+    for path in folder.rglob("events.out.tfevents.*"):
         for event in EventFileLoader(str(path)).Load():
             tags |= {value.tag for value in event.summary.value}
-    assert {"train/loss", "train/loss_seg", "train/loss_r", "train/loss_d"} <= tags
+    assert {"train/loss", "train/loss_seg", "train/loss_r", "train/loss_d", "test/iou"} <= tags
+    assert not any("flos" in tag for tag in tags)
+    if logging_dir:
+        assert not (out / "runs").exists()
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo DDP test runs on Linux CI")

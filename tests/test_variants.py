@@ -288,10 +288,22 @@ def _variant_argv(recipe, out, method):
 @pytest.mark.parametrize("recipe, method, extra", [("isbi_gsam.yaml", "gsam", []),
                                                    ("isbi_samus.yaml", "samus", ["--resize", "[128, 128]"]),
                                                    ("isbi_gsam.yaml", "gsam", ["--lambda_r", "0", "--lambda_d", "0"])])
-def test_variants_train_with_infosam_on_isbi2012(recipe, method, extra, tmp_path):
+def test_variants_train_with_infosam_on_isbi2012(recipe, method, extra, tmp_path, monkeypatch):
+    from infosam_hf.relation import RelationModule
+
+    grids = []  # token counts the relation module sees: teacher and student must match (student pooled)
+    forward = RelationModule.forward
+
+    def recording(self, image_embeds, mask_token):
+        grids.append(image_embeds.shape[1])
+        return forward(self, image_embeds, mask_token)
+
+    monkeypatch.setattr(RelationModule, "forward", recording)
     out = tmp_path / method
     argv = _variant_argv(recipe, out, method) + extra
     results = run_training(*parse_train_args(argv))
+    # samus: resized to 128, gsam: 128 crops; both teacher and student relations on the teacher's 8x8 grid
+    assert set(grids) == ({(128 // 16) ** 2} if "--lambda_r" not in extra else set())
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     logged = [entry for entry in history if "loss" in entry]
     assert logged and all(math.isfinite(entry["loss"]) for entry in logged)

@@ -107,3 +107,24 @@ def test_callback_in_a_training_run(tmp_path):
     trainer.evaluate(splits.test, metric_key_prefix="test")  # a post-training evaluation redraws it
     assert path.stat().st_mtime_ns >= before
     assert any("test_iou" in entry for entry in trainer.state.log_history)
+
+
+def test_callback_draws_before_during_and_after_training(tmp_path, monkeypatch):
+    from infosam_hf.evaluation import visualization
+
+    drawn = []
+    monkeypatch.setattr(visualization, "plot_training_curves", lambda history, path: drawn.append(list(history)))
+    args = SimpleNamespace(output_dir=str(tmp_path))
+    callback = TrainingCurvesCallback()
+    # the evaluation before training: Trainer.train() starts a fresh state, so only the callback keeps it
+    callback.on_evaluate(args, SimpleNamespace(log_history=[], is_world_process_zero=True), None,
+                         metrics={"test_iou": 0.1})
+    state = SimpleNamespace(log_history=[], is_world_process_zero=True)
+    callback.on_train_begin(args, state, None)
+    state.log_history += [{"step": 5, "eval_iou": 0.5}, {"step": 10, "loss": 0.3}]
+    callback.on_train_end(args, state, None)
+    state.log_history.append({"step": 10, "test_iou": 0.8})
+    callback.on_evaluate(args, state, None, metrics={"test_iou": 0.8})
+    history = drawn[-1]
+    assert [(e["step"], e["test_iou"]) for e in history if "test_iou" in e] == [(0, 0.1), (10, 0.8)]
+    assert [(e["step"], e["eval_iou"]) for e in history if "eval_iou" in e] == [(5, 0.5)]

@@ -19,8 +19,9 @@ def tiny_sam(seed: int = 0, image_size: int | None = None):
     return load_sam(sam_config=TINY_SAM, image_size=image_size, seed=seed)
 
 
-def tiny_student(seed: int = 0, **peft_options):
-    sam = tiny_sam(seed)
+def tiny_student(seed: int = 0, sam=None, **peft_options):
+    """LoRA student of ``sam`` (default: :func:`tiny_sam`) with its relation module attached."""
+    sam = tiny_sam(seed) if sam is None else sam
     attach_relation_module(sam)
     options = {"r": 4, "lora_alpha": 4}
     options.update(peft_options)
@@ -31,6 +32,34 @@ def tiny_student(seed: int = 0, **peft_options):
             if "lora_B" in name:
                 param.normal_(0, 0.05, generator=torch.Generator().manual_seed(seed + 1))
     return student
+
+
+def assert_adapter_off_is_the_base(student, base, batch) -> None:
+    """The student with its adapters disabled predicts exactly what the never-wrapped base does, and the
+    (perturbed) adapters change the prediction."""
+    def forward(model):
+        return model(pixel_values=batch["pixel_values"], input_boxes=batch["input_boxes"],
+                     multimask_output=False).pred_masks
+
+    with torch.no_grad():
+        expected = forward(base)
+        with student.disable_adapter():
+            teacher_out = forward(student)
+        student_out = forward(student)
+    torch.testing.assert_close(teacher_out, expected, rtol=0, atol=0)
+    assert not torch.allclose(student_out, teacher_out)  # the perturbed LoRA makes the student differ
+
+
+def captured_over_two_calls(model, batch, later_batch) -> dict:
+    """What ``SamFeatureCapture`` keeps from two forwards in one ``record()`` block (the first call's tensors)."""
+    from infosam_hf.models import SamFeatureCapture
+
+    capture = SamFeatureCapture(model)
+    with torch.no_grad(), capture.record() as feats:
+        for inputs in (batch, later_batch):
+            model(pixel_values=inputs["pixel_values"], input_boxes=inputs["input_boxes"], multimask_output=False)
+    capture.remove()
+    return feats
 
 
 def tiny_batch(batch_size: int = 4, size: int = 64, seed: int = 0, prompt: str = "box"):
@@ -50,6 +79,27 @@ def tiny_batch(batch_size: int = 4, size: int = 64, seed: int = 0, prompt: str =
         batch["input_points"] = centers
         batch["input_labels"] = torch.ones(batch_size, 1, 1, dtype=torch.long)
     return batch
+
+
+# A tiny random SAM 2: Hiera with four stages (strides 4, 8, 16, 32 on a 64² input), the decoder on
+# the 4×4 lowest FPN level, high-resolution skip features at 16² and 8².
+TINY_SAM2 = {
+    "model_type": "sam2",
+    "image_size": 64,
+    "backbone_config": {"hidden_size": 8, "embed_dim_per_stage": [8, 16, 32, 64], "blocks_per_stage": [1, 1, 2, 1],
+                        "num_attention_heads_per_stage": [1, 1, 2, 2], "window_size_per_stage": [8, 4, 4, 4],
+                        "global_attention_blocks": [3], "window_positional_embedding_background_size": [4, 4]},
+    "mask_decoder_config": {"hidden_size": 32, "num_attention_heads": 2, "mlp_dim": 64},
+    "initializer_range": 0.02,
+}
+
+
+def tiny_sam2(seed: int = 0):
+    return load_sam(sam_config=TINY_SAM2, seed=seed)
+
+
+def tiny_sam2_student(seed: int = 0, **peft_options):
+    return tiny_student(seed, sam=tiny_sam2(seed), **peft_options)
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ COMMANDS = {
     "train": ("train", "fine-tune SAM from a recipe: infosam train RECIPE.yaml [--key value ...]"),
     "evaluate": ("evaluate", "score an adapter (or the zero-shot base) on a dataset split"),
     "predict": ("predict", "masks and overlays for new images"),
-    "export": ("export", "merge an adapter into a plain SamModel"),
+    "export": ("export", "merge an adapter into a plain SamModel (or Sam2Model)"),
     "convert": ("convert", "original SAM checkpoints (sam_vit_*.pth, MedSAM) -> a SamModel directory"),
     "push": ("push", "push a finished run to the Hugging Face Hub"),
     "download": ("download", "fetch the public benchmark data sets"),

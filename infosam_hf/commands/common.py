@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 from ..data import DataError
@@ -20,14 +21,33 @@ USER_ERRORS = (UsageError, RecipeError, DataError, BaseModelMismatchError, Value
 TRACEBACK_ENV = "INFOSAM_TRACEBACK"
 
 
+# Libraries that print through a handler of their own: their records must not reach ours too.
+LIBRARY_LOGGERS = ("huggingface_hub", "transformers")
+
+
 def configure_logging(level: int = logging.WARNING) -> None:
-    """One handler on the root logger (never a second one), warnings and above by default."""
+    """One handler per log line (never a second one), warnings and above by default; quiet the noise.
+
+    The root logger gets a handler unless it has one; loggers of libraries that print through their
+    own handler stop propagating to it, so no line appears twice. Transformers' weight loading/saving
+    bars (a second for a small model) and a deprecation warning peft triggers on transformers 5
+    (``is_gradient_checkpointing``) tell the user nothing and are switched off.
+    """
+    import huggingface_hub.utils.logging  # noqa: F401  (adds its handler now, so it is seen below)
+    import transformers.utils.logging as transformers_logging
+
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
     root.setLevel(level)
+    for name in LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        if library.handlers:
+            library.propagate = False
+    transformers_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def run_main(body: Callable[[list[str]], int], argv: Sequence[str] | None) -> int:

@@ -1,5 +1,7 @@
 """``infosam convert sam CHECKPOINT.pth OUT_DIR [--model_type auto|vit_b|vit_l|vit_h]``: bring original
-SAM checkpoints (Meta's ``sam_vit_*.pth``, MedSAM and other fine-tunes in that format) into HF format."""
+SAM checkpoints (Meta's ``sam_vit_*.pth``, MedSAM and other fine-tunes in that format) into HF format.
+``infosam convert infosam CKPT.pth OUT_DIR --base facebook/sam-vit-base [--relation relation_models/N.pth]``:
+an official InfoSAM checkpoint into a ``sam_adapter`` adapter directory."""
 
 from __future__ import annotations
 
@@ -8,7 +10,13 @@ from collections.abc import Sequence
 
 import torch
 
-from ..models.convert import DEFAULT_DECODER_HEADS, ORIGINAL_SAM_PRESETS, convert_original_sam
+from ..models.convert import (
+    DEFAULT_DECODER_HEADS,
+    OFFICIAL_HUB_REPO,
+    ORIGINAL_SAM_PRESETS,
+    convert_official_infosam,
+    convert_original_sam,
+)
 from .common import run_main
 
 __all__ = ["build_parser", "main"]
@@ -30,12 +38,34 @@ def build_parser() -> argparse.ArgumentParser:
     sam.add_argument("--decoder_heads", type=int, default=DEFAULT_DECODER_HEADS,
                      help="attention heads of the mask decoder, not stored in checkpoints (default: 8, as in "
                           "every released SAM)")
+    official = kinds.add_parser(
+        "infosam", allow_abbrev=False, help="official InfoSAM <backend>_<epoch>_.pth -> sam_adapter adapter directory",
+        description="Convert an official InfoSAM checkpoint (the whole SAM with series adapters, trained LayerNorms "
+                    "and decoder, saved under 'model') and its relation_models/<epoch>.pth into a sam_adapter "
+                    "adapter directory over --base, loadable with AutoPeftModel.from_pretrained. Files are local "
+                    f"paths, hf://OWNER/REPO/FILE (e.g. hf://{OFFICIAL_HUB_REPO}/...), or files of --repo_id; read "
+                    "with torch.load(weights_only=True).")
+    official.add_argument("checkpoint", help="official <backend>_<epoch>_.pth, hf://OWNER/REPO/FILE, or a file of --repo_id")
+    official.add_argument("output_dir", help="the adapter directory to write")
+    official.add_argument("--base", required=True,
+                          help="the base SAM the run started from (hub id or directory, e.g. facebook/sam-vit-base, or "
+                               "a directory made by 'infosam convert sam sam_vit_b_01ec64.pth')")
+    official.add_argument("--relation", default=None,
+                          help="relation_models/<epoch>.pth (default: the one beside a local checkpoint, if there)")
+    official.add_argument("--repo_id", default=None, help=f"Hub repo holding the files (e.g. {OFFICIAL_HUB_REPO})")
+    official.add_argument("--atol", type=float, default=0.0,
+                          help="tolerance of the check that the frozen weights equal the base's (default: exact)")
     return parser
 
 
 def _convert(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     with torch.no_grad():
+        if args.kind == "infosam":
+            out = convert_official_infosam(args.checkpoint, args.output_dir, args.base, args.relation, args.repo_id,
+                                           args.atol)
+            print(f"sam_adapter adapter saved to {out} (AutoPeftModel.from_pretrained after 'import infosam_hf')")
+            return 0
         out = convert_original_sam(args.checkpoint, args.output_dir, args.model_type, args.decoder_heads)
     print(f"SamModel saved to {out} (use it as model_name_or_path)")
     return 0

@@ -8,6 +8,7 @@ recipe key (data and metric settings).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from ..evaluation.evaluate import RESULTS_FILENAME, default_output_path, evaluat
 from ..training import parse_train_args
 from .common import adapter_parser, run_main
 
-__all__ = ["build_parser", "parse_evaluate_args", "main"]
+__all__ = ["build_parser", "parse_evaluate_args", "run_recipe", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,27 +30,53 @@ def build_parser() -> argparse.ArgumentParser:
         "Any other --key value is a recipe key (data and metric settings).")
     parser.add_argument("--dataset_name_or_path", default=None, help="Dataset folder / Hub id (default: the recipe's).")
     parser.add_argument("--split", default=None, help="Split to score (default: the recipe's test_split, else 'test').")
-    parser.add_argument("--recipe", default=None, help="Recipe YAML giving the data and metric settings.")
+    parser.add_argument("--recipe", default=None,
+                        help="Recipe YAML giving the data and metric settings (default: ADAPTER/run_args.json's).")
     parser.add_argument("--output", default=None,
-                        help=f"Results JSON (default: ADAPTER/{RESULTS_FILENAME} for a local adapter).")
+                        help=f"Results JSON (default: ADAPTER/{RESULTS_FILENAME} for a local adapter; required otherwise).")
     return parser
+
+
+# The training keys of a run's run_args.json that the evaluation protocol uses.
+RUN_TRAINING_KEYS = ("metric_input", "metric_set", "seed", "per_device_eval_batch_size", "dataloader_num_workers")
+
+
+def run_recipe(adapter: str) -> dict[str, Any] | None:
+    """The data and metric keys a local run recorded in ``ADAPTER/run_args.json`` (None when there is none)."""
+    path = Path(adapter) / "run_args.json"
+    if adapter.lower() == "none" or not path.is_file():
+        return None
+    try:
+        recorded = json.loads(path.read_text())
+    except ValueError as err:
+        raise UsageError(f"{path}: not valid JSON ({err})") from None
+    known = {field.name for field in dataclasses.fields(DataArguments)}
+    values = {k: v for k, v in (recorded.get("data") or {}).items() if v is not None and k in known}
+    training = recorded.get("training") or {}
+    values.update({k: training[k] for k in RUN_TRAINING_KEYS if training.get(k) is not None})
+    return values
 
 
 def parse_evaluate_args(argv: Sequence[str]) -> tuple[argparse.Namespace, DataArguments, Any, Any]:
     """Split ``argv`` into the command's options and recipe keys.
 
-    Returns ``(options, data_args, model_args, config)`` where ``config`` is the recipe's
-    :class:`~infosam_hf.InfoSAMConfig` (metric_input, metric_set, seed, batch size ...).
+    Without ``--recipe`` and ``--dataset_name_or_path``, a local adapter's ``run_args.json`` gives the
+    data and metric settings of its training run. Returns ``(options, data_args, model_args, config)``
+    where ``config`` is the recipe's :class:`~infosam_hf.InfoSAMConfig` (metric_input, metric_set, seed ...).
     """
     options, overrides = build_parser().parse_known_args(list(argv))
+    recorded = None
     if options.recipe is None and options.dataset_name_or_path is None:
-        raise UsageError("--dataset_name_or_path is required (or give a --recipe that names the dataset)")
+        recorded = run_recipe(options.adapter)
+        if recorded is None:
+            raise UsageError("--dataset_name_or_path is required (or give a --recipe that names the dataset, or an "
+                             "adapter folder whose run_args.json records it)")
     if options.batch_size is not None and options.batch_size < 1:
         raise UsageError(f"--batch_size must be >= 1, got {options.batch_size}")
     recipe_argv = ([options.recipe] if options.recipe else []) + list(overrides)
     if options.dataset_name_or_path is not None:
         recipe_argv += ["--dataset_name_or_path", options.dataset_name_or_path]
-    model_args, _, data_args, config = parse_train_args(recipe_argv)
+    model_args, _, data_args, config = parse_train_args(recipe_argv, defaults=recorded)
     if options.split is None:
         options.split = data_args.test_split or "test"
     if options.batch_size is None:
@@ -62,15 +89,20 @@ def _evaluate(argv: list[str]) -> int:
     base_model = options.base_model
     if options.adapter.lower() == "none" and not base_model:
         base_model = model_args.model_name_or_path
+        if not base_model:
+            raise UsageError("--adapter none needs --base_model (the SAM checkpoint to evaluate zero-shot)")
+    output = Path(options.output) if options.output else default_output_path(options.adapter)
+    if output is None:
+        raise UsageError(f"--adapter {options.adapter}: give --output FILE.json for the results (they are written "
+                         "beside a local adapter, never into the current folder)")
     results = evaluate_adapter(
         options.adapter, data_args, split=options.split, base_model=base_model, batch_size=options.batch_size,
         metric_input=config.metric_input, metric_set=config.metric_set, seed=config.seed, device=options.device,
         num_workers=config.dataloader_num_workers, progress=not config.disable_tqdm,
     )
-    output = Path(options.output) if options.output else default_output_path(options.adapter)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
-    print(format_results_table(results))
+    print(format_results_table(results, config.report_metrics))
     print(f"\nResults written to {output}")
     return 0
 

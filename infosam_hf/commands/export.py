@@ -15,9 +15,10 @@ __all__ = ["build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="infosam export", description="Merge an InfoSAM adapter into its base SAM and save a plain SamModel.")
+        prog="infosam export",
+        description="Merge an InfoSAM adapter into its base SAM and save a plain SamModel (Sam2Model for SAM 2).")
     parser.add_argument("adapter", help="adapter directory (a run's output_dir) or Hub repo id")
-    parser.add_argument("output_dir", help="where to save the merged SamModel")
+    parser.add_argument("output_dir", help="where to save the merged model")
     parser.add_argument("--base_model", default=None, help="base SAM (default: the adapter's recorded base)")
     parser.add_argument("--revision", default=None, help="revision of a Hub adapter")
     return parser
@@ -27,7 +28,7 @@ def _export(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     with torch.no_grad():
         out = export_merged(args.adapter, args.output_dir, args.base_model, args.revision)
-    print(f"Merged SamModel saved to {out}")
+    print(f"Merged model saved to {out}")
     return 0
 
 

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 
 from huggingface_hub.utils import validate_repo_id
 
+from ..errors import error_line
 from ..hub import push_adapter_dir, validate_adapter_dir, write_model_card
+from ..remote import hub_unreachable_reason
 from .common import run_main
 
 __all__ = ["build_parser", "main"]
@@ -31,10 +33,24 @@ def _push(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     output_dir = validate_adapter_dir(args.output_dir)
     validate_repo_id(args.repo_id)
-    if not (args.keep_card and (output_dir / "README.md").is_file()):
+    reason = hub_unreachable_reason()
+    if reason:  # before the card is rewritten: nothing on disk changes when the push cannot start
+        raise OSError(f"cannot push to {args.repo_id}: the Hugging Face Hub is unreachable ({reason}); "
+                      f"nothing in {output_dir} was changed")
+    card = output_dir / "README.md"
+    old_card = card.read_bytes() if card.is_file() else None
+    if not (args.keep_card and old_card is not None):
         write_model_card(output_dir, args.repo_id)
-    info = push_adapter_dir(output_dir, args.repo_id, private=args.private or None, revision=args.revision,
-                            commit_message=args.commit_message)
+    try:
+        info = push_adapter_dir(output_dir, args.repo_id, private=args.private or None, revision=args.revision,
+                                commit_message=args.commit_message)
+    except Exception as err:  # noqa: BLE001 - any failed push (network, auth, HTTP): restore, then one line
+        if old_card is None:
+            card.unlink(missing_ok=True)
+        else:
+            card.write_bytes(old_card)
+        raise OSError(f"push to {args.repo_id} failed ({type(err).__name__}: {error_line(err)}); "
+                      f"{output_dir} is unchanged") from err
     url = getattr(info, "commit_url", None) or getattr(info, "repo_url", None) or args.repo_id
     print(f"Pushed {output_dir} to {url}")
     return 0

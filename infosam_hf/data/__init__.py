@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from datasets import Dataset
+import datasets.utils as datasets_utils
 
 from .arguments import DataArguments
 from .augment import AUGMENTATIONS, SegmentationAugmenter, build_augmenter
@@ -128,9 +130,21 @@ def augmenter_from_args(data_args: DataArguments) -> SegmentationAugmenter | Non
     )
 
 
+@contextlib.contextmanager
+def _no_datasets_bars():
+    was_disabled = datasets_utils.are_progress_bars_disabled()
+    datasets_utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets_utils.enable_progress_bars()
+
+
 def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_size: int, train: bool,
-                       seed: int = 42) -> Dataset | None:
-    """Attach the on-the-fly SAM transform (train or eval prompts) to a split.
+                       seed: int = 42, keep_aspect_ratio: bool = True) -> Dataset | None:
+    """Attach the on-the-fly SAM transform (train or eval prompts) to a split (``keep_aspect_ratio=False``:
+    SAM 2's square resize).
 
     Train splits augment as ``data_args.augment`` names; eval splits never augment. Every split gets an
     ``__index__`` column that keys its per-example randomness, so evaluation prompts repeat exactly.
@@ -147,20 +161,25 @@ def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_
         ignore_index=data_args.ignore_index, jpeg_draft=data_args.jpeg_draft, augmenter=augmenter,
         resize=data_args.resize, random_crop=data_args.random_crop, image_mean=data_args.image_mean,
         image_std=data_args.image_std, mask_value_map=data_args.mask_value_map,
+        keep_aspect_ratio=keep_aspect_ratio,
+        preprocessing=data_args.preprocessing,
     )
     if INDEX_COLUMN not in dataset.column_names:
-        dataset = dataset.add_column(INDEX_COLUMN, list(range(len(dataset))))
+        with _no_datasets_bars():  # on a carved split this rewrites the rows: a bar that tells nothing
+            dataset = dataset.add_column(INDEX_COLUMN, list(range(len(dataset))))
     return dataset.with_transform(transform)
 
 
 def build_datasets(data_args: DataArguments, image_size: int, seed: int = 42,
-                   splits: SegmentationSplits | None = None, need_eval: bool = True) -> SegmentationSplits:
+                   splits: SegmentationSplits | None = None, need_eval: bool = True,
+                   keep_aspect_ratio: bool = True) -> SegmentationSplits:
     """Load the splits (or take already ``select_splits``-ed ones) and attach train / eval transforms
-    (train augmentation from ``data_args.augment``)."""
+    (train augmentation from ``data_args.augment``; ``keep_aspect_ratio=False`` for SAM 2)."""
     if splits is None:
         splits = select_splits(data_args, seed, need_eval)
+    frame = {"seed": seed, "keep_aspect_ratio": keep_aspect_ratio}
     return SegmentationSplits(
-        train=with_sam_transform(splits.train, data_args, image_size, train=True, seed=seed),
-        eval=with_sam_transform(splits.eval, data_args, image_size, train=False, seed=seed),
-        test=with_sam_transform(splits.test, data_args, image_size, train=False, seed=seed),
+        train=with_sam_transform(splits.train, data_args, image_size, train=True, **frame),
+        eval=with_sam_transform(splits.eval, data_args, image_size, train=False, **frame),
+        test=with_sam_transform(splits.test, data_args, image_size, train=False, **frame),
     )

@@ -73,6 +73,11 @@ class DataArguments:
         metadata={"help": "Checks of every image/mask pair before any model loads, all problems reported at once: "
                           "headers (sizes and modes, no pixel decode; fast), full (also decodes every file once: "
                           "finds truncated or corrupt files), none."})
+    preprocessing: str = field(
+        default="sam",
+        metadata={"help": "sam (SAM's image-processor convention) or official (the official InfoSAM loader: OpenCV's "
+                          "BGR channels, black padding before normalising, no JPEG drafts, masks v // 255 when their "
+                          "max is 255 else raw values, resized bilinearly as uint8; binary sets only)."})
     jpeg_draft: bool = field(default=True, metadata={"help": "Decode large JPEGs at reduced size (PIL draft)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval and test splits."})
@@ -90,6 +95,14 @@ class DataArguments:
             raise ValueError("eval_prompt='mixed' would make evaluation depend on batching; use box or point")
         if self.validate_data not in VALIDATION_MODES:
             raise ValueError(f"validate_data={self.validate_data!r} is not one of {', '.join(VALIDATION_MODES)}")
+        if self.preprocessing not in ("sam", "official"):
+            raise ValueError(f"preprocessing={self.preprocessing!r} is not one of sam, official")
+        if self.preprocessing == "official":
+            clash = [key for key, default in (("num_labels", 1), ("mask_threshold", None), ("invert_mask", False),
+                                              ("mask_value_map", None)) if getattr(self, key) != default]
+            if clash:
+                raise ValueError(f"preprocessing=official reads binary masks as the official loader does; it does not "
+                                 f"take {', '.join(clash)}")
         if self.num_labels < 1:
             raise ValueError(f"num_labels must be >= 1, got {self.num_labels}")
         if not 0 <= self.validation_split_percentage < 100:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["DataError", "open_image", "decode_image", "decode_mask", "source_name", "header_sizes",
+__all__ = ["DataError", "open_image", "decode_image", "decode_mask", "decode_mask_official", "source_name", "header_sizes",
            "size_mismatch", "EXIF_ORIENTATION", "IMAGE_MODES", "CLASS_ID_MODES", "READ_ERRORS"]
 
 logger = logging.getLogger(__name__)
@@ -219,3 +219,24 @@ def decode_mask(value: Any, threshold: float | None = None, invert: bool = False
         foreground = array > threshold
     return ~foreground if invert else foreground
 
+
+
+def decode_mask_official(value: Any, apply_exif: bool = True) -> np.ndarray:
+    """A mask as the official InfoSAM loader reads it: uint8 (H, W) gray levels (OpenCV's grayscale read,
+    EXIF orientation applied), then, when the mask's maximum is 255, ``v // 255`` (foreground is exactly
+    255); any other mask keeps its raw values. Colour masks become gray by luma, as OpenCV converts them."""
+    mask = open_image(value)
+    name = source_name(value)
+    try:
+        if apply_exif and exif_orientation(mask) != 1:
+            mask = ImageOps.exif_transpose(mask)
+        if mask.mode in _WIDE_MODES:  # OpenCV keeps the high byte of 16-bit data
+            array = np.asarray(mask).astype(np.int64)
+            array = (array >> 8 if array.max() > 255 else array).clip(0, 255).astype(np.uint8)
+        else:
+            array = np.asarray(mask.convert("L"))
+    except READ_ERRORS as err:
+        raise DataError(f"{name}: corrupt or unreadable mask ({type(err).__name__}: {err})") from None
+    if array.ndim != 2:
+        raise DataError(f"{name}: a mask must be 2-D, got shape {array.shape}")
+    return array // 255 if array.max() == 255 else array.copy()

@@ -1,4 +1,5 @@
-"""The on-the-fly transform: decode, resize, (random crop, augment), normalise, pad, sample prompts."""
+"""The on-the-fly transform: decode, resize (longest side + pad for SAM, the full square for SAM 2, or a fixed
+H×W), (random crop, augment), normalise, sample prompts."""
 
 from __future__ import annotations
 
@@ -9,13 +10,19 @@ import torch
 from PIL import Image
 
 from .augment import random_crop
-from .decoding import DataError, decode_image, decode_mask, size_mismatch
+from .decoding import DataError, decode_image, decode_mask, decode_mask_official, size_mismatch
 from .prompts import PROMPT_MODES, sample_box, sample_points
 
-__all__ = ["SAM_PIXEL_MEAN", "SAM_PIXEL_STD", "SamSegmentationTransform", "normalize_pixels", "preprocess_image"]
+__all__ = ["PREPROCESSING_MODES", "SAM_PIXEL_MEAN", "SAM_PIXEL_STD", "SamSegmentationTransform", "normalize_pixels",
+           "normalize_official", "preprocess_image"]
+
+# sam: SAM's image-processor convention (RGB, zero padding after normalising, JPEG drafts, masks > threshold);
+# official: the official InfoSAM loader (OpenCV BGR, black padding before normalising, masks v // 255).
+PREPROCESSING_MODES = ("sam", "official")
 
 SAM_PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 SAM_PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+_SAM_MEAN_01, _SAM_STD_01 = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 INDEX_COLUMN = "__index__"
 
 
@@ -41,20 +48,50 @@ def normalize_pixels(image: np.ndarray, canvas: tuple[int, int], mean=None, std=
     return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
 
 
+def normalize_official(image: np.ndarray, canvas: tuple[int, int], mean=None, std=None) -> torch.Tensor:
+    """The official loader's normalisation: uint8 (h, w, 3) placed top-left on a black ``canvas`` (H, W), then
+    scaled to [0, 1] and normalised per channel (``mean`` / ``std`` on the [0, 1] scale, default SAM's), so the
+    padding is (0 - mean) / std, not 0. The channels are normalised in the order given (BGR for the official
+    loader: SAM's RGB statistics applied to B, G, R)."""
+    mean = np.asarray(_SAM_MEAN_01 if mean is None else mean, dtype=np.float32)
+    std = np.asarray(_SAM_STD_01 if std is None else std, dtype=np.float32)
+    height, width = image.shape[:2]
+    pixels = np.zeros((*canvas, 3), dtype=np.uint8)
+    pixels[:height, :width] = image
+    pixels = (pixels.astype(np.float32) / np.float32(255) - mean) / std
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+
+
+def _resize_mask_official(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The official mask resize: the uint8 mask resized bilinearly as a gray image, then foreground = > 0."""
+    if mask.shape != (height, width):
+        mask = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((width, height), Image.BILINEAR))
+    return mask > 0
+
+
 def preprocess_image(image: Image.Image, image_size: int, resized_shape: tuple[int, int] | None = None,
-                     mean=None, std=None, resize: tuple[int, int] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Resize (bilinear) and normalise an image for SAM.
+                     mean=None, std=None, resize: tuple[int, int] | None = None,
+                     keep_aspect_ratio: bool = True,
+                     preprocessing: str = "sam") -> tuple[torch.Tensor, tuple[int, int]]:
+    """Resize (bilinear) and normalise an image for SAM or SAM 2.
 
     By default the longest side goes to ``image_size`` and the result is padded bottom/right to
-    ``image_size``²; ``resize`` (H, W) resizes to exactly that size instead (no padding).
+    ``image_size``² (SAM); ``resize`` (H, W) resizes to exactly that size instead (no padding), and
+    ``keep_aspect_ratio=False`` means ``resize = (image_size, image_size)`` (SAM 2's input frame).
     ``resized_shape`` (h, w) overrides the size computed from the image (used when the image was
     draft-decoded and the size must follow the full-resolution original instead).
+    ``preprocessing="official"`` normalises as the official InfoSAM loader (BGR channels, black padding
+    before normalising; see :class:`SamSegmentationTransform`).
     Returns ``pixel_values`` (3, H, W) float32 and the resized (height, width) before padding.
     """
+    if not keep_aspect_ratio and not resize:
+        resize = (image_size, image_size)
     new_h, new_w = tuple(resize) if resize else (resized_shape or _resized_shape(image.height, image.width, image_size))
     if (image.width, image.height) != (new_w, new_h):
         image = image.resize((new_w, new_h), Image.BILINEAR)
     canvas = (new_h, new_w) if resize else (image_size, image_size)
+    if preprocessing == "official":
+        return normalize_official(np.ascontiguousarray(np.asarray(image)[..., ::-1]), canvas, mean, std), (new_h, new_w)
     return normalize_pixels(np.asarray(image), canvas, mean, std), (new_h, new_w)
 
 
@@ -74,6 +111,8 @@ class SamSegmentationTransform:
     Args:
         image_size: square input size S (the longest side is resized to S, then padded) unless
             ``resize`` fixes the size.
+        keep_aspect_ratio: ``False`` resizes to the S×S square without padding (SAM 2's input frame), i.e.
+            ``resize = (S, S)``; labels, prompts and ``reshaped_input_sizes`` follow the same frame.
         prompt_mode: one of ``box | point | points | mixed | none``. ``mixed`` produces both a box
             and a point; the collator picks one per batch.
         train: training randomness is keyed by ``(seed, epoch, example index)`` (see :meth:`set_epoch`);
@@ -87,6 +126,11 @@ class SamSegmentationTransform:
             whole resized image). Prompts come from the cropped mask.
         image_mean, image_std: per-channel normalisation on the [0, 1] scale (default SAM's).
         mask_value_map: raw mask values replaced before thresholding / class mapping.
+        preprocessing: ``sam`` (default) or ``official``: the official InfoSAM loader's conventions: images
+            read as OpenCV does (BGR, never converted; no JPEG drafts), normalised with ``image_mean`` /
+            ``image_std`` (SAM's RGB statistics by default) after padding with black pixels; masks ``v // 255``
+            when their maximum is 255 (else raw values), resized bilinearly as uint8, foreground = > 0 (also
+            the evaluation ground truth, as the official metrics threshold it).
     """
 
     def __init__(self, image_size: int, prompt_mode: str = "box", train: bool = False, seed: int = 0,
@@ -95,9 +139,13 @@ class SamSegmentationTransform:
                  jpeg_draft: bool = True, augmenter=None, image_column: str = "image",
                  mask_column: str = "label", resize: tuple[int, int] | None = None,
                  random_crop: tuple[int, int] | None = None, image_mean=None, image_std=None,
-                 mask_value_map: dict[int, int] | None = None):
+                 mask_value_map: dict[int, int] | None = None, keep_aspect_ratio: bool = True,
+                 preprocessing: str = "sam"):
         if prompt_mode not in PROMPT_MODES:
             raise ValueError(f"prompt mode {prompt_mode!r} is not one of {PROMPT_MODES}")
+        if preprocessing not in PREPROCESSING_MODES:
+            raise ValueError(f"preprocessing {preprocessing!r} is not one of {PREPROCESSING_MODES}")
+        self.official = preprocessing == "official"
         self.image_size = image_size
         self.prompt_mode = prompt_mode
         self.epoch = 0
@@ -110,10 +158,12 @@ class SamSegmentationTransform:
         self.invert_mask = invert_mask
         self.num_labels = num_labels
         self.ignore_index = ignore_index
-        self.jpeg_draft = jpeg_draft
+        self.jpeg_draft = jpeg_draft and not self.official
         self.augmenter = augmenter if train else None
         self.image_column = image_column
         self.mask_column = mask_column
+        if not keep_aspect_ratio and not resize:
+            resize = (image_size, image_size)
         self.resize = tuple(int(v) for v in resize) if resize else None
         self.random_crop = tuple(int(v) for v in random_crop) if (random_crop and train) else None
         self.image_mean = image_mean
@@ -149,8 +199,11 @@ class SamSegmentationTransform:
         ``mask.shape``, not with the image. When the EXIF-oriented image does not match the mask,
         the image as stored (without EXIF orientation) is tried before failing.
         """
-        mask = decode_mask(mask_value, self.mask_threshold, self.invert_mask, self.num_labels, self.ignore_index,
-                           self.mask_value_map)
+        if self.official:  # uint8 levels; thresholded after resizing
+            mask = decode_mask_official(mask_value)
+        else:
+            mask = decode_mask(mask_value, self.mask_threshold, self.invert_mask, self.num_labels, self.ignore_index,
+                               self.mask_value_map)
         draft = None
         if self.jpeg_draft:
             new_h, new_w = self._target_size(*mask.shape)
@@ -172,7 +225,12 @@ class SamSegmentationTransform:
         if (image.width, image.height) != (new_w, new_h):
             image = image.resize((new_w, new_h), Image.BILINEAR)
         image_array = np.asarray(image)
-        mask = _resize_mask(original_mask, new_h, new_w)
+        if self.official:
+            image_array = image_array[..., ::-1]  # OpenCV's BGR, normalised with the RGB statistics as it is
+            mask = _resize_mask_official(original_mask, new_h, new_w)
+            original_mask = original_mask > 0
+        else:
+            mask = _resize_mask(original_mask, new_h, new_w)
         if self.random_crop:
             image_array, mask = random_crop(image_array, mask, self.random_crop, rng)
         if self.augmenter is not None:
@@ -181,7 +239,8 @@ class SamSegmentationTransform:
         content_h, content_w = mask.shape
         if content_h > canvas[0] or content_w > canvas[1]:  # rot90 of a non-square resize
             raise DataError(f"augmented input {content_h}x{content_w} does not fit the {canvas[0]}x{canvas[1]} input")
-        pixel_values = normalize_pixels(image_array, canvas, self.image_mean, self.image_std)
+        normalize = normalize_official if self.official else normalize_pixels
+        pixel_values = normalize(np.ascontiguousarray(image_array), canvas, self.image_mean, self.image_std)
         if self.num_labels == 1:
             label = np.zeros(canvas, dtype=np.float32)
             prompt_mask = mask

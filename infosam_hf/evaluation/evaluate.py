@@ -24,6 +24,7 @@ from ..data import DataArguments, SamPromptCollator, open_source, take_first, va
 from ..errors import UsageError
 from ..models.inference import load_for_inference, model_image_size, resolve_device
 from ..models.multiclass import sam_num_classes
+from ..models.sam2 import keeps_aspect_ratio
 from .loop import evaluate_segmentation, make_metrics, sam_logits
 
 logger = logging.getLogger(__name__)
@@ -33,11 +34,12 @@ __all__ = ["RESULTS_FILENAME", "default_output_path", "evaluate_adapter", "forma
 RESULTS_FILENAME = "eval_results.json"
 
 
-def default_output_path(adapter: str) -> Path:
-    """``ADAPTER/eval_results.json`` when the adapter is a local directory, else ``./eval_results.json``."""
+def default_output_path(adapter: str) -> Path | None:
+    """``ADAPTER/eval_results.json`` when the adapter is a local directory, else None (give an output path):
+    results never land in the current folder unasked."""
     if adapter.lower() != "none" and Path(adapter).is_dir():
         return Path(adapter) / RESULTS_FILENAME
-    return Path.cwd() / RESULTS_FILENAME
+    return None
 
 
 def _base_model_name(model: torch.nn.Module, given: str | None) -> str | None:
@@ -68,7 +70,8 @@ def evaluate_adapter(adapter: str, data_args: DataArguments, *, split: str = "te
     if reload:  # the split was read as binary masks; read the class ids instead
         dataset = take_first(open_source(data_args).get_split(split), data_args.max_eval_samples)
     image_size = model_image_size(model)
-    dataset = with_sam_transform(dataset, data_args, image_size, train=False, seed=seed)
+    dataset = with_sam_transform(dataset, data_args, image_size, train=False, seed=seed,
+                                 keep_aspect_ratio=keeps_aspect_ratio(model))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                          collate_fn=SamPromptCollator(), num_workers=num_workers)
     metrics = make_metrics(data_args.num_labels, data_args.ignore_index, metric_input, metric_set)
@@ -106,12 +109,15 @@ def _follow_model_classes(data_args: DataArguments, classes: int) -> tuple[DataA
     return dataclasses.replace(data_args, num_labels=classes, eval_prompt="none"), True
 
 
-def format_results_table(results: dict[str, Any]) -> str:
-    """A two-column text table of the numeric metrics under a one-line header."""
+def format_results_table(results: dict[str, Any], leading: list[str] | None = None) -> str:
+    """A two-column text table of the numeric metrics under a one-line header; the metrics named in
+    ``leading`` (a recipe's ``report_metrics``) come first."""
     header = (f"{results['adapter']} on {results['dataset']} [{results['split']}]: {results['num_images']} images, "
               f"{results['eval_prompt']} prompts, metric_input={results['metric_input']}")
     meta = {"num_images", "split", "dataset", "eval_prompt", "adapter", "base_model", "metric_input", "metric_set"}
     rows = [(key, value) for key, value in results.items() if key not in meta and isinstance(value, float)]
+    order = {key: i for i, key in enumerate(leading or [])}
+    rows.sort(key=lambda row: order.get(row[0], len(order)))  # stable: the others keep their order
     width = max([len("metric")] + [len(key) for key, _ in rows]) + 2
     lines = [header, f"  {'metric':<{width}}{'value':>10}", f"  {'-' * (width + 10)}"]
     for key, value in rows:

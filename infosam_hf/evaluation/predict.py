@@ -1,7 +1,8 @@
 """Masks and overlay pictures for new images with a trained adapter (``infosam predict``).
 
 Prompt coordinates are in the ORIGINAL image's pixels (as in any image viewer) and are mapped to
-the model's input frame by the resize factor ``image_size / max(h, w)``, as the data layer does.
+the model's input frame by the resize factor ``image_size / max(h, w)``, as the data layer does (SAM 2,
+which resizes to the square: per axis).
 For each image ``<stem>_mask.png`` (0/255, original size) and ``<stem>_overlay.png`` (the image
 with the translucent mask, its contour and the prompt) are written to ``--out``. Images that cannot
 be read are listed at the end and make the exit status 1; the others are still written.
@@ -33,6 +34,7 @@ from ..errors import UsageError, error_line
 from ..models.inference import model_image_size, resolve_device
 from ..models.multiclass import sam_num_classes
 from .class_map import class_map_image, overlay_class_map
+from ..models.sam2 import keeps_aspect_ratio
 from .loop import sam_logits
 from .metrics import logits_to_original
 from .visualization import overlay_mask
@@ -231,11 +233,12 @@ def _prompt_tensors(prompts: list[Prompt], sizes: list[tuple[int, int]], image_s
 def predict_masks(model: torch.nn.Module, paths: Sequence[Path], prompt: Prompt, out_dir: str | Path, *,
                   batch_size: int = 4, threshold: float = 0.5, device: str | torch.device | None = None,
                   progress: bool = True, resize: Sequence[int] | None = None, image_mean: Sequence[float] | None = None,
-                  image_std: Sequence[float] | None = None) -> list[PredictionResult]:
+                  image_std: Sequence[float] | None = None, preprocessing: str = "sam") -> list[PredictionResult]:
     """Segment every image in ``paths`` with ``prompt`` and write its mask and overlay PNGs to ``out_dir``.
 
-    ``resize`` / ``image_mean`` / ``image_std`` are the training run's data settings (a fixed H×W input
-    needs a ``dynamic_input_size`` model unless it is the model's square size).
+    ``resize`` / ``image_mean`` / ``image_std`` / ``preprocessing`` are the training run's data settings (a
+    fixed H×W input needs a ``dynamic_input_size`` model unless it is the model's square size; SAM 2 resizes
+    to its square).
 
     Unreadable images get a :class:`PredictionResult` with ``error`` set; the others are written. A
     prompt that does not fit an image fails before anything is written (see :func:`fit_prompt`); a
@@ -252,6 +255,8 @@ def predict_masks(model: torch.nn.Module, paths: Sequence[Path], prompt: Prompt,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     image_size = model_image_size(model)
+    if resize is None and not keeps_aspect_ratio(model):  # SAM 2: the whole square, no padding
+        resize = (image_size, image_size)
     logit_threshold = math.log(threshold / (1.0 - threshold))
     names = _output_names(paths)
     results: list[PredictionResult] = []
@@ -276,7 +281,8 @@ def predict_masks(model: torch.nn.Module, paths: Sequence[Path], prompt: Prompt,
             continue
         pixel_values, reshaped = [], []
         for _, image, _, _ in loaded:
-            pixels, new_size = preprocess_image(image, image_size, mean=image_mean, std=image_std, resize=resize)
+            pixels, new_size = preprocess_image(image, image_size, mean=image_mean, std=image_std, resize=resize,
+                                                preprocessing=preprocessing)
             pixel_values.append(pixels)
             reshaped.append(new_size)
         sizes = [size for _, _, size, _ in loaded]

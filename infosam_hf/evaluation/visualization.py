@@ -135,6 +135,15 @@ def _metric_keys(log_history: Sequence[Mapping[str, Any]], prefix: str) -> list[
     return keys
 
 
+def _label_panel(ax, title: str, ylabel: str, legend_size: int, columns: int = 1) -> None:
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size, ncol=columns)
+
+
 def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | Path) -> Path | None:
     """Plot a ``Trainer`` log history (``trainer.state.log_history``) to the PNG ``path``.
 
@@ -179,11 +188,7 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | P
         if has_eval_loss:
             steps, values = _series(history, "eval_loss")
             ax.plot(steps, values, "--", marker="o", markersize=3, label="eval_loss")
-        ax.set_title("training losses")
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _label_panel(ax, "training losses", "loss", legend_size=8)
     if diagnostics:
         ax = axes[index]
         index += 1
@@ -191,23 +196,23 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | P
             steps, values = _series(history, key)
             ax.plot(steps, values, label=key.removeprefix(INFO_PREFIX), marker="." if len(steps) < 30 else None)
         ax.axhline(COLLAPSE_COS2, color="gray", linestyle=":", linewidth=1.0, label=f"collapse ({COLLAPSE_COS2})")
-        ax.set_title("relation diagnostics (info/)")
-        ax.set_xlabel("step")
-        ax.set_ylabel("cos² / a2, or bits")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _label_panel(ax, "relation diagnostics (info/)", "cos² / a2, or bits", legend_size=7)
     if metrics:
         ax = axes[index]
+        last_step = max((entry.get("step", 0) for entry in history), default=0)
+        names = list(dict.fromkeys(key.split("_", 1)[1] for key in metrics))
         for key in metrics:
             steps, values = _series(history, key)
-            if key.startswith("test_"):
-                ax.plot(steps, values, linestyle="none", marker="*", markersize=9, label=key)
+            color = f"C{names.index(key.split('_', 1)[1]) % 10}"  # eval_iou and test_iou share a colour
+            if key.startswith("test_"):  # before / after training: stars joined by a dotted line
+                ax.plot(steps, values, linestyle=":", marker="*", markersize=10, color=color, label=key)
             else:
-                ax.plot(steps, values, marker="o", markersize=3, label=key)
-        ax.set_title("evaluation metrics")
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2 if len(metrics) > 6 else 1)
+                ax.plot(steps, values, marker="o", markersize=3, color=color, label=key)
+        if last_step > 0:
+            margin = 0.03 * last_step
+            ax.set_xlim(-margin, last_step + margin)
+        _label_panel(ax, "evaluation metrics (step 0: before training)", "", legend_size=7,
+                     columns=2 if len(metrics) > 6 else 1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
@@ -217,24 +222,35 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | P
 class TrainingCurvesCallback(TrainerCallback):
     """Writes ``output_dir/training_curves.png`` from the log history when training ends.
 
-    Main process only. Evaluations that run after training (such as the final test-split evaluation)
-    redraw the plot so their metrics appear too. Without matplotlib it logs a note and does nothing.
+    Main process only. An evaluation before training (which ``Trainer.train`` drops from the history
+    when it starts afresh) is kept and drawn at step 0; evaluations after training (such as the final
+    test-split evaluation) redraw the plot so before, during and after appear together. Without
+    matplotlib it logs a note and does nothing.
     """
 
     def __init__(self, filename: str = CURVES_FILENAME):
         self.filename = filename
+        self._training_started = False
         self._training_done = False
+        self._before: list[dict[str, Any]] = []
         self.path: Path | None = None
 
     def _plot(self, args, state) -> None:
         if not state.is_world_process_zero:
             return
-        self.path = plot_training_curves(state.log_history, Path(args.output_dir) / self.filename)
+        history = self._before + list(state.log_history)
+        self.path = plot_training_curves(history, Path(args.output_dir) / self.filename)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._training_started = True
 
     def on_train_end(self, args, state, control, **kwargs):
         self._training_done = True
         self._plot(args, state)
 
-    def on_evaluate(self, args, state, control, **kwargs):
-        if self._training_done:
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not self._training_started:
+            if metrics:
+                self._before.append({**metrics, "step": 0})
+        elif self._training_done:
             self._plot(args, state)

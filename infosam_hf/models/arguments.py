@@ -13,9 +13,11 @@ class ModelArguments:
     """Which SAM to fine-tune, at which input size, and the optional separate teacher."""
 
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "SAM checkpoint: a hub id such as facebook/sam-vit-base, or a directory."})
+        default=None, metadata={"help": "SAM or SAM 2 checkpoint: a hub id such as facebook/sam-vit-base or "
+                                        "facebook/sam2.1-hiera-tiny, or a directory."})
     sam_config: dict[str, Any] | None = field(
-        default=None, metadata={"help": "Build a random SAM from SamConfig fields instead (demo and tests)."})
+        default=None, metadata={"help": "Build a random SAM from SamConfig fields instead (demo and tests); "
+                                        "with model_type: sam2, a SAM 2 from Sam2Config fields."})
     image_size: int | None = field(
         default=None, metadata={"help": "Train at this fixed input size (default: the checkpoint's)."})
     dynamic_input_size: bool = field(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.models.sam2.modeling_sam2 import Sam2MaskDecoder, Sam2TwoWayTransformer
 from transformers.models.sam.modeling_sam import SamTwoWayTransformer, SamVisionNeck
 
 from .multiclass import class_token_slice
@@ -17,37 +17,55 @@ from .multiclass import class_token_slice
 __all__ = ["SamFeatureCapture", "match_teacher_grid"]
 
 
-class SamFeatureCapture:
-    """Forward hooks that capture the vision-neck output and the decoder's mask token(s).
+# Extra output tokens in front of SAM's (IoU token, mask tokens...): SAM 2 adds an object-score token first.
+LEADING_TOKENS = {SamTwoWayTransformer: 0, Sam2TwoWayTransformer: 1}
 
-    Use as ``with capture.record() as feats: model(...)``; afterwards ``feats["image_embeds"]`` is
-    (B, HW, C) (its (h, w) grid in ``feats["image_grid"]``) and ``feats["mask_token"]`` is (B, K, C):
-    K = 1, SAM's first mask token, or with a ``num_classes``-channel head K = num_classes, one token per class. Only the first call of each
-    hook inside a ``record()`` block is kept, so re-entrant activation checkpointing cannot overwrite
-    a capture.
+
+class SamFeatureCapture:
+    """Forward hooks that capture the image embedding the mask decoder attends to and its mask token(s).
+
+    SAM: the vision-neck output. SAM 2: the lowest-resolution FPN level as the decoder receives it (its
+    ``image_embeddings`` argument; the high-resolution skip features are not captured). Use as
+    ``with capture.record() as feats: model(...)``; afterwards ``feats["image_embeds"]`` is (B, HW, C) (its
+    (h, w) grid in ``feats["image_grid"]``) and ``feats["mask_token"]`` is (B, K, C): K = 1, the first mask token (index 1 in SAM, 2 in SAM 2), or
+    with a ``num_classes``-channel head K = num_classes, one token per class. Only the first call of each
+    hook inside a ``record()`` block is kept, so re-entrant activation checkpointing cannot overwrite a
+    capture.
     """
 
     def __init__(self, model: nn.Module, num_classes: int = 1):
-        self._tokens = class_token_slice(num_classes)
+        tokens = class_token_slice(num_classes)
         self._store: dict[str, torch.Tensor] | None = None
         self._handles = []
         for module in model.modules():
             if isinstance(module, SamVisionNeck):
                 self._handles.append(module.register_forward_hook(self._neck_hook))
-            elif isinstance(module, SamTwoWayTransformer):
-                self._handles.append(module.register_forward_hook(self._transformer_hook))
+            elif isinstance(module, Sam2MaskDecoder):
+                self._handles.append(module.register_forward_pre_hook(self._decoder_input_hook, with_kwargs=True))
+            elif isinstance(module, tuple(LEADING_TOKENS)):
+                shift = LEADING_TOKENS[type(module)]
+                index = slice(tokens.start + shift, tokens.stop + shift)
+                self._handles.append(module.register_forward_hook(
+                    lambda mod, args, output, index=index: self._transformer_hook(output, index)))
         if not self._handles:
-            raise ValueError("SamFeatureCapture: no SAM vision neck or two-way transformer found in the model")
+            raise ValueError("SamFeatureCapture: no SAM / SAM 2 image embedding or two-way transformer found in the "
+                             "model")
+
+    def _keep_image_embeds(self, embeddings: torch.Tensor) -> None:
+        if self._store is not None and "image_embeds" not in self._store:
+            self._store["image_embeds"] = embeddings.flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, hw, C)
+            self._store["image_grid"] = tuple(embeddings.shape[-2:])
 
     def _neck_hook(self, module, args, output):
-        if self._store is not None and "image_embeds" not in self._store:
-            self._store["image_embeds"] = output.flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, hw, C)
-            self._store["image_grid"] = tuple(output.shape[-2:])
+        self._keep_image_embeds(output)
 
-    def _transformer_hook(self, module, args, output):
+    def _decoder_input_hook(self, module, args, kwargs):
+        self._keep_image_embeds(kwargs["image_embeddings"] if "image_embeddings" in kwargs else args[0])
+
+    def _transformer_hook(self, output, index: slice):
         if self._store is not None and "mask_token" not in self._store:
-            queries = output[0]  # (B, point_batch, tokens, C); token 0 is the IoU token
-            self._store["mask_token"] = queries[:, 0, self._tokens, :]
+            queries = output[0]  # (B, point_batch, tokens, C)
+            self._store["mask_token"] = queries[:, 0, index, :]
 
     @contextlib.contextmanager
     def record(self) -> Iterator[dict[str, torch.Tensor]]:

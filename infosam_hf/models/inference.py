@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 from peft import PeftConfig, PeftModel
-from transformers import SamModel
-
-from .dynamic import DYNAMIC_CONFIG_KEY, enable_dynamic_input_size
-from .sam import attach_relation_module
+from ..remote import check_pretrained_name
+from .dynamic import enable_dynamic_input_size
+from .sam import attach_relation_module, load_pretrained_sam
+from .sam2 import sam_input_size
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def _same_model(a: str, b: str) -> bool:
 
 def load_for_inference(adapter: str | None, base_model: str | None = None, device: str | torch.device = "cpu",
                        revision: str | None = None) -> torch.nn.Module:
-    """A SAM ready for inference: ``base + adapter`` via ``PeftModel.from_pretrained``, or the base alone.
+    """A SAM or SAM 2 ready for inference: ``base + adapter`` via ``PeftModel.from_pretrained``, or the base alone.
 
     Args:
         adapter: adapter directory or Hub repo id; ``None`` or ``"none"`` evaluates the zero-shot base.
@@ -44,10 +44,9 @@ def load_for_inference(adapter: str | None, base_model: str | None = None, devic
     if adapter is None or str(adapter).lower() == "none":
         if not base_model:
             raise ValueError("--adapter none needs --base_model (the SAM checkpoint to evaluate zero-shot)")
-        model = SamModel.from_pretrained(base_model)
-        if getattr(model.config, DYNAMIC_CONFIG_KEY, False):
-            enable_dynamic_input_size(model)
+        model = load_pretrained_sam(base_model)
     else:
+        check_pretrained_name(adapter, "adapter", marker_file="adapter_config.json")
         try:
             config = PeftConfig.from_pretrained(adapter, revision=revision)
         except (OSError, ValueError) as err:
@@ -59,7 +58,7 @@ def load_for_inference(adapter: str | None, base_model: str | None = None, devic
                 f"adapter {adapter} was trained on base model {recorded!r}, not {base_model!r}; "
                 "omit the base model to use the recorded one")
         base = _load_base(adapter, base_model or recorded, revision)
-        if getattr(base.config, DYNAMIC_CONFIG_KEY, False) or _run_was_dynamic(adapter):
+        if _run_was_dynamic(adapter):  # a base loaded by Hub id cannot record it in its config
             enable_dynamic_input_size(base)
         attach_relation_module(base)  # so the adapter's relation weights load too
         model = PeftModel.from_pretrained(base, adapter, revision=revision)
@@ -87,23 +86,25 @@ def _run_was_dynamic(adapter: str) -> bool:
 
 
 def run_input_settings(adapter: str | None) -> dict:
-    """The input settings (``resize``, ``image_mean``, ``image_std``) the run that saved ``adapter`` trained
-    with, for preprocessing at inference; {} when unknown (SAM's defaults)."""
+    """The input settings (``resize``, ``image_mean``, ``image_std``, ``preprocessing``) the run that saved
+    ``adapter`` trained with, for preprocessing at inference; {} when unknown (SAM's defaults)."""
     data = _read_run_args(adapter).get("data") or {}
-    return {key: data[key] for key in ("resize", "image_mean", "image_std") if data.get(key) is not None}
+    return {key: data[key] for key in ("resize", "image_mean", "image_std", "preprocessing")
+            if data.get(key) is not None}
 
 
-def _load_base(adapter: str, base: str | None, revision: str | None) -> SamModel:
-    """The base SAM; a recorded local path that no longer exists (a moved run, or an adapter from the
-    Hub whose base was built locally) falls back to the ``base_model/`` folder shipped beside the adapter."""
+def _load_base(adapter: str, base: str | None, revision: str | None) -> torch.nn.Module:
+    """The base SAM or SAM 2 (by its config's ``model_type``); a recorded local path that no longer exists (a
+    moved run, or an adapter from the Hub whose base was built locally) falls back to the ``base_model/`` folder
+    shipped beside the adapter."""
     if base and (Path(base).exists() or not Path(base).is_absolute()):
-        return SamModel.from_pretrained(base)
+        return load_pretrained_sam(base)
     local_copy = Path(adapter) / BASE_MODEL_DIR
     if local_copy.is_dir():
-        return SamModel.from_pretrained(local_copy)
+        return load_pretrained_sam(str(local_copy))
     if not Path(adapter).exists():
         try:
-            return SamModel.from_pretrained(adapter, subfolder=BASE_MODEL_DIR, revision=revision)
+            return load_pretrained_sam(adapter, subfolder=BASE_MODEL_DIR, revision=revision)
         except OSError:
             pass
     raise OSError(f"adapter {adapter}: its base model {base!r} is not on this machine and the adapter has no "
@@ -111,10 +112,9 @@ def _load_base(adapter: str, base: str | None, revision: str | None) -> SamModel
 
 
 def model_image_size(model: torch.nn.Module) -> int:
-    """The square input size the (possibly PEFT-wrapped) SAM was configured for (a dynamic-size model
-    takes others too)."""
-    config = model.config if not isinstance(model, PeftModel) else model.get_base_model().config
-    return int(config.vision_config.image_size)
+    """The square input size the (possibly PEFT-wrapped) SAM or SAM 2 was configured for (a dynamic-size
+    SAM takes others too)."""
+    return sam_input_size(model.get_base_model() if isinstance(model, PeftModel) else model)
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:

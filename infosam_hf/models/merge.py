@@ -1,12 +1,14 @@
-"""Export a trained adapter as a plain ``SamModel``: ``merge_and_unload()`` then ``save_pretrained``."""
+"""Export a trained adapter as a plain ``SamModel`` / ``Sam2Model``: ``merge_and_unload()`` then ``save_pretrained``."""
 
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import torch
-from transformers import AutoImageProcessor, SamModel
+from transformers import AutoImageProcessor, Sam2Model, SamModel
+from transformers.utils import IMAGE_PROCESSOR_NAME as PREPROCESSOR_NAME
 
 from ..hub import validate_adapter_dir
 from ..relation import RELATION_MODULE_NAME
@@ -17,9 +19,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["merge_adapter", "export_merged"]
 
 
-def merge_adapter(adapter: str, base_model: str | None = None, revision: str | None = None) -> SamModel:
+def merge_adapter(adapter: str, base_model: str | None = None, revision: str | None = None) -> SamModel | Sam2Model:
     """``base + adapter`` with the adapter merged into the weights (mergeable peft methods such as LoRA), as a
-    plain ``SamModel``.
+    plain ``SamModel`` (or ``Sam2Model``).
 
     The trained ``modules_to_save`` copies (the mask decoder) replace the originals; the relation module,
     which only the training losses use, is removed so the result has exactly ``SamModel``'s weights.
@@ -33,9 +35,11 @@ def merge_adapter(adapter: str, base_model: str | None = None, revision: str | N
 
 def export_merged(adapter: str, output_dir: str | Path, base_model: str | None = None,
                   revision: str | None = None) -> Path:
-    """Merge ``adapter`` into its base and save a ``SamModel`` (safetensors) plus the image processor config.
+    """Merge ``adapter`` into its base and save a ``SamModel`` / ``Sam2Model`` (safetensors) plus the image
+    processor config.
 
-    ``SamModel.from_pretrained(output_dir)`` then loads it without missing or unexpected keys.
+    ``SamModel.from_pretrained(output_dir)`` (``Sam2Model`` for SAM 2) then loads it without missing or
+    unexpected keys.
     """
     if Path(adapter).exists():
         validate_adapter_dir(adapter)
@@ -45,7 +49,11 @@ def export_merged(adapter: str, output_dir: str | Path, base_model: str | None =
     try:
         processor = AutoImageProcessor.from_pretrained(adapter, revision=revision)
     except (OSError, ValueError):
-        logger.warning("%s has no preprocessor_config.json; the export has none either", adapter)
+        local = Path(adapter) / PREPROCESSOR_NAME
+        if local.is_file():  # e.g. Sam2ImageProcessor, which needs torchvision: copy its config unchanged
+            shutil.copyfile(local, output_dir / PREPROCESSOR_NAME)
+        else:
+            logger.warning("%s has no preprocessor_config.json; the export has none either", adapter)
     else:
         processor.save_pretrained(output_dir)
     return output_dir

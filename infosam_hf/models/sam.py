@@ -4,29 +4,30 @@ from __future__ import annotations
 
 import copy
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import SamConfig, SamModel
+from transformers import PretrainedConfig, Sam2Model, SamConfig, SamModel
 
 from ..relation import RELATION_MODULE_NAME, RelationModule
+from ..remote import check_pretrained_name
 from .dynamic import DYNAMIC_CONFIG_KEY, enable_dynamic_input_size
 from .multiclass import add_multiclass_head, sam_num_classes
+from .sam2 import SAM2_MODEL_TYPE, build_sam2, is_sam2, sam_input_size, use_single_mask_output
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "RELATION_MODULE_NAME",
     "build_sam_config",
+    "load_pretrained_sam",
     "load_sam",
     "resize_sam_input",
     "attach_relation_module",
     "get_relation_module",
 ]
-
 
 
 def build_sam_config(fields: dict[str, Any]) -> SamConfig:
@@ -64,26 +65,45 @@ def build_sam_config(fields: dict[str, Any]) -> SamConfig:
                      initializer_range=fields.get("initializer_range", 0.02))
 
 
+def load_pretrained_sam(model_name_or_path: str, **from_pretrained_kwargs) -> SamModel | Sam2Model:
+    """``SamModel`` or ``Sam2Model`` from a checkpoint, chosen by its config's ``model_type``.
+
+    A SAM whose saved config records ``dynamic_input_size`` takes any H×W again."""
+    check_pretrained_name(model_name_or_path, "model_name_or_path")
+    try:
+        config, _ = PretrainedConfig.get_config_dict(model_name_or_path, **from_pretrained_kwargs)
+        model_type = config.get("model_type")
+        if model_type == SAM2_MODEL_TYPE:
+            return use_single_mask_output(Sam2Model.from_pretrained(model_name_or_path, **from_pretrained_kwargs))
+        if model_type not in ("sam", None):
+            raise ValueError(f"model_name_or_path={model_name_or_path!r} is a {model_type!r} checkpoint, "
+                             "not SAM (sam) or SAM 2 (sam2)")
+        model = SamModel.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
+    except OSError as err:
+        raise OSError(f"model_name_or_path={model_name_or_path!r}: could not load a SAM checkpoint "
+                      f"({str(err).splitlines()[0]})") from None
+    if getattr(model.config, DYNAMIC_CONFIG_KEY, False):
+        enable_dynamic_input_size(model)
+    return model
+
+
 def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = None,
              image_size: int | None = None, seed: int | None = None, num_labels: int = 1,
-             dynamic_input_size: bool = False,
-             **from_pretrained_kwargs) -> SamModel:
-    """Load a ``SamModel`` from a checkpoint (hub id or directory) or build one from config fields.
+             dynamic_input_size: bool = False, **from_pretrained_kwargs) -> SamModel | Sam2Model:
+    """Load a ``SamModel`` or ``Sam2Model`` from a checkpoint (hub id or directory) or build one from config
+    fields (``sam_config: {model_type: sam2, ...}`` builds a SAM 2, see :func:`~.sam2.build_sam2_config`).
 
-    If ``image_size`` differs from the checkpoint's, the position embeddings are resized
-    (see :func:`resize_sam_input`). ``num_labels > 1`` replaces the mask decoder with a multi-class
-    head of that many channels (see :mod:`infosam_hf.models.multiclass`), recorded in the config.
-    ``dynamic_input_size=True`` (or a saved config that records it) makes the model take any H×W per
-    batch (see :func:`~infosam_hf.models.dynamic.enable_dynamic_input_size`).
+    The family comes from the checkpoint's ``model_type``. If ``image_size`` differs from a SAM checkpoint's,
+    the position embeddings are resized (see :func:`resize_sam_input`); SAM 2 keeps its input size.
+    ``num_labels > 1`` replaces SAM's mask decoder with a multi-class head of that many channels (see
+    :mod:`infosam_hf.models.multiclass`), recorded in the config. ``dynamic_input_size=True`` (or a saved
+    config that records it) makes a SAM take any H×W per batch (see
+    :func:`~infosam_hf.models.dynamic.enable_dynamic_input_size`).
     """
     if model_name_or_path:
-        if model_name_or_path.startswith((".", "/", "~")) and not Path(model_name_or_path).expanduser().exists():
-            raise OSError(f"model_name_or_path={model_name_or_path!r}: no such directory")
-        try:
-            model = SamModel.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
-        except OSError as err:
-            raise OSError(f"model_name_or_path={model_name_or_path!r}: could not load a SAM checkpoint "
-                          f"({str(err).splitlines()[0]})") from None
+        model = load_pretrained_sam(model_name_or_path, **from_pretrained_kwargs)
+    elif sam_config and is_sam2(sam_config):
+        model = build_sam2(sam_config, seed)
     elif sam_config:
         if seed is not None:
             torch.manual_seed(seed)
@@ -96,7 +116,9 @@ def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = No
                 model.shared_image_embedding.positional_embedding)
     else:
         raise ValueError("Set model_name_or_path (e.g. facebook/sam-vit-base) or sam_config")
-    if image_size and image_size != model.config.vision_config.image_size:
+    if is_sam2(model) and (num_labels > 1 or dynamic_input_size):
+        raise ValueError("num_labels > 1 and dynamic_input_size are SAM-only options: SAM 2 has neither here")
+    if image_size and image_size != sam_input_size(model):
         model = resize_sam_input(model, image_size)
     if num_labels > 1 and sam_num_classes(model) != num_labels:  # a saved multi-class SAM keeps its head
         model = add_multiclass_head(model, num_labels)
@@ -116,8 +138,11 @@ def resize_sam_input(model: SamModel, image_size: int) -> SamModel:
 
     The absolute position embedding is resized bicubically, the global-attention relative position
     tables linearly (windowed layers keep theirs), and the prompt encoder's image size and embedding
-    size follow. The new model loads the converted state dict strictly.
+    size follow. The new model loads the converted state dict strictly. SAM (ViT) only.
     """
+    if is_sam2(model):
+        raise ValueError(f"image_size={image_size}: input-size surgery is for SAM (ViT) checkpoints; this SAM 2 "
+                         f"model runs at its {sam_input_size(model)}x{sam_input_size(model)} input (drop image_size)")
     config = copy.deepcopy(model.config)
     vision = config.vision_config
     patch = vision.patch_size

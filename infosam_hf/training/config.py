@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from ..losses import SEG_LOSSES
+from .protocol import PROTOCOLS
 
 __all__ = ["InfoSAMConfig"]
 
@@ -31,6 +32,9 @@ class InfoSAMConfig(TrainingArguments):
         default=False,
         metadata={"help": "Step lr_scheduler_type once per epoch over num_train_epochs instead of per optimizer "
                           "step (G-SAM: cosine over 200 epochs, eta_min 0, stepped per epoch)."})
+    lambda_object_score: float = field(
+        default=0.0, metadata={"help": "SAM 2 only: weight of a BCE loss on the object-score logit (target: the "
+                                       "mask is not empty); 0 leaves the object-score head untrained."})
     structure_loss_bce: str = field(
         default="weighted",
         metadata={"help": "'weighted' (published structure loss) or 'unweighted' (official code's BCE)."})
@@ -48,11 +52,28 @@ class InfoSAMConfig(TrainingArguments):
         default=True,
         metadata={"help": "Log relation diagnostics (info/...) beside loss_r and loss_d and warn once if the "
                           "teacher's relations collapse; off costs nothing."})
+    protocol: str = field(
+        default="default",
+        metadata={"help": "'default' (the test split never picks a checkpoint) or 'official' (the official scripts: "
+                          "train on all of train, save the last five epochs to output_dir/epoch_<e>, score each on the "
+                          "test split, report every epoch and the best on test, labelled as such). 'official' needs "
+                          "eval_strategy: no and no load_best_model_at_end."})
+    protocol_epochs: list[int] | None = field(
+        default=None, metadata={"help": "protocol official: the epochs to save and score (default: the last five)."})
+    report_metrics: list[str] | None = field(
+        default=None,
+        metadata={"help": "Columns that lead the results tables (the paper table's, e.g. [iou, dice] or [s_measure, "
+                          "e_measure, weighted_f_measure]); the first also picks the best-on-test epoch of protocol "
+                          "official."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the transform's columns."})
     ddp_find_unused_parameters: bool | None = field(
         default=False, metadata={"help": "Every trained parameter is used every step."})
     label_names: list[str] | None = field(default_factory=lambda: ["labels"],
                                           metadata={"help": "The batch key holding masks."})
+    logging_dir: str | None = field(
+        default=None,
+        metadata={"help": "TensorBoard folder (default: output_dir/runs/DATE_HOST). Transformers 5 dropped this "
+                          "TrainingArguments key (its TENSORBOARD_LOGGING_DIR variable replaced it); here it is kept."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -68,5 +89,31 @@ class InfoSAMConfig(TrainingArguments):
             raise ValueError(f"metric_set must be 'paper' or 'iou', got {self.metric_set!r}")
         if not 0.0 <= self.prompt_point_prob <= 1.0:
             raise ValueError(f"prompt_point_prob must be in [0, 1], got {self.prompt_point_prob}")
-        if self.lambda_r < 0 or self.lambda_d < 0:
-            raise ValueError("lambda_r and lambda_d must be >= 0")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        if self.protocol == "official" and (self.eval_strategy != "no" or self.load_best_model_at_end):
+            raise ValueError("protocol=official trains on all of train and scores saved epochs on the test split: set "
+                             "eval_strategy: no and load_best_model_at_end: false")
+        if self.protocol_epochs and self.protocol != "official":
+            raise ValueError("protocol_epochs is an option of protocol: official")
+        if self.lambda_r < 0 or self.lambda_d < 0 or self.lambda_object_score < 0:
+            raise ValueError("lambda_r, lambda_d and lambda_object_score must be >= 0")
+        for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        _check_report_to(self.report_to)
+
+
+def _check_report_to(report_to: list[str]) -> None:
+    """Each ``report_to`` integration must be known and installed (else Trainer fails after the model loads)."""
+    from transformers.integrations.integration_utils import (INTEGRATION_TO_CALLBACK,
+                                                             get_available_reporting_integrations)
+
+    available = None
+    for name in report_to:
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise ValueError(f"report_to={name!r} is not known; use one of none, all, {', '.join(INTEGRATION_TO_CALLBACK)}")
+        available = get_available_reporting_integrations() if available is None else available
+        if name not in available:
+            raise ValueError(f"report_to={name!r}: {name} is not installed (pip install {name}), "
+                             "or set report_to: none / tensorboard")

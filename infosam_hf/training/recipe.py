@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import logging
 import enum
+import logging
+import textwrap
 import types
 import typing
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ import yaml
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RecipeError", "parse_recipe", "coerce_value"]
+__all__ = ["RecipeError", "parse_recipe", "coerce_value", "recipe_values", "format_recipe_help", "wants_help"]
 
 
 class RecipeError(ValueError):
@@ -148,36 +149,48 @@ REPLACED_KEYS = {
 }
 
 
-def parse_recipe(argv: Sequence[str], dataclass_types: Sequence[type]) -> tuple[Any, ...]:
-    """Parse ``[RECIPE.yaml] [--key value ...]`` into instances of ``dataclass_types`` (in order)."""
-    argv = list(argv)
-    recipe: dict[str, Any] = {}
-    if argv and not argv[0].startswith("--"):
-        path = Path(argv.pop(0))
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise RecipeError(f"{path}: recipe file not found") from None
-        except yaml.YAMLError as err:
-            raise RecipeError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise RecipeError(f"{path}: a recipe must be a mapping of key: value")
-        recipe = dict(loaded or {})
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: recipe file not found") from None
+    except IsADirectoryError:
+        raise RecipeError(f"{path}: is a folder, not a recipe file") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise RecipeError(f"{path}{where}: invalid YAML ({problem})") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of key: value")
+    return dict(loaded or {})
 
+
+def _field_types(dataclass_types: Sequence[type]) -> dict[str, tuple[int, Any]]:
     fields: dict[str, tuple[int, Any]] = {}
     for index, cls in enumerate(dataclass_types):
         hints = typing.get_type_hints(cls)
         for field in dataclasses.fields(cls):
             if field.init:
                 fields.setdefault(field.name, (index, hints[field.name]))
+    return fields
+
+
+def recipe_values(argv: Sequence[str], dataclass_types: Sequence[type],
+                  defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The raw ``key: value`` mapping of ``[RECIPE.yaml] [--key value ...]`` over ``defaults`` (not coerced)."""
+    argv = list(argv)
+    recipe: dict[str, Any] = dict(defaults or {})
+    if argv and not argv[0].startswith("--"):
+        recipe.update(_load_yaml(Path(argv.pop(0))))
+    fields = _field_types(dataclass_types)
     bool_keys = {name for name, (_, ann) in fields.items() if bool in _union_args(ann)}
+    merged = dict(recipe)
+    overrides = _parse_cli(argv, bool_keys)
     # a key whose metadata names ``resets``: overriding it on the command line drops the recipe's value of that
     # other key (e.g. --peft_method drops peft_config, whose options were written for the recipe's method)
     resets = {f.name: f.metadata["resets"] for cls in dataclass_types for f in dataclasses.fields(cls)
               if "resets" in f.metadata}
-
-    overrides = _parse_cli(argv, bool_keys)
-    merged = dict(recipe)
     for key, reset in resets.items():
         if key in overrides and key in recipe and str(overrides[key]) != str(recipe[key]) and reset in merged:
             del merged[reset]
@@ -193,15 +206,25 @@ def parse_recipe(argv: Sequence[str], dataclass_types: Sequence[type]) -> tuple[
             merged[base] = current
         else:
             merged[key] = value
-
-    per_class: list[dict[str, Any]] = [{} for _ in dataclass_types]
-    for key, value in merged.items():
+    for key in merged:
         if key in REPLACED_KEYS:
             raise RecipeError(f"{key} was replaced: {REPLACED_KEYS[key]}")
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise RecipeError(f"unknown key {key!r}{hint}")
+    return merged
+
+
+def parse_recipe(argv: Sequence[str], dataclass_types: Sequence[type],
+                 defaults: dict[str, Any] | None = None) -> tuple[Any, ...]:
+    """Parse ``[RECIPE.yaml] [--key value ...]`` into instances of ``dataclass_types`` (in order).
+
+    ``defaults`` (e.g. a run's recorded keys) sit under the recipe: the recipe and the command line win.
+    """
+    fields = _field_types(dataclass_types)
+    per_class: list[dict[str, Any]] = [{} for _ in dataclass_types]
+    for key, value in recipe_values(argv, dataclass_types, defaults).items():
         index, annotation = fields[key]
         per_class[index][key] = coerce_value(key, value, annotation)
 
@@ -212,3 +235,67 @@ def parse_recipe(argv: Sequence[str], dataclass_types: Sequence[type]) -> tuple[
         except (ValueError, TypeError) as err:
             raise RecipeError(f"{cls.__name__}: {str(err).splitlines()[0]}") from None
     return tuple(instances)
+
+
+# ------------------------------------------------------------------------------------------ help
+HELP_FLAGS = ("-h", "--help")
+
+
+def wants_help(argv: Sequence[str]) -> bool:
+    """``-h`` / ``--help`` anywhere in ``argv`` (a recipe path may come first)."""
+    return any(token in HELP_FLAGS for token in argv)
+
+
+def _type_name(annotation: Any) -> str:
+    names = []
+    for candidate in _union_args(annotation):
+        if candidate is type(None):
+            continue
+        origin = typing.get_origin(candidate)
+        if origin is not None:
+            inner = ", ".join(getattr(a, "__name__", str(a)) for a in typing.get_args(candidate))
+            names.append(f"{getattr(origin, '__name__', str(origin))}[{inner}]" if inner else origin.__name__)
+        elif isinstance(candidate, type) and issubclass(candidate, enum.Enum):
+            names.append("{" + ",".join(str(m.value) for m in candidate) + "}")
+        else:
+            names.append(getattr(candidate, "__name__", str(candidate)))
+    optional = type(None) in _union_args(annotation)
+    return " | ".join(names) + (" | None" if optional else "")
+
+
+def _default_text(field: dataclasses.Field) -> str:
+    if field.default is not dataclasses.MISSING:
+        value = field.default
+    elif field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        value = field.default_factory()  # type: ignore[misc]
+    else:
+        return "required"
+    return str(value.value if isinstance(value, enum.Enum) else value)
+
+
+def format_recipe_help(dataclass_types: Sequence[type], usage: str, values: dict[str, Any] | None = None,
+                       width: int = 100) -> str:
+    """Every key of ``dataclass_types`` grouped by dataclass, with its type, default and help text.
+
+    With ``values`` (the keys a recipe and the command line set), those keys show their value too.
+    """
+    values = values or {}
+    lines = [usage, ""]
+    seen: set[str] = set()
+    for cls in dataclass_types:
+        hints = typing.get_type_hints(cls)
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        lines.append(f"{cls.__name__}:" + (f" {doc}" if doc else ""))
+        for field in dataclasses.fields(cls):
+            if not field.init or field.name in seen or field.name.startswith("_"):
+                continue
+            seen.add(field.name)
+            lines.append(f"  --{field.name} {_type_name(hints[field.name])}")
+            text = " ".join(str(field.metadata.get("help", "")).split())
+            note = f"(default: {_default_text(field)}"
+            if field.name in values:
+                note += f"; set to: {values[field.name]}"
+            text = f"{text} {note})" if text else f"{note})"
+            lines += textwrap.wrap(text, width=width, initial_indent=" " * 6, subsequent_indent=" " * 6)
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

@@ -5,18 +5,22 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import sys
+import types
+import typing
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import SamModel, set_seed
 from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
 
-from ..data import DataArguments, augmenter_from_args, build_datasets, select_splits
+from ..data import DataArguments, augmenter_from_args, build_datasets, decode_image, decode_mask, select_splits
 from ..evaluation.loop import box_fill_logits, evaluate_segmentation
 from ..evaluation.metrics import CLASS_IOU_PREFIX
 from ..evaluation.visualization import TrainingCurvesCallback
@@ -25,25 +29,46 @@ from ..models import ModelArguments
 from ..models.inference import BASE_MODEL_DIR
 from ..models.multiclass import NEW_HEAD_ATTR
 from ..models.sam import attach_relation_module, load_sam
+from ..models.sam2 import Sam2ImageProcessorConfig, is_sam2, sam_input_size
 from ..relation import load_relation_state_dict
+from ..remote import check_pretrained_name
 from ..tuners import PeftArguments, build_peft_config, build_student, parameter_groups
 from ..tuners.variants import VARIANTS, load_pretrained_parts
 from .config import InfoSAMConfig
-from .recipe import RecipeError, parse_recipe
+from .protocol import OfficialProtocolCallback, format_protocol_table, leading_columns, official_epochs
+from .recipe import RecipeError, coerce_value, parse_recipe
 from .trainer import InfoSAMTrainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_input_sizes", "check_multiclass_recipe",
-           "resolve_peft_method",
-           "build_image_processor", "build_models", "score_before_training", "finish_run", "run_training"]
+__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_peft_options", "check_input_sizes",
+           "check_multiclass_recipe", "resolve_peft_method", "build_image_processor", "build_models",
+           "score_before_training", "finish_run", "save_sample_images", "run_training"]
 
 RECIPE_DATACLASSES = (ModelArguments, PeftArguments, DataArguments, InfoSAMConfig)
 
 
-def parse_train_args(argv: Sequence[str]) -> tuple[ModelArguments, PeftArguments, DataArguments, InfoSAMConfig]:
-    """Parse ``RECIPE.yaml [--key value ...]`` into the four argument groups."""
-    return parse_recipe(argv, RECIPE_DATACLASSES)
+def parse_train_args(argv: Sequence[str], defaults: dict[str, Any] | None = None,
+                     ) -> tuple[ModelArguments, PeftArguments, DataArguments, InfoSAMConfig]:
+    """Parse ``RECIPE.yaml [--key value ...]`` into the four argument groups (``defaults``: keys under the recipe)."""
+    return parse_recipe(argv, RECIPE_DATACLASSES, defaults)
+
+
+def check_peft_options(peft_args: PeftArguments) -> None:
+    """Build the method's ``PeftConfig`` and check each ``peft_config`` value against its field type, so
+    ``--peft_config.r x`` fails in one line before any loading (peft itself fails deep in model building)."""
+    config = build_peft_config(peft_args.peft_method, peft_args.peft_config)
+    try:
+        hints = typing.get_type_hints(type(config))
+    except Exception:  # noqa: BLE001 - unresolvable annotations: nothing to check against
+        return
+    for key, value in peft_args.peft_config.items():
+        annotation = hints.get(key)
+        union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        literal = any(typing.get_origin(a) is typing.Literal for a in (typing.get_args(annotation) if union else
+                                                                        (annotation,)))
+        if annotation is not None and not literal:
+            coerce_value(f"peft_config.{key}", value, annotation)
 
 
 def check_input_sizes(model_args: ModelArguments, data_args: DataArguments) -> None:
@@ -58,9 +83,12 @@ def check_input_sizes(model_args: ModelArguments, data_args: DataArguments) -> N
                               "its fixed square input)")
 
 
-def build_image_processor(image_size: int, image_mean=None, image_std=None) -> SamImageProcessorPil:
-    """SAM's image processor configured for ``image_size``² inputs and the run's normalisation (saved
-    beside the adapter)."""
+def build_image_processor(image_size: int, image_mean=None, image_std=None,
+                          sam2: bool = False) -> SamImageProcessorPil | Sam2ImageProcessorConfig:
+    """SAM's (or SAM 2's) image processor configured for ``image_size``² inputs and the run's normalisation
+    (saved beside the adapter)."""
+    if sam2:
+        return Sam2ImageProcessorConfig(image_size)
     stats = {key: list(value) for key, value in (("image_mean", image_mean), ("image_std", image_std)) if value}
     return SamImageProcessorPil(size={"longest_edge": image_size}, pad_size={"height": image_size, "width": image_size},
                                 **stats)
@@ -79,12 +107,22 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     (the InfoSAM losses are on) and no ``teacher_model_name_or_path`` is given.
     """
     method = resolve_peft_method(model_args, peft_args)
-    build_peft_config(method, peft_args.peft_config)  # bad PEFT options fail before any loading
+    check_peft_options(replace(peft_args, peft_method=method))  # bad PEFT options fail before loading
     relation_state = load_relation_state_dict(model_args.relation_from) if model_args.relation_from else None
     variant = model_args.model_variant
     sam = load_sam(model_args.model_name_or_path, model_args.sam_config, model_args.image_size, seed=seed,
                    num_labels=num_labels, dynamic_input_size=model_args.dynamic_input_size or bool(variant))
-    image_size = sam.config.vision_config.image_size
+    image_size = sam_input_size(sam)
+    if variant and is_sam2(sam):
+        raise RecipeError(f"model_variant={variant!r} is built on SAM's ViT; {model_args.model_name_or_path!r} "
+                          "is a SAM 2")
+    teacher = None
+    if model_args.teacher_model_name_or_path:
+        teacher = load_sam(model_args.teacher_model_name_or_path, image_size=image_size,
+                           dynamic_input_size=model_args.dynamic_input_size or bool(variant))
+        if is_sam2(teacher) != is_sam2(sam):  # the two families see different input frames
+            raise RecipeError(f"teacher_model_name_or_path={model_args.teacher_model_name_or_path!r}: the teacher "
+                              "must be of the student's family (SAM with SAM, SAM 2 with SAM 2)")
     if (not model_args.model_name_or_path or getattr(sam, "infosam_resized_from", None)
             or getattr(sam, NEW_HEAD_ATTR, False)):
         base_dir = Path(output_dir) / BASE_MODEL_DIR
@@ -94,11 +132,7 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
         sam.config._name_or_path = sam.name_or_path
     else:
         sam.name_or_path = model_args.model_name_or_path
-    teacher = None
-    if model_args.teacher_model_name_or_path:
-        teacher = load_sam(model_args.teacher_model_name_or_path, image_size=image_size,
-                           dynamic_input_size=model_args.dynamic_input_size or bool(variant))
-    elif variant and need_teacher:  # the variant's encoder is not SAM's: the teacher is a frozen copy of the base
+    if variant and need_teacher and teacher is None:  # the variant's encoder is not SAM's: a frozen copy of the base
         teacher = copy.deepcopy(sam)
     attach_relation_module(sam, relation_state)
     student = build_student(sam, method, peft_args.peft_config, model_args.freeze_relation)
@@ -181,10 +215,34 @@ def finish_run(trainer: InfoSAMTrainer, args: InfoSAMConfig, results: dict[str, 
                                     create_repo=False, commit_message="End of training")
         except OSError:
             print(f"error: the push to {repo_id} failed; the run is saved, push it later with "
-                  f"scripts/push_to_hub.py {args.output_dir} {repo_id}", file=sys.stderr)
+                  f"infosam push {args.output_dir} {repo_id}", file=sys.stderr)
             raise
         results["hub_commit"] = str(getattr(info, "commit_url", "") or "")
         print(f"Pushed to {repo_id}")
+
+
+SAMPLES_DIR = "samples"
+
+
+def save_sample_images(dataset, folder: str | Path, count: int = 4) -> list[tuple[Path, tuple[int, int, int, int]]]:
+    """Write the first ``count`` images of a raw split as PNGs with the tight box of their mask, to try
+    ``infosam predict`` on (the synthetic demo data exists nowhere else). Returns ``(path, box)`` pairs."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written, lines = [], []
+    for index in range(min(count, len(dataset))):
+        example = dataset[index]
+        mask = decode_mask(example["label"])
+        if not mask.any():
+            continue
+        rows, cols = np.nonzero(mask)
+        box = (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
+        path = folder / f"test_{index}.png"
+        decode_image(example["image"])[0].save(path)
+        written.append((path, box))
+        lines.append(f"{path.name} --box {','.join(map(str, box))}")
+    (folder / "boxes.txt").write_text("# image and the box prompt of its target\n" + "\n".join(lines) + "\n")
+    return written
 
 
 def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args: DataArguments,
@@ -194,23 +252,37 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     peft_args.peft_method = resolve_peft_method(model_args, peft_args)  # a model variant is its own peft method
     if peft_args.peft_method in VARIANTS:  # peft_method: gsam is model_variant: gsam
         model_args.model_variant = peft_args.peft_method
+    check_peft_options(peft_args)
+    for key in ("model_name_or_path", "teacher_model_name_or_path"):  # a Hub id offline: seconds, not a minute
+        if getattr(model_args, key):
+            check_pretrained_name(getattr(model_args, key), key)
     set_seed(args.seed)
     # Fail on bad data or options before loading any model. A validation split is held out of train
     # only when something evaluates during training.
-    need_eval = args.eval_strategy != "no" or args.load_best_model_at_end
+    need_eval = (args.eval_strategy != "no" or args.load_best_model_at_end) and args.protocol != "official"
     raw_splits = select_splits(data_args, seed=args.seed, need_eval=need_eval)
     augmenter_from_args(data_args)
     check_input_sizes(model_args, data_args)
     student, teacher, image_size = build_models(model_args, peft_args, args.output_dir, args.seed,
                                                 data_args.num_labels,
                                                 need_teacher=args.lambda_r > 0 or args.lambda_d > 0)
-    splits = build_datasets(data_args, image_size, seed=args.seed, splits=raw_splits)
-    image_processor = build_image_processor(image_size, data_args.image_mean, data_args.image_std)
+    sam2 = is_sam2(student)
+    splits = build_datasets(data_args, image_size, seed=args.seed, splits=raw_splits, keep_aspect_ratio=not sam2)
+    image_processor = build_image_processor(image_size, data_args.image_mean, data_args.image_std, sam2)
+    protocol = None
+    if args.protocol == "official":  # save and score the last epochs on the test split, as the official scripts
+        if splits.test is None:
+            raise RecipeError("protocol=official scores saved epochs on the test split: set test_split")
+        protocol = OfficialProtocolCallback(splits.test, official_epochs(math.ceil(args.num_train_epochs),
+                                                                         args.protocol_epochs),
+                                            (args.report_metrics or [args.metric_for_best_model or "iou"])[0])
     trainer = InfoSAMTrainer(
         model=student, args=args, teacher_model=teacher, train_dataset=splits.train,
         eval_dataset=splits.eval, processing_class=image_processor, num_labels=data_args.num_labels,
-        ignore_index=data_args.ignore_index, callbacks=[TrainingCurvesCallback()],
+        ignore_index=data_args.ignore_index, callbacks=[TrainingCurvesCallback()] + ([protocol] if protocol else []),
     )
+    if protocol is not None:
+        protocol.trainer = trainer
     if trainer.is_world_process_zero():
         groups = parameter_groups(student)
         print(f"Trainable parameters ({peft_args.peft_method}): {sum(groups.values()):,} = "
@@ -224,7 +296,11 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     trainer.save_state()
     results: dict[str, Any] = {"train": train_result.metrics}
     if splits.test is not None:
-        test_metrics = trainer.evaluate(splits.test, metric_key_prefix="test")
+        last_epoch = math.ceil(train_result.metrics.get("epoch", 0) - 1e-6)
+        if protocol is not None and last_epoch in protocol.per_epoch:  # the saved last epoch is the final model
+            test_metrics = {f"test_{k}": v for k, v in protocol.per_epoch[last_epoch].items()}
+        else:
+            test_metrics = trainer.evaluate(splits.test, metric_key_prefix="test")
         trainer.log_metrics("test", test_metrics)
         trainer.save_metrics("test", test_metrics)
         results["test"] = test_metrics
@@ -232,11 +308,24 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     if trainer.is_world_process_zero():
         if summary:
             first = next(iter(summary.values()))
-            keys = [k for k in ("iou", "iou@0.5", "dice", "miou", "pixel_accuracy") if k in first]
+            keys = leading_columns(list(first), args.report_metrics, ("iou", "iou@0.5", "dice", "miou", "pixel_accuracy"))
             keys += [k for k in first if k.startswith(CLASS_IOU_PREFIX)]
             _print_table(f"Test split ({len(splits.test)} images, {data_args.eval_prompt} prompts)", summary, keys)
+        if protocol is not None and protocol.per_epoch:
+            protocol_summary = protocol.write(args.output_dir)
+            results["protocol"] = protocol_summary
+            columns = leading_columns(list(next(iter(protocol.per_epoch.values()))), args.report_metrics)
+            print(f"\nOfficial protocol: test split scored after epochs {sorted(protocol.per_epoch)} "
+                  f"(adapters in {args.output_dir}/epoch_<e>)\n" + format_protocol_table(protocol_summary, columns))
         finish_run(trainer, args, results, summary,
                    {"model": asdict(model_args), "peft": asdict(peft_args), "data": asdict(data_args),
                     "training": training_args_dict(args)})
+        if data_args.dataset_name_or_path == "synthetic" and raw_splits.test is not None:
+            samples = save_sample_images(raw_splits.test, Path(args.output_dir) / SAMPLES_DIR)
+            if samples:
+                path, box = samples[0]
+                print(f"Test images to try predict on are in {path.parent}, e.g.\n  infosam predict --adapter "
+                      f"{args.output_dir} --images {path} --box {','.join(map(str, box))} "
+                      f"--out {Path(args.output_dir) / 'predictions'}")
     results["summary"] = summary
     return results

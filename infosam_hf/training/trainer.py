@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, TrainerCallback, get_scheduler
+from transformers.integrations import TensorBoardCallback
+from transformers.integrations.integration_utils import default_logdir
 from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import EvalLoopOutput
 
@@ -21,6 +25,7 @@ from ..losses import InfoLossError, binary_segmentation_loss, class_cross_entrop
 from ..models.capture import SamFeatureCapture, match_teacher_grid
 from ..models.multiclass import freeze_unused_head, sam_num_classes
 from ..models.sam import get_relation_module
+from ..models.sam2 import is_sam2
 from ..tuners import pop_auxiliary_loss
 from .config import InfoSAMConfig
 from .diagnostics import RelationDiagnostics
@@ -30,7 +35,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["InfoSAMTrainer", "META_KEYS"]
 
 META_KEYS = ("original_sizes", "reshaped_input_sizes", "original_labels", "prompt_boxes", "has_foreground")
-LOSS_COMPONENTS = ("loss_seg", "loss_r", "loss_d", "loss_aux")
+LOSS_COMPONENTS = ("loss_seg", "loss_r", "loss_d", "loss_aux", "loss_obj")
 
 
 class _TransformEpochCallback(TrainerCallback):
@@ -60,6 +65,20 @@ class _EpochStep:
 
     def __call__(self, step: int) -> float:
         return self.epoch_factor(step // self.steps_per_epoch)
+
+
+def _pin_tensorboard_dir(trainer: Trainer, args: InfoSAMConfig) -> None:
+    """TensorBoard logs go to ``args.logging_dir`` or ``output_dir/runs/DATE_HOST`` from the first log on.
+
+    Transformers' callback picks its folder at ``on_train_begin``; a log before training (an evaluation
+    before training) would otherwise open a writer in ``./runs/`` of the current folder.
+    """
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback):
+            if args.logging_dir:
+                callback.logging_dir = os.path.expanduser(args.logging_dir)
+            elif callback.logging_dir is None:  # TENSORBOARD_LOGGING_DIR unset
+                callback.logging_dir = os.path.join(args.output_dir, default_logdir())
 
 
 class InfoSAMTrainer(Trainer):
@@ -102,9 +121,16 @@ class InfoSAMTrainer(Trainer):
         # No loss reaches SAM's IoU-prediction head (nor, with a multi-class head, the unused token 0's
         # MLP): freeze them, as the official training leaves the IoU head unchanged too, so DDP needs
         # no find_unused_parameters.
+        if args.lambda_object_score > 0 and not is_sam2(model):
+            raise ValueError("lambda_object_score: only SAM 2 has an object-score head")
         freeze_unused_head(model)
+        if args.lambda_object_score == 0:  # SAM 2's object-score head gets no loss then
+            for name, param in model.named_parameters():
+                if "pred_obj_score_head" in name:
+                    param.requires_grad_(False)
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
         self.add_callback(_TransformEpochCallback(self.train_dataset, args))
+        _pin_tensorboard_dir(self, args)
         self.relation_module = get_relation_module(self.model)  # shared by the teacher and student passes
         # Leaving disable_adapter() sets requires_grad on every modules_to_save copy; these must stay frozen.
         self._frozen_copies = [p for n, p in self.model.named_parameters()
@@ -194,10 +220,14 @@ class InfoSAMTrainer(Trainer):
             loss_seg = binary_segmentation_loss(logits, labels.unsqueeze(1).to(logits.dtype), self.args.seg_loss,
                                                 bce=self.args.structure_loss_bce)
         loss = loss_seg
-        extra = {}
+        extra: dict[str, torch.Tensor] = {}
         if loss_aux is not None and model.training:
             loss = loss + loss_aux
             extra["loss_aux"] = loss_aux
+        if self.args.lambda_object_score > 0:  # SAM 2: is there an object at all?
+            present = (labels.flatten(1) > 0).any(1).to(outputs.object_score_logits.dtype)
+            extra["loss_obj"] = F.binary_cross_entropy_with_logits(outputs.object_score_logits[:, 0, 0], present)
+            loss = loss + self.args.lambda_object_score * extra["loss_obj"]
         if model.training and self.use_info_losses:
             teacher = self.teacher_features(model, inputs)
             relation = self.relation_module
@@ -223,8 +253,11 @@ class InfoSAMTrainer(Trainer):
     def information_losses(self, teacher: dict[str, torch.Tensor],
                            student: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """loss_r and loss_d from captured features; with K mask tokens (one per class) one relation per
-        token for the teacher and the student, and both losses averaged over the K tokens."""
+        token for the teacher and the student, and both losses averaged over the K tokens. A student whose
+        embedding grid is finer than the teacher's (the gsam / samus variants: H/8 against H/16) is
+        average-pooled to the teacher's grid first."""
         relation = self.relation_module
+        student = match_teacher_grid(student, teacher)
         tokens = teacher["mask_token"].shape[1]
         loss_r = loss_d = 0.0
         for k in range(tokens):
@@ -243,8 +276,14 @@ class InfoSAMTrainer(Trainer):
             self._component_sums[name] = self._component_sums.get(name, 0.0) + value.detach().float()
         self._component_steps += 1
 
+    def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+        """0: Trainer's estimate (6 × pixels × parameters, as if every pixel were a token) means nothing for SAM."""
+        return 0
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add ``loss_seg``, ``loss_r`` and ``loss_d`` (averaged over the logging interval) to train logs."""
+        """Add ``loss_seg``, ``loss_r`` and ``loss_d`` (averaged over the logging interval) to train logs;
+        leave out ``total_flos`` (not counted for SAM)."""
+        logs.pop("total_flos", None)
         if "loss" in logs and self._component_steps:
             for name in LOSS_COMPONENTS:
                 if name in self._component_sums:
@@ -260,6 +299,17 @@ class InfoSAMTrainer(Trainer):
         super().log(logs, start_time)
 
     # ----------------------------------------------------------- evaluation
+    def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False,
+                        dataloader_key=None):
+        """As Trainer's, except that ``dataloader_drop_last`` applies to training only: Trainer would also drop
+        the last partial batch of every evaluation (and of the test split)."""
+        drop_last = self.args.dataloader_drop_last
+        self.args.dataloader_drop_last = drop_last and is_training
+        try:
+            return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
+        finally:
+            self.args.dataloader_drop_last = drop_last
+
     def new_metrics(self) -> SegmentationMetrics:
         """A fresh streamed metrics accumulator configured from ``args``."""
         return make_metrics(self.num_labels, self.ignore_index, self.args.metric_input, self.args.metric_set)

@@ -20,6 +20,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from ..models.sam import get_relation_module
+from ..models.sam2 import is_sam2
 from ..relation import RELATION_MODULE_NAME
 from . import adaptformer, bitfit, conv_lora, decoder_only, gsam_conv_lora, gsam_lora, sam_adapter, variants
 from .base import DECODER_MODULE_NAME, SamTunerConfig
@@ -35,6 +36,11 @@ PROJECT_TUNERS = (sam_adapter.SamAdapterConfig, adaptformer.AdaptFormerConfig, c
 UNSUPPORTED = {"oft": "peft's OFT Linear layer takes SAM's (N, H, W, C) tokens for a conv input and fails; "
                       "use boft"}
 STOCK_DEFAULTS = {"target_modules": ["qkv"], "feedforward_modules": []}  # stock methods adapt the fused qkv
+# SAM 2: the block-level tuners find the Hiera blocks at this path (each adapter takes its block's width); the
+# gsam/conv tuners reshape SAM's ViT attention and have no Hiera counterpart
+SAM2_BLOCKS_PATH = "vision_encoder.backbone.blocks"
+SAM2_BLOCK_TUNERS = ("sam_adapter", "adaptformer")
+VIT_ONLY_TUNERS = ("conv_lora", "gsam_lora", "gsam_conv_lora")
 
 
 def register_peft_method(name: str):
@@ -104,9 +110,18 @@ def build_peft_config(method: str, options: dict[str, Any] | None = None) -> Pef
 
 def build_student(sam: nn.Module, method: str = "lora", options: dict[str, Any] | None = None,
                   freeze_relation: bool = False) -> PeftModel:
-    """Wrap a SAM that already carries a relation module with the chosen PEFT method."""
+    """Wrap a SAM (or SAM 2) that already carries a relation module with the chosen PEFT method.
+
+    On SAM 2, ``sam_adapter`` and ``adaptformer`` adapt the Hiera blocks (``blocks_path``), each adapter as wide
+    as its block's stage."""
     if not hasattr(sam, RELATION_MODULE_NAME):
         raise ValueError("attach_relation_module(sam) must be called before build_student()")
+    if is_sam2(sam):
+        if method in VIT_ONLY_TUNERS:
+            raise ValueError(f"peft_method={method} reshapes SAM's ViT attention and has no SAM 2 (Hiera) form; use "
+                             f"{', '.join(SAM2_BLOCK_TUNERS)}, lora, bitfit, decoder_only or a stock peft method")
+        if method in SAM2_BLOCK_TUNERS:
+            options = {"blocks_path": SAM2_BLOCKS_PATH, **(options or {})}
     model = get_peft_model(sam, build_peft_config(method, options))
     if freeze_relation:
         get_relation_module(model).requires_grad_(False)
