@@ -12,7 +12,7 @@ from PIL import Image
 from transformers import Sam2Model
 
 from infosam_hf import InfoSAMConfig, InfoSAMTrainer
-from infosam_hf.data import DataArguments, SamPromptCollator, build_datasets
+from infosam_hf.data import DataArguments, build_datasets
 from infosam_hf.data.transforms import SamSegmentationTransform
 from infosam_hf.commands.export import main as export_main
 from infosam_hf.evaluation.evaluate import evaluate_adapter

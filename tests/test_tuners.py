@@ -1,10 +1,7 @@
 """The PEFT menu: every method is a peft tuner that counts, trains, disables, saves and reloads exactly."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -13,7 +10,7 @@ import peft.mapping
 import pytest
 import torch
 from peft import PeftConfig
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import SamConfig, SamModel
 
 import infosam_hf  # noqa: F401  (registers the tuners)
@@ -22,7 +19,7 @@ from infosam_hf.models.sam import attach_relation_module, load_sam
 from infosam_hf.tuners import build_peft_config, build_student, parameter_groups, pop_auxiliary_loss
 from infosam_hf.tuners.base import TESTED_PEFT
 from infosam_hf.tuners.conv_lora import ConvLoraBranch
-from tiny_sam import TINY_SAM, tiny_batch, tiny_sam
+from tiny_sam import TINY_SAM, perturb_trainable, reload_in_fresh_process, student_on, tiny_batch, tiny_sam
 
 ROOT = Path(__file__).resolve().parents[1]
 DECODER_VIT_B = 4_058_340
@@ -57,22 +54,13 @@ def predict(model, batch):
 
 
 def perturb_adapters(model, seed=1):
-    """Random non-zero adapter weights, so an adapter that is ignored (or zero-initialised) cannot pass."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.requires_grad and "modules_to_save" not in name:
-                param.add_(torch.randn(param.shape, generator=generator) * 0.2)
+    perturb_trainable(model, 0.2, seed)
 
 
 def tiny_method(method, base_dir=None, seed=0, **config):
     peft_method, options, _, _ = METHODS[method]
     sam = load_sam(sam_config={**TINY_SAM, **config}, seed=seed) if config else tiny_sam(seed)
-    if base_dir is not None:
-        sam.save_pretrained(base_dir)
-        sam.name_or_path = sam.config._name_or_path = str(base_dir)
-    attach_relation_module(sam)
-    return build_student(sam, peft_method, options)
+    return student_on(sam, peft_method, options, base_dir)
 
 
 # ------------------------------------------------------------------------------------------- registration
@@ -210,26 +198,9 @@ def saved_runs(tmp_path_factory):
 
 def test_auto_peft_model_reloads_every_method_exactly_in_a_fresh_process(saved_runs):
     root, expected = saved_runs
-    code = (
-        "import sys, torch\n"
-        "import infosam_hf\n"
-        "from pathlib import Path\n"
-        "from peft import AutoPeftModel\n"
-        "from safetensors.torch import load_file, save_file\n"
-        "root = Path(sys.argv[1]); batch = load_file(str(root / 'inputs.safetensors'))\n"
-        "for method in sys.argv[2:]:\n"
-        "    model = AutoPeftModel.from_pretrained(str(root / method / 'adapter')).eval()\n"
-        "    with torch.no_grad():\n"
-        "        out = model(**batch, multimask_output=False)\n"
-        "    save_file({'masks': out.pred_masks.contiguous(), 'scores': out.iou_scores.contiguous()},\n"
-        "              str(root / method / 'out.safetensors'))\n"
-    )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", code, str(root), *METHODS], capture_output=True, text=True,
-                          env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    fresh_outputs = reload_in_fresh_process(root, list(METHODS))
     for method, (masks, scores) in expected.items():
-        fresh = load_file(str(root / method / "out.safetensors"))
+        fresh = fresh_outputs[method]
         assert torch.equal(fresh["masks"], masks) and torch.equal(fresh["scores"], scores), method
     assert '"peft_type": "SAM_ADAPTER"' in (root / "sam_adapter" / "adapter" / "adapter_config.json").read_text()
 

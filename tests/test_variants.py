@@ -3,8 +3,6 @@
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ from infosam_hf.tuners.registry import build_student
 from infosam_hf.tuners.variants import (GsamConfig, SamusConfig, active_variant, load_timm_resnet,
                                         timm_to_branch_key)
 from infosam_hf.tuners.variants.resnet import ResNetBranch
-from tests.tiny_sam import TINY_SAM
+from tests.tiny_sam import TINY_SAM, perturb_trainable, reload_in_fresh_process, student_on
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes" / "gsam"
@@ -37,20 +35,11 @@ OPTIONS = {"gsam": TINY_GSAM, "samus": {}}
 
 
 def tiny_variant(method, base_dir=None, seed=0, **options):
-    sam = load_sam(sam_config=TINY16, seed=seed)
-    if base_dir is not None:
-        sam.save_pretrained(base_dir)
-        sam.name_or_path = sam.config._name_or_path = str(base_dir)
-    attach_relation_module(sam)
-    return build_student(sam, method, {**OPTIONS[method], **options})
+    return student_on(load_sam(sam_config=TINY16, seed=seed), method, {**OPTIONS[method], **options}, base_dir)
 
 
 def perturb(model, seed=1):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.requires_grad and "modules_to_save" not in name:
-                param.add_(torch.randn(param.shape, generator=generator) * 0.05)
+    perturb_trainable(model, 0.05, seed)
 
 
 def trainable(model) -> int:
@@ -236,25 +225,9 @@ def saved_variants(tmp_path_factory):
 
 def test_auto_peft_model_reloads_both_variants_exactly(saved_variants):
     root, expected = saved_variants
-    code = (
-        "import sys, torch\n"
-        "import infosam_hf\n"
-        "from pathlib import Path\n"
-        "from peft import AutoPeftModel\n"
-        "from safetensors.torch import load_file, save_file\n"
-        "root = Path(sys.argv[1]); batch = load_file(str(root / 'inputs.safetensors'))\n"
-        "for method in ('gsam', 'samus'):\n"
-        "    model = AutoPeftModel.from_pretrained(str(root / method / 'adapter')).eval()\n"
-        "    with torch.no_grad():\n"
-        "        out = model(**batch, multimask_output=False)\n"
-        "    save_file({'masks': out.pred_masks.contiguous()}, str(root / method / 'out.safetensors'))\n"
-    )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, env=env,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    fresh_outputs = reload_in_fresh_process(root, ["gsam", "samus"])
     for method, masks in expected.items():
-        assert torch.equal(load_file(str(root / method / "out.safetensors"))["masks"], masks), method
+        assert torch.equal(fresh_outputs[method]["masks"], masks), method
         config = json.loads((root / method / "adapter" / "adapter_config.json").read_text())
         assert config["peft_type"] == method.upper()
     saved = load_file(str(root / "gsam" / "adapter" / "adapter_model.safetensors"))

@@ -109,3 +109,57 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def perturb_trainable(model, scale: float = 0.2, seed: int = 1) -> None:
+    """Random non-zero adapter weights (not the decoder copies), so an ignored or zero-initialised adapter
+    cannot pass an equality test."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.requires_grad and "modules_to_save" not in name:
+                param.add_(torch.randn(param.shape, generator=generator) * scale)
+
+
+def student_on(sam, method: str, options: dict, base_dir=None):
+    """``sam`` with a relation module, wrapped by ``method``; saved first to ``base_dir`` (recorded as its name)
+    when given, so a saved adapter finds its base."""
+    if base_dir is not None:
+        sam.save_pretrained(base_dir)
+        sam.name_or_path = sam.config._name_or_path = str(base_dir)
+    attach_relation_module(sam)
+    return build_student(sam, method, options)
+
+
+FRESH_RELOAD = """\
+import sys, torch
+import infosam_hf
+from pathlib import Path
+from peft import AutoPeftModel
+from safetensors.torch import load_file, save_file
+root = Path(sys.argv[1]); batch = load_file(str(root / 'inputs.safetensors'))
+for method in sys.argv[2:]:
+    model = AutoPeftModel.from_pretrained(str(root / method / 'adapter')).eval()
+    with torch.no_grad():
+        out = model(**batch, multimask_output=False)
+    save_file({'masks': out.pred_masks.contiguous(), 'scores': out.iou_scores.contiguous()},
+              str(root / method / 'out.safetensors'))
+"""
+
+
+def reload_in_fresh_process(root, methods) -> dict:
+    """Reload ``root/<method>/adapter`` with ``AutoPeftModel`` in a new offline Python (after ``import infosam_hf``)
+    and predict ``root/inputs.safetensors``; returns {method: {"masks", "scores"}}."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", FRESH_RELOAD, str(root), *methods], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {method: load_file(str(Path(root) / method / "out.safetensors")) for method in methods}

@@ -6,7 +6,6 @@ import logging
 import shutil
 from pathlib import Path
 
-import torch
 from transformers import AutoImageProcessor, Sam2Model, SamModel
 from transformers.utils import IMAGE_PROCESSOR_NAME as PREPROCESSOR_NAME
 

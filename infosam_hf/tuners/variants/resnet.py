@@ -43,7 +43,7 @@ class ResNetBranch(nn.Module):
 def timm_to_branch_key(key: str) -> str | None:
     """The :class:`ResNetBranch` key of a timm/torchvision ResNet key, or ``None`` for what the branch does not
     build (layer4, fc)."""
-    if match := re.fullmatch(rf"conv1\.weight", key):
+    if match := re.fullmatch(r"conv1\.weight", key):
         return "stem.convolution.weight"
     if match := re.fullmatch(rf"bn1\.{_BN}", key):
         return f"stem.normalization.{match.group(1)}"
