@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from ..losses import SEG_LOSSES
+from .teacher_cache import CACHE_DTYPES, TEACHER_CACHE_MODES
 
 __all__ = ["InfoSAMConfig"]
 
@@ -48,6 +49,24 @@ class InfoSAMConfig(TrainingArguments):
         default=True,
         metadata={"help": "Log relation diagnostics (info/...) beside loss_r and loss_d and warn once if the "
                           "teacher's relations collapse; off costs nothing."})
+    teacher_cache: str = field(
+        default="auto",
+        metadata={"help": "Teacher image-embedding cache: 'auto' (on exactly when the encoder input is the same every "
+                          "epoch: no pixel-changing augment, no random_crop), 'on' (fail if invalid) or 'off'."})
+    teacher_cache_dir: str | None = field(
+        default=None, metadata={"help": "Where the cache lives (default $HF_HOME/infosam_hf/teacher_cache)."})
+    teacher_cache_dtype: str = field(
+        default="float32", metadata={"help": "Cache storage: float32 (exact), float16 or bfloat16 (half the disk)."})
+    teacher_cache_precompute: bool = field(
+        default=False, metadata={"help": "Fill the cache in one pass before training (default: lazily, epoch 1)."})
+    share_frozen_prefix: bool = field(
+        default=True,
+        metadata={"help": "Teacher reuses the student's output of the encoder stages the tuner leaves untouched "
+                          "(sam_adapter: patch embedding + blocks 0-1). Same losses, less compute."})
+    info_loss_batch: str = field(
+        default="local",
+        metadata={"help": "Gram matrices over the per-device batch ('local') or over the batch of every process "
+                          "('global', gathered with gradient)."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the transform's columns."})
     ddp_find_unused_parameters: bool | None = field(
         default=False, metadata={"help": "Every trained parameter is used every step."})
@@ -68,5 +87,12 @@ class InfoSAMConfig(TrainingArguments):
             raise ValueError(f"metric_set must be 'paper' or 'iou', got {self.metric_set!r}")
         if not 0.0 <= self.prompt_point_prob <= 1.0:
             raise ValueError(f"prompt_point_prob must be in [0, 1], got {self.prompt_point_prob}")
+        if self.teacher_cache not in TEACHER_CACHE_MODES:
+            raise ValueError(f"teacher_cache must be one of {', '.join(TEACHER_CACHE_MODES)}, got {self.teacher_cache!r}")
+        if self.teacher_cache_dtype not in CACHE_DTYPES:
+            raise ValueError(f"teacher_cache_dtype must be one of {', '.join(CACHE_DTYPES)}, "
+                             f"got {self.teacher_cache_dtype!r}")
+        if self.info_loss_batch not in ("local", "global"):
+            raise ValueError(f"info_loss_batch must be 'local' or 'global', got {self.info_loss_batch!r}")
         if self.lambda_r < 0 or self.lambda_d < 0:
             raise ValueError("lambda_r and lambda_d must be >= 0")
