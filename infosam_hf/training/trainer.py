@@ -267,7 +267,8 @@ class InfoSAMTrainer(Trainer):
                 indices = batch.get(INDEX_KEY)
                 if indices is None or all(index in cache for index in indices):
                     continue
-                self._teacher_embeddings(teacher, batch["pixel_values"], indices, None)
+                sam = teacher.get_base_model() if hasattr(teacher, "get_base_model") else teacher
+                cache.put(indices, teacher_image_embeddings(sam, batch["pixel_values"]))
 
     def train(self, *args, **kwargs):
         """``Trainer.train``; first fills the teacher-embedding cache when ``teacher_cache_precompute``."""

@@ -1,0 +1,126 @@
+"""Speed features: the teacher-embedding cache and frozen-prefix sharing change no loss and no gradient."""
+
+import logging
+
+import pytest
+import torch
+
+from infosam_hf import InfoSAMConfig, InfoSAMTrainer
+from infosam_hf.data import DataArguments, SamPromptCollator, build_datasets
+from infosam_hf.data.collator import INDEX_KEY
+from infosam_hf.models.capture import SamFeatureCapture
+from infosam_hf.models.sam import attach_relation_module
+from infosam_hf.training.teacher_pass import shared_prefix_length
+from infosam_hf.tuners.registry import build_student
+from tiny_sam import tiny_sam
+
+METHODS = {"lora": {"r": 4, "lora_alpha": 4}, "sam_adapter": {"first_block": 1}, "decoder_only": {}}
+
+
+def student_for(method, seed=0):
+    sam = tiny_sam(seed)
+    attach_relation_module(sam)
+    student = build_student(sam, method, METHODS[method])
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():  # trained weights that differ from the teacher's
+        for param in student.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn(param.shape, generator=generator) * 0.05)
+    return student
+
+
+def train_split(augment=(), random_crop=None, num_train=8):
+    data_args = DataArguments(dataset_name_or_path="synthetic", synthetic_num_train=num_train, synthetic_num_eval=2,
+                              synthetic_num_test=2, synthetic_image_size=64, train_prompt="box",
+                              augment=list(augment), random_crop=random_crop)
+    return build_datasets(data_args, image_size=64, seed=0).train
+
+
+def make_trainer(tmp_path, method, train, **options):
+    args = InfoSAMConfig(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True, disable_tqdm=True,
+                         per_device_train_batch_size=4, teacher_cache_dir=str(tmp_path / "cache"), **options)
+    return InfoSAMTrainer(model=student_for(method), args=args, train_dataset=train)
+
+
+def loss_and_grads(trainer, batch):
+    model = trainer.model
+    model.train()
+    model.zero_grad(set_to_none=True)
+    loss = trainer.compute_loss(model, batch)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_shared_prefix_length_per_tuner():
+    assert shared_prefix_length(student_for("lora").get_base_model()) == 0  # LoRA touches block 0
+    assert shared_prefix_length(student_for("sam_adapter").get_base_model()) == 1  # block 0 untouched
+    assert shared_prefix_length(student_for("decoder_only").get_base_model()) == 3  # both blocks and the neck
+    from transformers import SamConfig, SamModel
+
+    with torch.device("meta"):  # ViT-B: the official SAM-Adapter layout leaves the embedding and blocks 0-1
+        sam = SamModel(SamConfig())
+        attach_relation_module(sam)
+        assert shared_prefix_length(build_student(sam, "sam_adapter").get_base_model()) == 2
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_cache_and_prefix_sharing_change_no_loss_and_no_gradient(tmp_path, method):
+    train = train_split()
+    collate = SamPromptCollator()
+    batches = [collate([train[i] for i in rows]) for rows in ([0, 1, 2, 3], [4, 5, 6, 7])]
+    assert batches[0][INDEX_KEY] == [0, 1, 2, 3]
+    reference = make_trainer(tmp_path / "ref", method, train, teacher_cache="off", share_frozen_prefix=False)
+    fast = make_trainer(tmp_path / "fast", method, train, teacher_cache="on")
+    assert fast.prefix_length == {"lora": 0, "sam_adapter": 1, "decoder_only": 3}[method]
+    for epoch in range(2):  # epoch 0 fills the cache, epoch 1 reads it
+        for batch in batches:
+            loss_ref, grads_ref = loss_and_grads(reference, batch)
+            loss_fast, grads_fast = loss_and_grads(fast, batch)
+            assert torch.equal(loss_ref, loss_fast), (epoch, method)
+            assert grads_ref.keys() == grads_fast.keys()
+            for name in grads_ref:
+                assert torch.equal(grads_ref[name], grads_fast[name]), (epoch, name)
+    assert (fast.teacher_cache.misses, fast.teacher_cache.hits) == (2, 2)
+    assert len(fast.teacher_cache) == 8
+    # the teacher's features equal those of a plain full forward of the adapters-off SAM
+    batch = reference._prepare_inputs(batches[1])
+    inputs = {k: v for k, v in batch.items() if k in ("pixel_values", "input_boxes")}
+    student = fast.model
+    capture = SamFeatureCapture(student)
+    with torch.no_grad(), student.disable_adapter(), capture.record() as full:
+        student.eval()
+        student(**inputs, multimask_output=False)
+    features = fast.teacher_features(student, batch, batches[1][INDEX_KEY])
+    assert torch.equal(features["image_embeds"], full["image_embeds"])
+    assert torch.equal(features["mask_token"], full["mask_token"])
+
+
+def test_cache_is_reused_across_runs_and_keyed_by_the_teacher(tmp_path):
+    train = train_split()
+    batch = SamPromptCollator()([train[i] for i in range(4)])
+    first = make_trainer(tmp_path, "lora", train, teacher_cache="on")
+    loss_and_grads(first, batch)
+    second = make_trainer(tmp_path, "lora", train, teacher_cache="on")
+    assert second.teacher_cache.directory == first.teacher_cache.directory
+    loss_and_grads(second, batch)
+    assert (second.teacher_cache.hits, second.teacher_cache.misses) == (1, 0)
+    other_teacher = InfoSAMTrainer(model=student_for("lora", seed=3), args=second.args, train_dataset=train)
+    assert other_teacher.teacher_cache.directory != first.teacher_cache.directory
+
+
+def test_precompute_fills_the_cache_before_training(tmp_path):
+    train = train_split()
+    trainer = make_trainer(tmp_path, "lora", train, teacher_cache="on", teacher_cache_precompute=True, max_steps=2,
+                           save_strategy="no")
+    trainer.train()
+    assert len(trainer.teacher_cache) == 8
+    assert (trainer.teacher_cache.hits, trainer.teacher_cache.misses) == (2, 0)  # training only read it
+
+
+def test_auto_turns_the_cache_off_for_pixel_changing_options_and_on_fails(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="infosam_hf.training.teacher_cache"):
+        trainer = make_trainer(tmp_path, "lora", train_split(random_crop=[32, 32]), teacher_cache="auto")
+    assert trainer.teacher_cache is None and "random_crop" in caplog.text
+    with pytest.raises(ValueError, match="augment: hflip changes the pixels"):
+        make_trainer(tmp_path, "lora", train_split(augment=["hflip"]), teacher_cache="on")
+    assert make_trainer(tmp_path, "lora", train_split(), teacher_cache="auto").teacher_cache is not None
