@@ -124,3 +124,48 @@ def test_auto_turns_the_cache_off_for_pixel_changing_options_and_on_fails(tmp_pa
     with pytest.raises(ValueError, match="augment: hflip changes the pixels"):
         make_trainer(tmp_path, "lora", train_split(augment=["hflip"]), teacher_cache="on")
     assert make_trainer(tmp_path, "lora", train_split(), teacher_cache="auto").teacher_cache is not None
+
+
+@pytest.mark.parametrize("cache", ["off", "on"])
+def test_training_step_never_synchronises_with_the_host(tmp_path, monkeypatch, cache):
+    train = train_split()
+    batch = SamPromptCollator()([train[i] for i in range(4)])
+    trainer = make_trainer(tmp_path, "sam_adapter", train, teacher_cache=cache)
+    loss_and_grads(trainer, batch)  # with the cache: fills it, so the checked step reads it
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__", "cpu", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, lambda *a, **k: (_ for _ in ()).throw(AssertionError("host sync")))
+    loss, grads = loss_and_grads(trainer, batch)  # forward, teacher, information losses, guards, backward
+    monkeypatch.undo()
+    assert torch.isfinite(loss) and any("relation_module" in name for name in grads)
+    if cache == "on":
+        assert trainer.teacher_cache.hits == 1
+
+
+@pytest.mark.parametrize("method", ["sam_adapter", "adaptformer", "conv_lora", "gsam_lora", "gsam_conv_lora", "bitfit",
+                                    "decoder_only", "lora", "dora", "loha"])
+def test_gradient_checkpointing_with_every_tuner_and_the_feature_hooks(tmp_path, method):
+    from test_tuners import perturb_adapters, tiny_method
+
+    train = train_split(num_train=4)
+    batch = SamPromptCollator()([train[i] for i in range(4)])
+    results = []
+    for checkpointing in (False, True):
+        student = tiny_method(method)
+        perturb_adapters(student)
+        args = InfoSAMConfig(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True, teacher_cache="off",
+                             gradient_checkpointing=checkpointing, per_device_train_batch_size=4)
+        trainer = InfoSAMTrainer(model=student, args=args, train_dataset=train)
+        if checkpointing:
+            student.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
+        calls = []
+        # a hook inside a checkpointed block sees the recomputation (hooks on the block itself stay outside it)
+        student.get_base_model().vision_encoder.layers[-1].layer_norm1.register_forward_hook(
+            lambda *a: calls.append(1))
+        results.append((*loss_and_grads(trainer, batch), len(calls)))
+    (loss, grads, calls), (loss_ckpt, grads_ckpt, calls_ckpt) = results
+    if method != "decoder_only":  # (a frozen encoder has no backward to recompute for)
+        assert calls_ckpt > calls, "no recomputation: checkpointing is not active"
+    torch.testing.assert_close(loss_ckpt, loss, rtol=0, atol=0)
+    assert grads.keys() == grads_ckpt.keys() and any("relation_module" in n for n in grads)
+    for name in grads:
+        torch.testing.assert_close(grads_ckpt[name], grads[name], rtol=1e-6, atol=1e-7, msg=name)

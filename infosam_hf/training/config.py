@@ -74,6 +74,9 @@ class InfoSAMConfig(TrainingArguments):
                                           metadata={"help": "The batch key holding masks."})
 
     def __post_init__(self):
+        if self.gradient_checkpointing and self.gradient_checkpointing_kwargs is None:
+            # non-reentrant: gradients reach adapters even though the frozen patch embedding's output needs none
+            self.gradient_checkpointing_kwargs = {"use_reentrant": False}
         super().__post_init__()
         if self.structure_loss_bce not in ("weighted", "unweighted"):
             raise ValueError(f"structure_loss_bce must be 'weighted' or 'unweighted', got {self.structure_loss_bce!r}")
