@@ -169,3 +169,28 @@ def test_gradient_checkpointing_with_every_tuner_and_the_feature_hooks(tmp_path,
     assert grads.keys() == grads_ckpt.keys() and any("relation_module" in n for n in grads)
     for name in grads:
         torch.testing.assert_close(grads_ckpt[name], grads[name], rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_sdpa_and_bf16_autocast_match_eager_float32(tmp_path):
+    from infosam_hf.models.sam import load_sam
+    from tiny_sam import TINY_SAM
+
+    train = train_split(num_train=4)
+    batch = SamPromptCollator()([train[i] for i in range(4)])
+    losses = {}
+    for attention in ("eager", "sdpa"):
+        sam = load_sam(sam_config=TINY_SAM, seed=0, attn_implementation=attention)
+        assert type(sam.vision_encoder.layers[0].attn).__name__ == ("SamVisionSdpaAttention" if attention == "sdpa"
+                                                                    else "SamVisionAttention")
+        attach_relation_module(sam)
+        student = build_student(sam, "lora", METHODS["lora"])
+        args = InfoSAMConfig(output_dir=str(tmp_path / attention), report_to="none", use_cpu=True, teacher_cache="off")
+        trainer = InfoSAMTrainer(model=student, args=args, train_dataset=train)
+        losses[attention], _ = loss_and_grads(trainer, batch)
+        if attention == "sdpa":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                losses["bf16"], _ = loss_and_grads(trainer, batch)
+    torch.testing.assert_close(losses["sdpa"], losses["eager"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(losses["bf16"], losses["eager"], rtol=3e-2, atol=1e-2)
+    with pytest.raises(ValueError, match="attn_implementation"):
+        load_sam(sam_config=TINY_SAM, attn_implementation="flash")

@@ -20,6 +20,8 @@ class ModelArguments:
         default=None, metadata={"help": "Train at this fixed input size (default: the checkpoint's)."})
     dynamic_input_size: bool = field(
         default=False, metadata={"help": "Take any input HxW per batch (G-SAM): crops, non-square images."})
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "Vision attention: 'sdpa' (fused; transformers' default) or 'eager'."})
     teacher_model_name_or_path: str | None = field(
         default=None, metadata={"help": "A separate frozen teacher SAM (default: the student with adapters off)."})
     relation_from: str | None = field(

@@ -66,7 +66,7 @@ def build_sam_config(fields: dict[str, Any]) -> SamConfig:
 
 def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = None,
              image_size: int | None = None, seed: int | None = None, num_labels: int = 1,
-             dynamic_input_size: bool = False,
+             dynamic_input_size: bool = False, attn_implementation: str | None = None,
              **from_pretrained_kwargs) -> SamModel:
     """Load a ``SamModel`` from a checkpoint (hub id or directory) or build one from config fields.
 
@@ -75,7 +75,13 @@ def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = No
     head of that many channels (see :mod:`infosam_hf.models.multiclass`), recorded in the config.
     ``dynamic_input_size=True`` (or a saved config that records it) makes the model take any H×W per
     batch (see :func:`~infosam_hf.models.dynamic.enable_dynamic_input_size`).
+    ``attn_implementation``: the vision encoder's attention, ``"sdpa"`` (fused, transformers' default)
+    or ``"eager"``.
     """
+    if attn_implementation not in (None, "eager", "sdpa"):
+        raise ValueError(f"attn_implementation must be 'eager' or 'sdpa', got {attn_implementation!r}")
+    if attn_implementation and model_name_or_path:
+        from_pretrained_kwargs["attn_implementation"] = attn_implementation
     if model_name_or_path:
         if model_name_or_path.startswith((".", "/", "~")) and not Path(model_name_or_path).expanduser().exists():
             raise OSError(f"model_name_or_path={model_name_or_path!r}: no such directory")
@@ -87,7 +93,10 @@ def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = No
     elif sam_config:
         if seed is not None:
             torch.manual_seed(seed)
-        model = SamModel(build_sam_config(sam_config))
+        config = build_sam_config(sam_config)
+        if attn_implementation:
+            config._attn_implementation = attn_implementation
+        model = SamModel(config)
         # transformers initialises the random Fourier position features with std = vision hidden // 2, far
         # too high-frequency for a small grid: prompts could not be located. SAM's own init uses std 1.
         with torch.no_grad():

@@ -75,7 +75,8 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     build_peft_config(peft_args.peft_method, peft_args.peft_config)  # bad PEFT options fail before any loading
     relation_state = load_relation_state_dict(model_args.relation_from) if model_args.relation_from else None
     sam = load_sam(model_args.model_name_or_path, model_args.sam_config, model_args.image_size, seed=seed,
-                   num_labels=num_labels, dynamic_input_size=model_args.dynamic_input_size)
+                   num_labels=num_labels, dynamic_input_size=model_args.dynamic_input_size,
+                   attn_implementation=model_args.attn_implementation)
     image_size = sam.config.vision_config.image_size
     if (not model_args.model_name_or_path or getattr(sam, "infosam_resized_from", None)
             or getattr(sam, NEW_HEAD_ATTR, False)):
@@ -91,7 +92,8 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     teacher = None
     if model_args.teacher_model_name_or_path:
         teacher = load_sam(model_args.teacher_model_name_or_path, image_size=image_size,
-                           dynamic_input_size=model_args.dynamic_input_size)
+                           dynamic_input_size=model_args.dynamic_input_size,
+                           attn_implementation=model_args.attn_implementation)
     return student, teacher, image_size
 
 
