@@ -194,3 +194,32 @@ def test_sdpa_and_bf16_autocast_match_eager_float32(tmp_path):
     torch.testing.assert_close(losses["bf16"], losses["eager"], rtol=3e-2, atol=1e-2)
     with pytest.raises(ValueError, match="attn_implementation"):
         load_sam(sam_config=TINY_SAM, attn_implementation="flash")
+
+
+def test_global_info_loss_batch_equals_one_process_on_the_whole_batch(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tiny_sam import free_port, tiny_batch, tiny_student
+
+    worker = Path(__file__).resolve().parent / "global_batch_worker.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(worker), str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = torch.load(tmp_path / "results.pt")
+    args = InfoSAMConfig(output_dir=str(tmp_path / "single"), report_to="none", use_cpu=True, teacher_cache="off")
+    single = InfoSAMTrainer(model=tiny_student(), args=args)
+    loss, grads = loss_and_grads(single, tiny_batch(4, seed=0))
+    reference = {"loss": loss, "loss_r": single._component_sums["loss_r"], "loss_d": single._component_sums["loss_d"]}
+    distributed = results["global"]
+    for key in reference:
+        torch.testing.assert_close(distributed[key], reference[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert distributed["grads"].keys() == grads.keys() and any("relation_module" in n for n in grads)
+    for name in grads:
+        torch.testing.assert_close(distributed["grads"][name], grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    # per-process Grams (the default) are a different loss: the test can tell them apart
+    assert not torch.allclose(results["local"]["loss_d"], reference["loss_d"], rtol=1e-3)
