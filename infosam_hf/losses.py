@@ -10,6 +10,7 @@ a NaN or Inf feature) comes out non-finite, and the trainer masks it on the devi
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 __all__ = [
     "SEG_LOSSES",
     "binary_segmentation_loss",
+    "float32_region",
     "gram_matrix",
     "matrix_entropy",
     "compression_loss",
@@ -32,6 +34,13 @@ _warned_batch_of_one = False
 
 def _as_float32(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype != torch.float32 else x
+
+
+def float32_region(tensor: torch.Tensor):
+    """Autocast off on ``tensor``'s device (a no-op context on the ``meta`` device, which has no autocast)."""
+    if tensor.device.type == "meta":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
@@ -68,7 +77,7 @@ def compression_loss(image_embeds_t: torch.Tensor, mask_tokens_t: torch.Tensor,
     The image embeddings and mask tokens are detached, so only the relation module gets gradients.
     """
     _check_batch(relation_t.shape[0])
-    with torch.autocast(device_type=relation_t.device.type, enabled=False):
+    with float32_region(relation_t):
         g_img = gram_matrix(image_embeds_t.detach())
         g_tok = gram_matrix(mask_tokens_t.detach())
         g_rel = gram_matrix(relation_t)
@@ -79,7 +88,7 @@ def compression_loss(image_embeds_t: torch.Tensor, mask_tokens_t: torch.Tensor,
 def distillation_loss(relation_t: torch.Tensor, relation_s: torch.Tensor) -> torch.Tensor:
     """loss_d = H(G_r_t) + H(G_r_s) − H(G_r_t ∘ G_r_s): minus the mutual information of the relations."""
     _check_batch(relation_s.shape[0])
-    with torch.autocast(device_type=relation_s.device.type, enabled=False):
+    with float32_region(relation_s):
         g_t = gram_matrix(relation_t)
         g_s = gram_matrix(relation_s)
         loss = matrix_entropy(g_t) + matrix_entropy(g_s) - matrix_entropy(g_t, g_s)
