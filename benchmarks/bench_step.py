@@ -20,6 +20,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from infosam_hf import InfoSAMConfig, InfoSAMTrainer  # noqa: E402
 from infosam_hf.data import DataArguments, SamPromptCollator, make_synthetic_dataset, with_sam_transform  # noqa: E402
@@ -109,7 +110,8 @@ def synthetic_batch(batch_size: int, image_size: int, device="cpu"):
 
 def meta_peak_memory(method: str, batch_size: int = 4, image_size: int = 1024) -> dict[str, dict[str, float]]:
     """GiB per ViT-B training step (``meta`` device): weights, optimiser state, inputs, and the counted
-    activation + gradient peak, for plain PEFT and the InfoSAM variants."""
+    activation + gradient peak, for plain PEFT and the InfoSAM variants; and the step's forward + backward
+    FLOPs (``torch.utils.flop_counter``: matmuls, convolutions and attention)."""
     from transformers import SamConfig, SamModel
 
     batch = {"pixel_values": torch.empty(batch_size, 3, image_size, image_size, device="meta"),
@@ -122,6 +124,7 @@ def meta_peak_memory(method: str, batch_size: int = 4, image_size: int = 1024) -
         "InfoSAM (shared weights)": dict(info=True, share_prefix=False),
         "InfoSAM + prefix sharing": dict(info=True),
         "InfoSAM + cache": dict(info=True, cache=True),
+        "plain PEFT + checkpointing": dict(info=False, checkpointing=True),
         "InfoSAM + checkpointing": dict(info=True, checkpointing=True),
         "InfoSAM + cache + checkpointing": dict(info=True, cache=True, checkpointing=True),
     }
@@ -141,21 +144,24 @@ def meta_peak_memory(method: str, batch_size: int = 4, image_size: int = 1024) -
             trainer.teacher_cache = _MetaCache(256, image_size // 16)
         with LiveTensorBytes() as counter:
             train_step(trainer, batch, optimizer=False)
+        with FlopCounterMode(display=False) as flops:  # a second pass: its module hooks would keep tensors alive
+            train_step(trainer, batch, optimizer=False)
         weights = unique_bytes(student, *([teacher] if teacher is not None else []))
         adam = 2 * unique_bytes(student, trainable_only=True)
         inputs = sum(v.numel() * v.element_size() for v in batch.values() if torch.is_tensor(v))
         total = weights + adam + inputs + counter.peak
-        results[name] = {"weights": weights / 2**30, "activations": counter.peak / 2**30, "total": total / 2**30}
+        results[name] = {"weights": weights / 2**30, "activations": counter.peak / 2**30, "total": total / 2**30,
+                         "tflop": flops.get_total_flops() / 1e12}
     return results
 
 
 def print_memory(results: dict[str, dict[str, float]], title: str) -> None:
     print(f"\n{title}")
-    print(f"{'variant':<34}{'weights':>10}{'act+grad':>10}{'total':>10}{'÷ plain':>9}")
-    plain = results["plain PEFT"]["total"]
+    print(f"{'variant':<34}{'weights':>10}{'act+grad':>10}{'total':>10}{'÷ plain':>9}{'TFLOP':>9}{'÷ plain':>9}")
+    plain = results["plain PEFT"]
     for name, row in results.items():
         print(f"{name:<34}{row['weights']:>9.2f}G{row['activations']:>9.2f}G{row['total']:>9.2f}G"
-              f"{row['total'] / plain:>8.2f}x")
+              f"{row['total'] / plain['total']:>8.2f}x{row['tflop']:>9.2f}{row['tflop'] / plain['tflop']:>8.3f}x")
 
 
 def vit_b_resident_ratio(method: str) -> float:
@@ -209,6 +215,7 @@ def main():
     if not opts.no_memory:
         print_memory(meta_peak_memory(opts.method), f"peak memory of one ViT-B step, 1024^2, batch 4, {opts.method}, "
                                                      "float32 (meta-device count, see meta_memory.py)")
+        print("(SDPA is counted as its math decomposition here: a GPU's fused attention kernels keep less.)")
 
 
 if __name__ == "__main__":

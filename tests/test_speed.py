@@ -223,3 +223,16 @@ def test_global_info_loss_batch_equals_one_process_on_the_whole_batch(tmp_path):
         torch.testing.assert_close(distributed["grads"][name], grads[name], rtol=1e-4, atol=1e-6, msg=name)
     # per-process Grams (the default) are a different loss: the test can tell them apart
     assert not torch.allclose(results["local"]["loss_d"], reference["loss_d"], rtol=1e-3)
+
+
+def test_gpu_benchmark_runs_end_to_end_on_the_cpu_with_tiny(monkeypatch):
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_gpu
+
+    results = bench_gpu.main(["--tiny", "--steps", "1", "--batch_size", "2"])
+    assert set(results) == set(bench_gpu.VARIANTS)
+    assert all(row["images/s"] > 0 for row in results.values())
+    sys.modules.pop("bench_gpu", None)
