@@ -16,9 +16,10 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils.other import AuxiliaryTrainingWrapper
 from torch import nn
 
-__all__ = ["encoder_stages", "shared_prefix_length", "PrefixCapture", "teacher_image_embeddings"]
+__all__ = ["encoder_stages", "shared_prefix_length", "PrefixCapture", "TeacherSwitch", "teacher_image_embeddings"]
 
 
 def encoder_stages(sam: nn.Module) -> list[nn.Module]:
@@ -80,6 +81,48 @@ class PrefixCapture:
 
     def remove(self) -> None:
         self._handle.remove()
+
+
+class TeacherSwitch:
+    """Turns a ``PeftModel`` into its frozen base for the teacher pass: adapters disabled and every module in
+    eval mode, as ``with model.disable_adapter(): model.eval()`` does, restored afterwards.
+
+    The adapter layers and modules are listed once, so a switch costs a flag per module instead of peft's
+    per-call model status and module-tree walks (about 20 ms a step for SAM on a CPU).
+    """
+
+    def __init__(self, peft_model: nn.Module):
+        self.model = peft_model
+        config = peft_model.active_peft_config
+        self.generic = config.is_prompt_learning or config.is_adaption_prompt  # peft's own context handles these
+        self.layers = [m for m in peft_model.modules() if isinstance(m, (BaseTunerLayer, AuxiliaryTrainingWrapper))]
+        self.modules = list(peft_model.modules())
+
+    @contextlib.contextmanager
+    def teacher(self) -> Iterator[nn.Module]:
+        training = [module.training for module in self.modules]
+        try:
+            if self.generic:
+                with self.model.disable_adapter():
+                    self.model.eval()
+                    yield self.model
+                return
+            was_disabled = self.model._adapters_disabled
+            for layer in self.layers:
+                layer.enable_adapters(False)
+            self.model._adapters_disabled = True
+            for module in self.modules:
+                module.training = False
+            try:
+                yield self.model
+            finally:
+                if not was_disabled:
+                    for layer in self.layers:
+                        layer.enable_adapters(True)
+                self.model._adapters_disabled = was_disabled
+        finally:
+            for module, mode in zip(self.modules, training):
+                module.training = mode
 
 
 def _pad_to_patch(pixel_values: torch.Tensor, patch: int) -> torch.Tensor:

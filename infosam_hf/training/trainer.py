@@ -29,7 +29,7 @@ from .diagnostics import RelationDiagnostics
 from .global_batch import distributed_world_size, gather_batch
 from .teacher_cache import (TeacherEmbeddingCache, dataset_cache_key, pixel_changing_options, resolve_teacher_cache,
                             teacher_fingerprint)
-from .teacher_pass import PrefixCapture, shared_prefix_length, teacher_image_embeddings
+from .teacher_pass import PrefixCapture, TeacherSwitch, shared_prefix_length, teacher_image_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ class InfoSAMTrainer(Trainer):
         self.prefix_length = (shared_prefix_length(student_sam) if self.use_info_losses and teacher_model is None
                               and args.share_frozen_prefix else 0)
         self.prefix_capture = PrefixCapture(student_sam, self.prefix_length) if self.prefix_length else None
+        self._teacher_switch = TeacherSwitch(self.accelerator.unwrap_model(self.model)) if teacher_model is None else None
         self.teacher_cache = self._build_teacher_cache() if self.use_info_losses else None
         if self.use_info_losses:
             for param in self.relation_module.parameters():
@@ -212,16 +213,12 @@ class InfoSAMTrainer(Trainer):
         if self.teacher_model is not None:
             yield self.teacher_model
             return
-        student = self.accelerator.unwrap_model(model)
-        was_training = student.training
         try:
-            with student.disable_adapter():
-                student.eval()  # the pre-trained SAM: no dropout
+            with self._teacher_switch.teacher() as student:  # the pre-trained SAM, in eval mode: no dropout
                 yield student
         finally:
             for param in self._frozen_copies:
                 param.requires_grad_(False)
-            student.train(was_training)
 
     def _teacher_embeddings(self, teacher: nn.Module, pixel_values: torch.Tensor, indices: list[int] | None,
                             shared_hidden: torch.Tensor | None) -> torch.Tensor:
