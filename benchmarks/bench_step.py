@@ -177,11 +177,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--method", default="sam_adapter")
     parser.add_argument("--image_size", type=int, default=256)
+    parser.add_argument("--hidden", type=int, default=96, help="vision width of the timed SAM (ViT-B: 768)")
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--no_memory", action="store_true", help="skip the ViT-B meta-device memory count")
     opts = parser.parse_args()
-    fields = sam_fields(opts.image_size)
+    fields = sam_fields(opts.image_size, hidden=opts.hidden)
     data, batch = synthetic_batch(opts.batch_size, opts.image_size)
     cache_dir = tempfile.mkdtemp(prefix="bench_cache_")
     trainers = {
@@ -200,7 +201,7 @@ def main():
             train_step(trainer, batch)
             times[name] += time.perf_counter() - start
     prefix = trainers["InfoSAM + prefix sharing"].prefix_length
-    print(f"config: SAM vision hidden 96 x 12 blocks (global 2,5,8,11), decoder 64, input {opts.image_size}^2, "
+    print(f"config: SAM vision hidden {opts.hidden} x 12 blocks (global 2,5,8,11), decoder 64, input {opts.image_size}^2, "
           f"batch {opts.batch_size}, {opts.method} (teacher shares {prefix} encoder stage(s)), {opts.steps} "
           f"interleaved steps, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
     plain_ms = 1000 * times["plain PEFT"] / opts.steps
