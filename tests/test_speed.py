@@ -236,3 +236,27 @@ def test_gpu_benchmark_runs_end_to_end_on_the_cpu_with_tiny(monkeypatch):
     assert set(results) == set(bench_gpu.VARIANTS)
     assert all(row["images/s"] > 0 for row in results.values())
     sys.modules.pop("bench_gpu", None)
+
+
+def test_cache_key_follows_edited_image_files(tmp_path):
+    import os
+
+    from datasets import Dataset, Image
+    from PIL import Image as PILImage
+
+    from infosam_hf.data.transforms import SamSegmentationTransform
+    from infosam_hf.training.teacher_cache import dataset_cache_key
+
+    paths = []
+    for i in range(2):
+        path = tmp_path / f"{i}.png"
+        PILImage.new("RGB", (8, 8), (i, 0, 0)).save(path)
+        paths.append(str(path))
+    transform = SamSegmentationTransform(64, train=True)
+    for dataset in (Dataset.from_dict({"image": paths}), Dataset.from_dict({"image": paths}).cast_column("image", Image())):
+        before = dataset_cache_key(dataset, transform)
+        assert before["files"] is not None
+        stat = os.stat(paths[0])
+        os.utime(paths[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file was edited
+        assert dataset_cache_key(dataset, transform)["files"] != before["files"]
+    assert dataset_cache_key(dataset, SamSegmentationTransform(32, train=True))["transform"] != before["transform"]
