@@ -11,10 +11,25 @@ from transformers.models.sam.modeling_sam import SamTwoWayTransformer, SamVision
 
 from .multiclass import class_token_slice
 
-__all__ = ["SamFeatureCapture"]
+__all__ = ["RecordingHooks", "SamFeatureCapture"]
 
 
-class SamFeatureCapture:
+class RecordingHooks:
+    """Base of forward-hook captures: hooks write into the dict of the current ``record()`` block, if any."""
+
+    _store: dict[str, torch.Tensor] | None = None
+
+    @contextlib.contextmanager
+    def record(self) -> Iterator[dict[str, torch.Tensor]]:
+        store: dict[str, torch.Tensor] = {}
+        self._store = store
+        try:
+            yield store
+        finally:
+            self._store = None
+
+
+class SamFeatureCapture(RecordingHooks):
     """Forward hooks that capture the vision-neck output and the decoder's mask token(s).
 
     Use as ``with capture.record() as feats: model(...)``; afterwards ``feats["image_embeds"]`` is
@@ -26,7 +41,6 @@ class SamFeatureCapture:
 
     def __init__(self, model: nn.Module, num_classes: int = 1):
         self._tokens = class_token_slice(num_classes)
-        self._store: dict[str, torch.Tensor] | None = None
         self._handles = []
         for module in model.modules():
             if isinstance(module, SamVisionNeck):
@@ -44,15 +58,6 @@ class SamFeatureCapture:
         if self._store is not None and "mask_token" not in self._store:
             queries = output[0]  # (B, point_batch, tokens, C); token 0 is the IoU token
             self._store["mask_token"] = queries[:, 0, self._tokens, :]
-
-    @contextlib.contextmanager
-    def record(self) -> Iterator[dict[str, torch.Tensor]]:
-        store: dict[str, torch.Tensor] = {}
-        self._store = store
-        try:
-            yield store
-        finally:
-            self._store = None
 
     def remove(self) -> None:
         for handle in self._handles:

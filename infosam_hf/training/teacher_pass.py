@@ -19,6 +19,8 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils.other import AuxiliaryTrainingWrapper
 from torch import nn
 
+from ..models.capture import RecordingHooks
+
 __all__ = ["encoder_stages", "shared_prefix_length", "PrefixCapture", "TeacherSwitch", "teacher_image_embeddings"]
 
 
@@ -55,7 +57,7 @@ def shared_prefix_length(sam: nn.Module) -> int:
     return count
 
 
-class PrefixCapture:
+class PrefixCapture(RecordingHooks):
     """A forward hook on the last shared encoder stage; keeps its first output inside ``record()``
     (activation checkpointing's recomputation cannot overwrite it)."""
 
@@ -63,21 +65,11 @@ class PrefixCapture:
         if length <= 0:
             raise ValueError("PrefixCapture needs at least one shared stage")
         self.length = length
-        self._store: dict[str, torch.Tensor] | None = None
         self._handle = encoder_stages(sam)[length - 1].register_forward_hook(self._hook)
 
     def _hook(self, module, args, output):
         if self._store is not None and "hidden" not in self._store:
             self._store["hidden"] = output.detach()
-
-    @contextlib.contextmanager
-    def record(self) -> Iterator[dict[str, torch.Tensor]]:
-        store: dict[str, torch.Tensor] = {}
-        self._store = store
-        try:
-            yield store
-        finally:
-            self._store = None
 
     def remove(self) -> None:
         self._handle.remove()

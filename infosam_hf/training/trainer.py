@@ -15,10 +15,9 @@ from transformers import Trainer, TrainerCallback, get_scheduler
 from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import EvalLoopOutput
 
-from ..data.collator import SamPromptCollator
+from ..data.collator import INDEX_KEY, SamPromptCollator
 from ..evaluation.loop import PROMPT_KEYS, evaluate_segmentation, make_metrics, sam_logits, upsample_logits
 from ..evaluation.metrics import SegmentationMetrics
-from ..data.collator import INDEX_KEY
 from ..losses import binary_segmentation_loss, class_cross_entropy, compression_loss, distillation_loss
 from ..models.capture import SamFeatureCapture
 from ..models.multiclass import freeze_unused_head, sam_num_classes
