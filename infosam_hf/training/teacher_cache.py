@@ -187,8 +187,10 @@ class TeacherEmbeddingCache:
             self.misses += 1
             return None
         self.hits += 1
-        tensors = [load_file(str(path))[_TENSOR_KEY] for path in paths]
-        return torch.stack(tensors).to(device=device, dtype=dtype, non_blocking=True)
+        stacked = torch.stack([load_file(str(path))[_TENSOR_KEY] for path in paths])
+        if torch.device(device).type == "cuda":
+            stacked = stacked.pin_memory()  # a pageable host buffer would make the copy wait for the GPU
+        return stacked.to(device=device, non_blocking=True).to(dtype)
 
     def put(self, indices: Sequence[int], embeddings: torch.Tensor) -> None:
         """Store ``embeddings[i]`` for ``indices[i]`` (entries already present are kept)."""
