@@ -260,3 +260,15 @@ def test_cache_key_follows_edited_image_files(tmp_path):
         os.utime(paths[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file was edited
         assert dataset_cache_key(dataset, transform)["files"] != before["files"]
     assert dataset_cache_key(dataset, SamSegmentationTransform(32, train=True))["transform"] != before["transform"]
+
+
+def test_recipe_with_cache_on_and_an_augmentation_fails_before_loading_a_model(tmp_path):
+    from pathlib import Path
+
+    from infosam_hf.training.run import parse_train_args, run_training
+
+    demo = str(Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml")
+    argv = [demo, "--output_dir", str(tmp_path / "run"), "--teacher_cache", "on", "--augment", "hflip,vflip"]
+    with pytest.raises(ValueError, match="augment: hflip changes the pixels"):
+        run_training(*parse_train_args(argv))
+    assert not (tmp_path / "run").exists()

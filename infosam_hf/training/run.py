@@ -16,6 +16,7 @@ from transformers import SamModel, set_seed
 from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
 
 from ..data import DataArguments, augmenter_from_args, build_datasets, select_splits
+from ..data.augment import parse_augment_names
 from ..evaluation.loop import box_fill_logits, evaluate_segmentation
 from ..evaluation.metrics import CLASS_IOU_PREFIX
 from ..evaluation.visualization import TrainingCurvesCallback
@@ -28,6 +29,7 @@ from ..relation import load_relation_state_dict
 from ..tuners import PeftArguments, build_peft_config, build_student, parameter_groups
 from .config import InfoSAMConfig
 from .recipe import RecipeError, parse_recipe
+from .teacher_cache import pixel_changing_options, resolve_teacher_cache
 from .trainer import InfoSAMTrainer
 
 logger = logging.getLogger(__name__)
@@ -175,6 +177,9 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     raw_splits = select_splits(data_args, seed=args.seed, need_eval=need_eval)
     augmenter_from_args(data_args)
     check_input_sizes(model_args, data_args)
+    if args.teacher_cache == "on" and (args.lambda_r > 0 or args.lambda_d > 0):  # fail before loading any model
+        augment = parse_augment_names(data_args.augment)
+        resolve_teacher_cache("on", pixel_changing_options(augment, data_args.random_crop))
     student, teacher, image_size = build_models(model_args, peft_args, args.output_dir, args.seed,
                                                 data_args.num_labels)
     splits = build_datasets(data_args, image_size, seed=args.seed, splits=raw_splits)
