@@ -146,11 +146,15 @@ def test_ddp_two_processes_gloo(tmp_path):
     data = [*FAST, "--synthetic_num_test", "5", "--per_device_eval_batch_size", "2", "--metric_set", "iou"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            str(ROOT / "scripts" / "train.py"), DEMO, "--output_dir", str(out), "--max_steps", "2",
-           "--eval_before_training", "false", "--ddp_backend", "gloo", *data]
+           "--eval_before_training", "false", "--ddp_backend", "gloo", "--teacher_cache", "on",
+           "--teacher_cache_dir", str(tmp_path / "cache"), *data]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and (out / "adapter_model.safetensors").is_file()
+    # each process filled the teacher-embedding cache with its own shard: one folder, every example once
+    cached = sorted(int(p.stem) for p in (tmp_path / "cache").glob("*/*.safetensors"))
+    assert cached == list(range(16)), cached
     # the distributed test metrics equal a single-process evaluation of the saved adapter
     ddp_metrics = json.loads((out / "test_results.json").read_text())
     from infosam_hf.evaluation.evaluate import evaluate_adapter
