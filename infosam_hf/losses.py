@@ -2,11 +2,15 @@
 
 All information losses are built on batch-level Gram matrices: each sample is flattened to one
 vector and L2-normalised, ``G = U·Uᵀ`` is B×B, ``Ĝ = G / trace(G)`` and ``H(G) = log2(‖Ĝ‖_F²)``.
+
+The losses never read a value back to the host (no ``float(tensor)``): an undefined loss (a zero trace,
+a NaN or Inf feature) comes out non-finite, and the trainer masks it on the device
+(:meth:`~infosam_hf.InfoSAMTrainer.compute_loss`).
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 import warnings
 
 import torch
@@ -15,7 +19,7 @@ import torch.nn.functional as F
 __all__ = [
     "SEG_LOSSES",
     "binary_segmentation_loss",
-    "InfoLossError",
+    "float32_region",
     "gram_matrix",
     "matrix_entropy",
     "compression_loss",
@@ -28,12 +32,15 @@ _EPS_NORM = 1e-12
 _warned_batch_of_one = False
 
 
-class InfoLossError(ValueError):
-    """Raised when an information loss would be non-finite (zero trace, NaN/Inf input)."""
-
-
 def _as_float32(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype != torch.float32 else x
+
+
+def float32_region(tensor: torch.Tensor):
+    """Autocast off on ``tensor``'s device (a no-op context on the ``meta`` device, which has no autocast)."""
+    if tensor.device.type == "meta":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
@@ -44,12 +51,7 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
 
 
 def _trace_normalize(gram: torch.Tensor) -> torch.Tensor:
-    trace = torch.diagonal(gram).sum()
-    value = float(trace.detach())
-    if not math.isfinite(value) or value <= 0.0:
-        raise InfoLossError(f"Gram matrix has trace {value}; the information loss is undefined "
-                            "(an all-zero or non-finite feature reached the loss)")
-    return gram / trace
+    return gram / torch.diagonal(gram).sum()  # a zero trace gives NaN, masked by the trainer
 
 
 def matrix_entropy(*grams: torch.Tensor) -> torch.Tensor:
@@ -68,13 +70,6 @@ def _check_batch(batch_size: int) -> None:
                       "are exactly 0. Use per_device_train_batch_size >= 2.", stacklevel=3)
 
 
-def _finite(loss: torch.Tensor, name: str) -> torch.Tensor:
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        raise InfoLossError(f"{name} is {value}")
-    return loss
-
-
 def compression_loss(image_embeds_t: torch.Tensor, mask_tokens_t: torch.Tensor,
                      relation_t: torch.Tensor) -> torch.Tensor:
     """loss_r = −H(G_r) + H(G_img ∘ G_tok ∘ G_r), all from the teacher pass.
@@ -82,22 +77,22 @@ def compression_loss(image_embeds_t: torch.Tensor, mask_tokens_t: torch.Tensor,
     The image embeddings and mask tokens are detached, so only the relation module gets gradients.
     """
     _check_batch(relation_t.shape[0])
-    with torch.autocast(device_type=relation_t.device.type, enabled=False):
+    with float32_region(relation_t):
         g_img = gram_matrix(image_embeds_t.detach())
         g_tok = gram_matrix(mask_tokens_t.detach())
         g_rel = gram_matrix(relation_t)
         loss = -matrix_entropy(g_rel) + matrix_entropy(g_img, g_tok, g_rel)
-    return _finite(loss, "loss_r")
+    return loss
 
 
 def distillation_loss(relation_t: torch.Tensor, relation_s: torch.Tensor) -> torch.Tensor:
     """loss_d = H(G_r_t) + H(G_r_s) − H(G_r_t ∘ G_r_s): minus the mutual information of the relations."""
     _check_batch(relation_s.shape[0])
-    with torch.autocast(device_type=relation_s.device.type, enabled=False):
+    with float32_region(relation_s):
         g_t = gram_matrix(relation_t)
         g_s = gram_matrix(relation_s)
         loss = matrix_entropy(g_t) + matrix_entropy(g_s) - matrix_entropy(g_t, g_s)
-    return _finite(loss, "loss_d")
+    return loss
 
 
 def _box_mean_31(x: torch.Tensor) -> torch.Tensor:

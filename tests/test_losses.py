@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from infosam_hf import losses
-from infosam_hf.losses import InfoLossError, compression_loss, distillation_loss, structure_loss
+from infosam_hf.losses import compression_loss, distillation_loss, structure_loss
 
 
 # ---- independent float64 reference, written from the formulas -------------------------------------
@@ -65,16 +65,16 @@ def test_batch_of_one_is_exactly_zero_and_warns_once(monkeypatch):
     assert torch.isfinite(rel.grad).all()
 
 
-def test_zero_features_raise_a_clear_error():
-    with pytest.raises(InfoLossError, match="trace"):
-        distillation_loss(torch.zeros(3, 8), torch.randn(3, 8))
+def test_zero_features_give_a_non_finite_loss_without_a_host_read():
+    # undefined (zero trace): the loss comes out non-finite on the device, and the trainer masks it
+    assert not torch.isfinite(distillation_loss(torch.zeros(3, 8), torch.randn(3, 8)))
 
 
-def test_non_finite_features_raise():
+def test_non_finite_features_give_a_non_finite_loss():
     bad = torch.randn(3, 8)
     bad[0, 0] = float("nan")
-    with pytest.raises(InfoLossError):
-        distillation_loss(bad, torch.randn(3, 8))
+    assert not torch.isfinite(distillation_loss(bad, torch.randn(3, 8)))
+    assert torch.isfinite(distillation_loss(torch.randn(3, 8), torch.randn(3, 8)))
 
 
 def test_losses_run_in_float32_under_bf16_autocast():

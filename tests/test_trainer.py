@@ -158,11 +158,15 @@ def test_ddp_two_processes_gloo(tmp_path):
     data = [*FAST, "--synthetic_num_test", "5", "--per_device_eval_batch_size", "2", "--metric_set", "iou"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            str(ROOT / "scripts" / "train.py"), DEMO, "--output_dir", str(out), "--max_steps", "2",
-           "--eval_before_training", "false", "--ddp_backend", "gloo", *data]
+           "--eval_before_training", "false", "--ddp_backend", "gloo", "--teacher_cache", "on",
+           "--teacher_cache_dir", str(tmp_path / "cache"), *data]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and (out / "adapter_model.safetensors").is_file()
+    # each process filled the teacher-embedding cache with its own shard: one folder, every example once
+    cached = sorted(int(p.stem) for p in (tmp_path / "cache").glob("*/*.safetensors"))
+    assert cached == list(range(16)), cached
     # the distributed test metrics equal a single-process evaluation of the saved adapter
     ddp_metrics = json.loads((out / "test_results.json").read_text())
     from infosam_hf.evaluation.evaluate import evaluate_adapter
@@ -195,10 +199,11 @@ def test_separate_teacher_is_frozen_on_device_and_not_prepared(tmp_path):
 
 def test_non_finite_info_loss_is_skipped_with_a_warning(tmp_path, monkeypatch):
     import infosam_hf.training.trainer as trainer_module
-    from infosam_hf.losses import InfoLossError
 
-    def broken(*args, **kwargs):
-        raise InfoLossError("Gram matrix has trace 0.0")
+    real = trainer_module.distillation_loss
+
+    def broken(relation_t, relation_s):  # a zero-trace Gram: NaN, still attached to both relations
+        return real(relation_t * 0.0, relation_s)
 
     monkeypatch.setattr(trainer_module, "distillation_loss", broken)
     splits = tiny_data()
@@ -207,12 +212,14 @@ def test_non_finite_info_loss_is_skipped_with_a_warning(tmp_path, monkeypatch):
     args = InfoSAMConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, save_strategy="no",
                          report_to="none", use_cpu=True, disable_tqdm=True, logging_steps=1)
     trainer = InfoSAMTrainer(model=student, args=args, train_dataset=splits.train)
-    with pytest.warns(UserWarning, match="Skipping the information losses"):
+    with pytest.warns(UserWarning, match="Skipping the information losses: non-finite on 1 .* first at step 1"):
         trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h][0]
     assert logs["loss_r"] == 0.0 and logs["loss_d"] == 0.0 and logs["loss"] == pytest.approx(logs["loss_seg"])
     after = dict(student.named_parameters())
     assert all(torch.isfinite(after[n]).all() for n in before)
+    # the NaN of the masked branch reached no weight: the relation module (only trained by it) did not move
+    assert all(torch.equal(after[n], before[n]) for n in before if "relation_module" in n)
 
 
 def test_frozen_parameters_stay_frozen_after_teacher_passes(tmp_path):

@@ -7,9 +7,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["SamPromptCollator", "PAD_POINT_LABEL"]
+__all__ = ["SamPromptCollator", "PAD_POINT_LABEL", "INDEX_KEY"]
 
 PAD_POINT_LABEL = -10  # SAM's prompt encoder ignores points with this label
+INDEX_KEY = "example_index"  # each example's dataset index: a list of ints, keys the teacher-embedding cache
 
 
 @dataclass
@@ -35,6 +36,8 @@ class SamPromptCollator:
             key: torch.stack([ex[key] for ex in examples])
             for key in ("pixel_values", "labels", "original_sizes", "reshaped_input_sizes")
         }
+        if INDEX_KEY in examples[0]:
+            batch[INDEX_KEY] = [int(ex[INDEX_KEY]) for ex in examples]
         if "original_labels" in examples[0]:
             batch["original_labels"] = [ex["original_labels"] for ex in examples]
             if "prompt_box" in examples[0]:  # evaluation: each example's own box, whatever the batch uses

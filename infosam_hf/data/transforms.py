@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from .augment import random_crop
+from .collator import INDEX_KEY
 from .decoding import DataError, decode_image, decode_mask, decode_mask_official, size_mismatch
 from .prompts import PROMPT_MODES, sample_box, sample_points
 
@@ -256,6 +257,8 @@ class SamSegmentationTransform:
             "reshaped_input_sizes": torch.tensor((content_h, content_w), dtype=torch.long),
             "prompt_mode": self.prompt_mode,
         }
+        if index is not None:
+            out[INDEX_KEY] = int(index)  # keys the teacher-embedding cache (the trainer pops it)
         if not self.train:  # evaluation scores at the original resolution (eval never augments)
             out["original_labels"] = torch.from_numpy(np.ascontiguousarray(original_mask))
         out.update(self._prompts(prompt_mask, rng))

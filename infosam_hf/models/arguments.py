@@ -25,6 +25,8 @@ class ModelArguments:
     model_variant: str | None = field(
         default=None, metadata={"help": "G-SAM's architectures on the base SAM: gsam or samus (their own trained "
                                         "modules replace peft_method; peft_config holds their options)."})
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "Vision attention: 'sdpa' (fused; transformers' default) or 'eager'."})
     teacher_model_name_or_path: str | None = field(
         default=None, metadata={"help": "A separate frozen teacher SAM (default: the student with adapters off)."})
     relation_from: str | None = field(

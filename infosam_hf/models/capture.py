@@ -14,28 +14,43 @@ from transformers.models.sam.modeling_sam import SamTwoWayTransformer, SamVision
 
 from .multiclass import class_token_slice
 
-__all__ = ["SamFeatureCapture", "match_teacher_grid"]
+__all__ = ["RecordingHooks", "SamFeatureCapture", "match_teacher_grid"]
 
 
 # Extra output tokens in front of SAM's (IoU token, mask tokens...): SAM 2 adds an object-score token first.
 LEADING_TOKENS = {SamTwoWayTransformer: 0, Sam2TwoWayTransformer: 1}
 
 
-class SamFeatureCapture:
+class RecordingHooks:
+    """Base of forward-hook captures: hooks write into the dict of the current ``record()`` block, if any."""
+
+    _store: dict[str, torch.Tensor] | None = None
+
+    @contextlib.contextmanager
+    def record(self) -> Iterator[dict[str, torch.Tensor]]:
+        store: dict[str, torch.Tensor] = {}
+        self._store = store
+        try:
+            yield store
+        finally:
+            self._store = None
+
+
+class SamFeatureCapture(RecordingHooks):
     """Forward hooks that capture the image embedding the mask decoder attends to and its mask token(s).
 
     SAM: the vision-neck output. SAM 2: the lowest-resolution FPN level as the decoder receives it (its
     ``image_embeddings`` argument; the high-resolution skip features are not captured). Use as
     ``with capture.record() as feats: model(...)``; afterwards ``feats["image_embeds"]`` is (B, HW, C) (its
-    (h, w) grid in ``feats["image_grid"]``) and ``feats["mask_token"]`` is (B, K, C): K = 1, the first mask token (index 1 in SAM, 2 in SAM 2), or
-    with a ``num_classes``-channel head K = num_classes, one token per class. Only the first call of each
+    (h, w) grid in ``feats["image_grid"]``) and ``feats["mask_token"]`` is (B, K, C): K = 1, the first mask
+    token (index 1 in SAM, 2 in SAM 2), or with a ``num_classes``-channel head K = num_classes, one token per
+    class. Only the first call of each
     hook inside a ``record()`` block is kept, so re-entrant activation checkpointing cannot overwrite a
     capture.
     """
 
     def __init__(self, model: nn.Module, num_classes: int = 1):
         tokens = class_token_slice(num_classes)
-        self._store: dict[str, torch.Tensor] | None = None
         self._handles = []
         for module in model.modules():
             if isinstance(module, SamVisionNeck):
@@ -66,15 +81,6 @@ class SamFeatureCapture:
         if self._store is not None and "mask_token" not in self._store:
             queries = output[0]  # (B, point_batch, tokens, C)
             self._store["mask_token"] = queries[:, 0, index, :]
-
-    @contextlib.contextmanager
-    def record(self) -> Iterator[dict[str, torch.Tensor]]:
-        store: dict[str, torch.Tensor] = {}
-        self._store = store
-        try:
-            yield store
-        finally:
-            self._store = None
 
     def remove(self) -> None:
         for handle in self._handles:

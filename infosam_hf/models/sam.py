@@ -19,6 +19,8 @@ from .sam2 import SAM2_MODEL_TYPE, build_sam2, is_sam2, sam_input_size, use_sing
 
 logger = logging.getLogger(__name__)
 
+CONFIG_LOCATION_KEYS = ("revision", "subfolder", "cache_dir", "token", "local_files_only")
+
 __all__ = [
     "RELATION_MODULE_NAME",
     "build_sam_config",
@@ -71,7 +73,8 @@ def load_pretrained_sam(model_name_or_path: str, **from_pretrained_kwargs) -> Sa
     A SAM whose saved config records ``dynamic_input_size`` takes any H×W again."""
     check_pretrained_name(model_name_or_path, "model_name_or_path")
     try:
-        config, _ = PretrainedConfig.get_config_dict(model_name_or_path, **from_pretrained_kwargs)
+        config, _ = PretrainedConfig.get_config_dict(  # only the keys that say where the config is
+            model_name_or_path, **{key: value for key, value in from_pretrained_kwargs.items() if key in CONFIG_LOCATION_KEYS})
         model_type = config.get("model_type")
         if model_type == SAM2_MODEL_TYPE:
             return use_single_mask_output(Sam2Model.from_pretrained(model_name_or_path, **from_pretrained_kwargs))
@@ -89,7 +92,8 @@ def load_pretrained_sam(model_name_or_path: str, **from_pretrained_kwargs) -> Sa
 
 def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = None,
              image_size: int | None = None, seed: int | None = None, num_labels: int = 1,
-             dynamic_input_size: bool = False, **from_pretrained_kwargs) -> SamModel | Sam2Model:
+             dynamic_input_size: bool = False, attn_implementation: str | None = None,
+             **from_pretrained_kwargs) -> SamModel | Sam2Model:
     """Load a ``SamModel`` or ``Sam2Model`` from a checkpoint (hub id or directory) or build one from config
     fields (``sam_config: {model_type: sam2, ...}`` builds a SAM 2, see :func:`~.sam2.build_sam2_config`).
 
@@ -99,7 +103,13 @@ def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = No
     :mod:`infosam_hf.models.multiclass`), recorded in the config. ``dynamic_input_size=True`` (or a saved
     config that records it) makes a SAM take any H×W per batch (see
     :func:`~infosam_hf.models.dynamic.enable_dynamic_input_size`).
+    ``attn_implementation``: the vision encoder's attention, ``"sdpa"`` (fused, transformers' default)
+    or ``"eager"``.
     """
+    if attn_implementation not in (None, "eager", "sdpa"):
+        raise ValueError(f"attn_implementation must be 'eager' or 'sdpa', got {attn_implementation!r}")
+    if attn_implementation and model_name_or_path:
+        from_pretrained_kwargs["attn_implementation"] = attn_implementation
     if model_name_or_path:
         model = load_pretrained_sam(model_name_or_path, **from_pretrained_kwargs)
     elif sam_config and is_sam2(sam_config):
@@ -107,7 +117,10 @@ def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = No
     elif sam_config:
         if seed is not None:
             torch.manual_seed(seed)
-        model = SamModel(build_sam_config(sam_config))
+        config = build_sam_config(sam_config)
+        if attn_implementation:
+            config._attn_implementation = attn_implementation
+        model = SamModel(config)
         # transformers initialises the random Fourier position features with std = vision hidden // 2, far
         # too high-frequency for a small grid: prompts could not be located. SAM's own init uses std 1.
         with torch.no_grad():

@@ -8,6 +8,7 @@ from transformers import TrainingArguments
 
 from ..losses import SEG_LOSSES
 from .protocol import PROTOCOLS
+from .teacher_cache import CACHE_DTYPES, TEACHER_CACHE_MODES
 
 __all__ = ["InfoSAMConfig"]
 
@@ -65,6 +66,24 @@ class InfoSAMConfig(TrainingArguments):
         metadata={"help": "Columns that lead the results tables (the paper table's, e.g. [iou, dice] or [s_measure, "
                           "e_measure, weighted_f_measure]); the first also picks the best-on-test epoch of protocol "
                           "official."})
+    teacher_cache: str = field(
+        default="auto",
+        metadata={"help": "Teacher image-embedding cache: 'auto' (on exactly when the encoder input is the same every "
+                          "epoch: no pixel-changing augment, no random_crop), 'on' (fail if invalid) or 'off'."})
+    teacher_cache_dir: str | None = field(
+        default=None, metadata={"help": "Where the cache lives (default $HF_HOME/infosam_hf/teacher_cache)."})
+    teacher_cache_dtype: str = field(
+        default="float32", metadata={"help": "Cache storage: float32 (exact), float16 or bfloat16 (half the disk)."})
+    teacher_cache_precompute: bool = field(
+        default=False, metadata={"help": "Fill the cache in one pass before training (default: lazily, epoch 1)."})
+    share_frozen_prefix: bool = field(
+        default=True,
+        metadata={"help": "Teacher reuses the student's output of the encoder stages the tuner leaves untouched "
+                          "(sam_adapter: patch embedding + blocks 0-1). Same losses, less compute."})
+    info_loss_batch: str = field(
+        default="local",
+        metadata={"help": "Gram matrices over the per-device batch ('local') or over the batch of every process "
+                          "('global', gathered with gradient)."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the transform's columns."})
     ddp_find_unused_parameters: bool | None = field(
         default=False, metadata={"help": "Every trained parameter is used every step."})
@@ -76,6 +95,9 @@ class InfoSAMConfig(TrainingArguments):
                           "TrainingArguments key (its TENSORBOARD_LOGGING_DIR variable replaced it); here it is kept."})
 
     def __post_init__(self):
+        if self.gradient_checkpointing and self.gradient_checkpointing_kwargs is None:
+            # non-reentrant: gradients reach adapters even though the frozen patch embedding's output needs none
+            self.gradient_checkpointing_kwargs = {"use_reentrant": False}
         super().__post_init__()
         if self.structure_loss_bce not in ("weighted", "unweighted"):
             raise ValueError(f"structure_loss_bce must be 'weighted' or 'unweighted', got {self.structure_loss_bce!r}")
@@ -89,6 +111,13 @@ class InfoSAMConfig(TrainingArguments):
             raise ValueError(f"metric_set must be 'paper' or 'iou', got {self.metric_set!r}")
         if not 0.0 <= self.prompt_point_prob <= 1.0:
             raise ValueError(f"prompt_point_prob must be in [0, 1], got {self.prompt_point_prob}")
+        if self.teacher_cache not in TEACHER_CACHE_MODES:
+            raise ValueError(f"teacher_cache must be one of {', '.join(TEACHER_CACHE_MODES)}, got {self.teacher_cache!r}")
+        if self.teacher_cache_dtype not in CACHE_DTYPES:
+            raise ValueError(f"teacher_cache_dtype must be one of {', '.join(CACHE_DTYPES)}, "
+                             f"got {self.teacher_cache_dtype!r}")
+        if self.info_loss_batch not in ("local", "global"):
+            raise ValueError(f"info_loss_batch must be 'local' or 'global', got {self.info_loss_batch!r}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         if self.protocol == "official" and (self.eval_strategy != "no" or self.load_best_model_at_end):

@@ -18,7 +18,7 @@ import logging
 
 import torch
 
-from ..losses import gram_matrix
+from ..losses import float32_region, gram_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def _mean_off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
 def relation_diagnostics(image_embeds_t: torch.Tensor, mask_tokens_t: torch.Tensor, relation_t: torch.Tensor,
                          relation_s: torch.Tensor) -> dict[str, torch.Tensor]:
     """The ``info/...`` values of one batch (B >= 2) as 0-d float32 tensors on the features' device."""
-    with torch.autocast(device_type=relation_t.device.type, enabled=False):
+    with float32_region(relation_t):
         g_img, g_tok = gram_matrix(image_embeds_t.detach()), gram_matrix(mask_tokens_t.detach())
         g_t, g_s = gram_matrix(relation_t.detach()), gram_matrix(relation_s.detach())
         entropy_t, entropy_s = renyi2_entropy(g_t), renyi2_entropy(g_s)

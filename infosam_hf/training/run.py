@@ -21,6 +21,7 @@ from transformers import SamModel, set_seed
 from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
 
 from ..data import DataArguments, augmenter_from_args, build_datasets, decode_image, decode_mask, select_splits
+from ..data.augment import parse_augment_names
 from ..evaluation.loop import box_fill_logits, evaluate_segmentation
 from ..evaluation.metrics import CLASS_IOU_PREFIX
 from ..evaluation.visualization import TrainingCurvesCallback
@@ -37,6 +38,7 @@ from ..tuners.variants import VARIANTS, load_pretrained_parts
 from .config import InfoSAMConfig
 from .protocol import OfficialProtocolCallback, format_protocol_table, leading_columns, official_epochs
 from .recipe import RecipeError, coerce_value, parse_recipe
+from .teacher_cache import pixel_changing_options, resolve_teacher_cache
 from .trainer import InfoSAMTrainer
 
 logger = logging.getLogger(__name__)
@@ -111,7 +113,8 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     relation_state = load_relation_state_dict(model_args.relation_from) if model_args.relation_from else None
     variant = model_args.model_variant
     sam = load_sam(model_args.model_name_or_path, model_args.sam_config, model_args.image_size, seed=seed,
-                   num_labels=num_labels, dynamic_input_size=model_args.dynamic_input_size or bool(variant))
+                   num_labels=num_labels, dynamic_input_size=model_args.dynamic_input_size or bool(variant),
+                   attn_implementation=model_args.attn_implementation)
     image_size = sam_input_size(sam)
     if variant and is_sam2(sam):
         raise RecipeError(f"model_variant={variant!r} is built on SAM's ViT; {model_args.model_name_or_path!r} "
@@ -119,7 +122,8 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     teacher = None
     if model_args.teacher_model_name_or_path:
         teacher = load_sam(model_args.teacher_model_name_or_path, image_size=image_size,
-                           dynamic_input_size=model_args.dynamic_input_size or bool(variant))
+                           dynamic_input_size=model_args.dynamic_input_size or bool(variant),
+                           attn_implementation=model_args.attn_implementation)
         if is_sam2(teacher) != is_sam2(sam):  # the two families see different input frames
             raise RecipeError(f"teacher_model_name_or_path={model_args.teacher_model_name_or_path!r}: the teacher "
                               "must be of the student's family (SAM with SAM, SAM 2 with SAM 2)")
@@ -263,6 +267,9 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     raw_splits = select_splits(data_args, seed=args.seed, need_eval=need_eval)
     augmenter_from_args(data_args)
     check_input_sizes(model_args, data_args)
+    if args.teacher_cache == "on" and (args.lambda_r > 0 or args.lambda_d > 0):  # fail before loading any model
+        augment = parse_augment_names(data_args.augment)
+        resolve_teacher_cache("on", pixel_changing_options(augment, data_args.random_crop))
     student, teacher, image_size = build_models(model_args, peft_args, args.output_dir, args.seed,
                                                 data_args.num_labels,
                                                 need_teacher=args.lambda_r > 0 or args.lambda_d > 0)

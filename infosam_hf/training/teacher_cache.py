@@ -29,16 +29,19 @@ from safetensors.torch import load_file, save_file
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CACHE_DTYPES",
     "TEACHER_CACHE_MODES",
     "TeacherEmbeddingCache",
+    "dataset_cache_key",
     "default_cache_root",
     "model_fingerprint",
+    "teacher_fingerprint",
     "pixel_changing_options",
     "resolve_teacher_cache",
 ]
 
 TEACHER_CACHE_MODES = ("auto", "off", "on")
-_CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _TENSOR_KEY = "image_embeddings"
 
 
@@ -49,14 +52,68 @@ def default_cache_root() -> Path:
     return Path(constants.HF_HOME) / "infosam_hf" / "teacher_cache"
 
 
-def model_fingerprint(module: torch.nn.Module) -> str:
-    """A hash of a module's parameters and buffers (names, shapes, dtypes and values)."""
+def _tensors_digest(named_tensors) -> str:
     digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
+    for name, tensor in sorted(named_tensors, key=lambda item: item[0]):
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         data = tensor.detach().to("cpu").contiguous()
         digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
     return digest.hexdigest()[:16]
+
+
+def model_fingerprint(module: torch.nn.Module) -> str:
+    """A hash of a module's parameters and buffers (names, shapes, dtypes and values)."""
+    return _tensors_digest(module.state_dict().items())
+
+
+def teacher_fingerprint(module: torch.nn.Module) -> str:
+    """A hash of the frozen weights of a (possibly PEFT-wrapped) module: what the teacher computes with.
+
+    Trained tensors (adapters) are left out and peft's ``base_layer.`` is dropped from names, so the
+    same SAM hashes the same whether it is a separate teacher or the student with adapters disabled.
+    """
+    frozen = [(name.replace("base_layer.", ""), param) for name, param in module.named_parameters()
+              if not param.requires_grad]
+    buffers = [(name.replace("base_layer.", ""), buf) for name, buf in module.named_buffers()]
+    return _tensors_digest(frozen + buffers)
+
+
+def _file_stats_digest(dataset, column: str) -> str | None:
+    """A hash of (path, size, mtime) of the files a path-based image column points at (None when the
+    images are stored in the dataset itself, which its fingerprint covers)."""
+    import pyarrow as pa
+
+    if column not in dataset.column_names:
+        return None
+    array = dataset.data.column(column).combine_chunks()
+    if pa.types.is_struct(array.type):  # datasets' Image storage: {bytes, path}
+        paths = array.field("path").to_pylist()
+        stored = array.field("bytes").is_valid().to_pylist()
+        paths = [path for path, has_bytes in zip(paths, stored) if path and not has_bytes]
+    elif pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        paths = array.to_pylist()
+    else:
+        return None
+    if not paths:
+        return None
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            stat = os.stat(path)
+            digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        except OSError:
+            digest.update(f"{path}:missing".encode())
+    return digest.hexdigest()[:16]
+
+
+def dataset_cache_key(dataset, transform) -> dict[str, Any]:
+    """What the encoder input depends on: the dataset (fingerprint, and file stats of a path-based image
+    column, so edited files invalidate the cache) and the transform's pixel settings."""
+    settings = {name: getattr(transform, name, None) for name in
+                ("image_size", "resize", "random_crop", "image_mean", "image_std", "jpeg_draft", "image_column")}
+    column = getattr(transform, "image_column", "image")
+    return {"dataset": getattr(dataset, "_fingerprint", None), "files": _file_stats_digest(dataset, column),
+            "transform": settings, "num_rows": len(dataset)}
 
 
 def pixel_changing_options(augment: Sequence[str], random_crop: Any = None) -> list[str]:
@@ -93,12 +150,12 @@ class TeacherEmbeddingCache:
     """
 
     def __init__(self, key: Mapping[str, Any], root: str | os.PathLike | None = None, dtype: str = "float32"):
-        if dtype not in _CACHE_DTYPES:
-            raise ValueError(f"teacher_cache_dtype must be one of {', '.join(_CACHE_DTYPES)}, got {dtype!r}")
+        if dtype not in CACHE_DTYPES:
+            raise ValueError(f"teacher_cache_dtype must be one of {', '.join(CACHE_DTYPES)}, got {dtype!r}")
         text = json.dumps({**key, "dtype": dtype}, sort_keys=True, default=str)
         self.key_hash = hashlib.sha256(text.encode()).hexdigest()[:20]
         self.directory = Path(root or default_cache_root()) / self.key_hash
-        self.dtype = _CACHE_DTYPES[dtype]
+        self.dtype = CACHE_DTYPES[dtype]
         self.directory.mkdir(parents=True, exist_ok=True)
         key_file = self.directory / "key.json"
         if not key_file.exists():
@@ -130,8 +187,10 @@ class TeacherEmbeddingCache:
             self.misses += 1
             return None
         self.hits += 1
-        tensors = [load_file(str(path))[_TENSOR_KEY] for path in paths]
-        return torch.stack(tensors).to(device=device, dtype=dtype, non_blocking=True)
+        stacked = torch.stack([load_file(str(path))[_TENSOR_KEY] for path in paths])
+        if torch.device(device).type == "cuda":
+            stacked = stacked.pin_memory()  # a pageable host buffer would make the copy wait for the GPU
+        return stacked.to(device=device, non_blocking=True).to(dtype)
 
     def put(self, indices: Sequence[int], embeddings: torch.Tensor) -> None:
         """Store ``embeddings[i]`` for ``indices[i]`` (entries already present are kept)."""

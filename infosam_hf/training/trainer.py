@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -18,10 +19,10 @@ from transformers.integrations.integration_utils import default_logdir
 from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import EvalLoopOutput
 
-from ..data.collator import SamPromptCollator
+from ..data.collator import INDEX_KEY, SamPromptCollator
 from ..evaluation.loop import PROMPT_KEYS, evaluate_segmentation, make_metrics, sam_logits, upsample_logits
 from ..evaluation.metrics import SegmentationMetrics
-from ..losses import InfoLossError, binary_segmentation_loss, class_cross_entropy, compression_loss, distillation_loss
+from ..losses import binary_segmentation_loss, class_cross_entropy, compression_loss, distillation_loss
 from ..models.capture import SamFeatureCapture, match_teacher_grid
 from ..models.multiclass import freeze_unused_head, sam_num_classes
 from ..models.sam import get_relation_module
@@ -29,20 +30,34 @@ from ..models.sam2 import is_sam2
 from ..tuners import pop_auxiliary_loss
 from .config import InfoSAMConfig
 from .diagnostics import RelationDiagnostics
+from .global_batch import distributed_world_size, gather_batch
+from .teacher_cache import (TeacherEmbeddingCache, dataset_cache_key, pixel_changing_options, resolve_teacher_cache,
+                            teacher_fingerprint)
+from .teacher_pass import PrefixCapture, TeacherSwitch, shared_prefix_length, teacher_image_embeddings
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["InfoSAMTrainer", "META_KEYS"]
 
-META_KEYS = ("original_sizes", "reshaped_input_sizes", "original_labels", "prompt_boxes", "has_foreground")
+META_KEYS = ("original_sizes", "reshaped_input_sizes", "original_labels", "prompt_boxes", "has_foreground", INDEX_KEY)
 LOSS_COMPONENTS = ("loss_seg", "loss_r", "loss_d", "loss_aux", "loss_obj")
+
+
+def _dataset_transform(dataset):
+    """The ``with_transform`` callable of a ``datasets.Dataset`` (None when there is none)."""
+    return getattr(dataset, "format", {}).get("format_kwargs", {}).get("transform") if dataset is not None else None
+
+
+def _sanitize_grad(grad: torch.Tensor) -> torch.Tensor:
+    """Gradient hook: NaN/Inf -> 0, so a masked non-finite information loss (0·NaN in backward) reaches no weight."""
+    return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 class _TransformEpochCallback(TrainerCallback):
     """Tell the train transform which epoch starts, so its keyed per-example randomness changes per epoch."""
 
     def __init__(self, dataset, args):
-        transform = getattr(dataset, "format", {}).get("format_kwargs", {}).get("transform") if dataset else None
+        transform = _dataset_transform(dataset)
         self.transform = transform if hasattr(transform, "set_epoch") else None
         if self.transform is not None and args.dataloader_num_workers > 0 and args.dataloader_persistent_workers:
             # persistent workers keep their own copy of the transform: set_epoch would not reach them
@@ -86,6 +101,9 @@ class InfoSAMTrainer(Trainer):
 
     The teacher is the same model with its adapters disabled (no weight copy) unless a separate frozen
     ``teacher_model`` is given. The relation module (``model.relation_module``) is shared by both passes.
+    The teacher's image embedding comes from the embedding cache (``teacher_cache``), or reuses the
+    student's output of the encoder stages the tuner leaves untouched (``share_frozen_prefix``); the
+    teacher's mask decoder runs every step with that step's prompts.
 
     Args:
         model: a ``PeftModel`` around a ``SamModel`` that carries a relation module.
@@ -144,7 +162,19 @@ class InfoSAMTrainer(Trainer):
             self.teacher_capture = self.student_capture
         self._component_sums: dict[str, torch.Tensor] = {}
         self._component_steps = 0
-        self._warned_info_skip = False
+        # non-finite information losses, counted on the device and read at logging time
+        self._skipped_info_steps: torch.Tensor | None = None
+        self._first_skipped_step: torch.Tensor | None = None
+        student_sam = self.accelerator.unwrap_model(self.model).get_base_model()
+        self.prefix_length = (shared_prefix_length(student_sam) if self.use_info_losses and teacher_model is None
+                              and args.share_frozen_prefix else 0)
+        self.prefix_capture = PrefixCapture(student_sam, self.prefix_length) if self.prefix_length else None
+        self._teacher_switch = TeacherSwitch(self.accelerator.unwrap_model(self.model)) if teacher_model is None else None
+        self.teacher_cache = self._build_teacher_cache() if self.use_info_losses else None
+        if self.use_info_losses:
+            for param in self.relation_module.parameters():
+                if param.requires_grad:
+                    param.register_hook(_sanitize_grad)
         self.info_diagnostics = (RelationDiagnostics(args.lambda_r, args.lambda_d)
                                  if args.info_diagnostics and self.use_info_losses else None)
 
@@ -177,24 +207,96 @@ class InfoSAMTrainer(Trainer):
     def _prompt_kwargs(inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
         return {key: inputs[key] for key in PROMPT_KEYS if key in inputs}
 
-    @torch.no_grad()
-    def teacher_features(self, model: nn.Module, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Neck output and mask token(s) (one per class) of the frozen teacher for this batch."""
-        prompts = self._prompt_kwargs(inputs)
-        multimask = self.num_labels > 1
+    # ------------------------------------------------------------ teacher
+    def _build_teacher_cache(self) -> TeacherEmbeddingCache | None:
+        """The teacher-embedding cache when ``teacher_cache`` resolves to on (one log line either way)."""
+        args = self.args
+        if args.teacher_cache == "off":
+            return None
+        transform = _dataset_transform(self.train_dataset)
+        if transform is None or not hasattr(transform, "random_crop"):
+            if args.teacher_cache == "on":
+                raise ValueError("teacher_cache: on needs a train_dataset with a SamSegmentationTransform "
+                                 "(with_sam_transform) that passes each example's index")
+            return None
+        augment = getattr(transform.augmenter, "names", []) if transform.augmenter else []
+        if not resolve_teacher_cache(args.teacher_cache, pixel_changing_options(augment, transform.random_crop)):
+            return None
+        teacher = self.teacher_model if self.teacher_model is not None else \
+            self.accelerator.unwrap_model(self.model).get_base_model()
+        key = {**dataset_cache_key(self.train_dataset, transform),
+               "teacher": teacher_fingerprint(teacher.vision_encoder)}
+        cache = TeacherEmbeddingCache(key, root=args.teacher_cache_dir, dtype=args.teacher_cache_dtype)
+        if self.is_world_process_zero():
+            logger.warning("Teacher-embedding cache on (teacher_cache=%s): the encoder input is the same every epoch; "
+                           "%s", args.teacher_cache, cache)
+        return cache
+
+    @contextlib.contextmanager
+    def _teacher_mode(self, model: nn.Module):
+        """The teacher as a callable ``SamModel``: the separate one, or the student with its adapters disabled."""
         if self.teacher_model is not None:
+            yield self.teacher_model
+            return
+        try:
+            with self._teacher_switch.teacher() as student:  # the pre-trained SAM, in eval mode: no dropout
+                yield student
+        finally:
+            for param in self._frozen_copies:
+                param.requires_grad_(False)
+
+    def _teacher_embeddings(self, teacher: nn.Module, pixel_values: torch.Tensor, indices: list[int] | None,
+                            shared_hidden: torch.Tensor | None) -> torch.Tensor:
+        """The teacher's image embedding: from the cache, else computed (from the student's shared prefix
+        when there is one) and, with a cache, stored for the next epochs."""
+        sam = teacher.get_base_model() if hasattr(teacher, "get_base_model") else teacher
+        dtype = sam.vision_encoder.neck.conv1.weight.dtype
+        cache = self.teacher_cache if indices is not None else None
+        if cache is not None:
+            cached = cache.get(indices, device=pixel_values.device, dtype=dtype)
+            if cached is not None:
+                return cached
+        embeddings = teacher_image_embeddings(sam, pixel_values, shared_hidden, self.prefix_length)
+        if cache is not None:
+            cache.put(indices, embeddings)
+        return embeddings
+
+    @torch.no_grad()
+    def teacher_features(self, model: nn.Module, inputs: dict[str, Any], indices: list[int] | None = None,
+                         shared_hidden: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Neck output and mask token(s) (one per class) of the frozen teacher for this batch.
+
+        ``indices`` (the examples' dataset indices) key the embedding cache; ``shared_hidden`` is the
+        student's output of the last shared encoder stage. The mask decoder runs with this batch's prompts.
+        """
+        with self._teacher_mode(model) as teacher:
+            embeddings = self._teacher_embeddings(teacher, inputs["pixel_values"], indices, shared_hidden)
             with self.teacher_capture.record() as features:
-                self.teacher_model(pixel_values=inputs["pixel_values"], multimask_output=multimask, **prompts)
-            return features
-        student = self.accelerator.unwrap_model(model)
-        was_training = student.training
-        with student.disable_adapter(), self.teacher_capture.record() as features:
-            student.eval()  # the pre-trained SAM: no dropout
-            student(pixel_values=inputs["pixel_values"], multimask_output=multimask, **prompts)
-        for param in self._frozen_copies:
-            param.requires_grad_(False)
-        student.train(was_training)
+                teacher(image_embeddings=embeddings, multimask_output=self.num_labels > 1,
+                        **self._prompt_kwargs(inputs))
+        features["image_embeds"] = embeddings.flatten(2).transpose(1, 2)  # the neck hook does not fire here
         return features
+
+    def precompute_teacher_cache(self) -> None:
+        """Fill the teacher-embedding cache in one pass over this process's share of the train set."""
+        from tqdm.auto import tqdm
+
+        cache = self.teacher_cache
+        dataloader = self.get_train_dataloader()
+        show = not self.args.disable_tqdm and self.is_world_process_zero()
+        with self._teacher_mode(self.model) as teacher:
+            for batch in tqdm(dataloader, desc="Teacher-embedding cache", disable=not show):
+                indices = batch.get(INDEX_KEY)
+                if indices is None or all(index in cache for index in indices):
+                    continue
+                sam = teacher.get_base_model() if hasattr(teacher, "get_base_model") else teacher
+                cache.put(indices, teacher_image_embeddings(sam, batch["pixel_values"]))
+
+    def train(self, *args, **kwargs):
+        """``Trainer.train``; first fills the teacher-embedding cache when ``teacher_cache_precompute``."""
+        if self.teacher_cache is not None and self.args.teacher_cache_precompute:
+            self.precompute_teacher_cache()
+        return super().train(*args, **kwargs)
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None):
@@ -206,9 +308,12 @@ class InfoSAMTrainer(Trainer):
         """
         inputs = dict(inputs)
         labels = inputs.pop("labels")
+        indices = inputs.get(INDEX_KEY)
         for key in META_KEYS:
             inputs.pop(key, None)
-        with self.student_capture.record() as student:
+        train_info = model.training and self.use_info_losses
+        share = self.prefix_capture.record() if train_info and self.prefix_capture else contextlib.nullcontext({})
+        with self.student_capture.record() as student, share as prefix:
             outputs = model(pixel_values=inputs["pixel_values"], multimask_output=self.num_labels > 1,
                             **self._prompt_kwargs(inputs))
         # an auxiliary loss the tuner reports for this forward (Conv-LoRA's gate balancing) joins the training loss
@@ -228,22 +333,18 @@ class InfoSAMTrainer(Trainer):
             present = (labels.flatten(1) > 0).any(1).to(outputs.object_score_logits.dtype)
             extra["loss_obj"] = F.binary_cross_entropy_with_logits(outputs.object_score_logits[:, 0, 0], present)
             loss = loss + self.args.lambda_object_score * extra["loss_obj"]
-        if model.training and self.use_info_losses:
-            teacher = self.teacher_features(model, inputs)
-            relation = self.relation_module
-            try:
-                loss_r, loss_d = self.information_losses(teacher, student)
-                loss = loss + self.args.lambda_r * loss_r + self.args.lambda_d * loss_d
-            except InfoLossError as err:
-                if not self._warned_info_skip:
-                    warnings.warn(f"Skipping the information losses for this step: {err}", stacklevel=2)
-                    self._warned_info_skip = True
-                loss_r = loss_d = torch.zeros((), device=loss_seg.device)
-                # keep the relation module in the graph (zero gradient, finite even if the relations are
-                # not) so DDP's reducer stays in step
-                anchor = sum(p.sum() for p in relation.parameters() if p.requires_grad)
-                loss = loss + 0.0 * anchor
-            self._accumulate({"loss_seg": loss_seg, "loss_r": loss_r, "loss_d": loss_d, **extra})
+        if train_info:
+            teacher = self.teacher_features(model, inputs, indices, prefix.get("hidden"))
+            loss_r, loss_d = self.information_losses(teacher, student)
+            info = self.args.lambda_r * loss_r + self.args.lambda_d * loss_d
+            # device-side guard, no host read: a non-finite value is replaced by 0 in the loss, and the gradient
+            # hooks (relation parameters, student features) clear the NaN that 0·NaN leaves in backward
+            finite = torch.isfinite(info)
+            zero = torch.zeros_like(info)
+            loss = loss + torch.where(finite, info, zero)
+            self._count_skipped(finite)
+            self._accumulate({"loss_seg": loss_seg, "loss_r": torch.where(finite, loss_r, zero),
+                              "loss_d": torch.where(finite, loss_d, zero), **extra})
         elif model.training:
             self._accumulate({"loss_seg": loss_seg, **extra})
         if return_outputs:
@@ -259,18 +360,48 @@ class InfoSAMTrainer(Trainer):
         relation = self.relation_module
         student = match_teacher_grid(student, teacher)
         tokens = teacher["mask_token"].shape[1]
+        student_embeds, student_tokens = student["image_embeds"], student["mask_token"]
+        for feature in (student_embeds, student_tokens):  # see compute_loss: no NaN gradient into the student
+            if feature.requires_grad:
+                feature.register_hook(_sanitize_grad)
+        # info_loss_batch=global: Gram matrices over every process's batch (relations gathered with gradient)
+        gather = gather_batch if self.args.info_loss_batch == "global" and distributed_world_size() > 1 else None
+        image_embeds_t = gather(teacher["image_embeds"]) if gather else teacher["image_embeds"]
         loss_r = loss_d = 0.0
         for k in range(tokens):
             token_t = teacher["mask_token"][:, k:k + 1]
             relation_t = relation(teacher["image_embeds"], token_t)
-            relation_s = relation(student["image_embeds"], student["mask_token"][:, k:k + 1])
-            loss_r = loss_r + compression_loss(teacher["image_embeds"], token_t, relation_t)
+            relation_s = relation(student_embeds, student_tokens[:, k:k + 1])
+            if gather:
+                token_t, relation_t, relation_s = gather(token_t), gather(relation_t), gather(relation_s)
+            loss_r = loss_r + compression_loss(image_embeds_t, token_t, relation_t)
             loss_d = loss_d + distillation_loss(relation_t, relation_s)
             if k == 0 and self.info_diagnostics is not None:  # diagnostics follow the first mask token
-                self.info_diagnostics.update(teacher["image_embeds"], token_t, relation_t, relation_s)
+                self.info_diagnostics.update(image_embeds_t, token_t, relation_t, relation_s)
         return loss_r / tokens, loss_d / tokens
 
     # -------------------------------------------------------------- logging
+    def _count_skipped(self, finite: torch.Tensor) -> None:
+        """Count a step whose information loss is non-finite, and remember the first such step (on the device)."""
+        skipped = (~finite).long()
+        if self._skipped_info_steps is None:
+            self._skipped_info_steps = torch.zeros_like(skipped)
+            self._first_skipped_step = torch.full_like(skipped, -1)
+        step = torch.full_like(skipped, self.state.global_step + 1)
+        self._first_skipped_step = torch.where((skipped > 0) & (self._first_skipped_step < 0), step,
+                                               self._first_skipped_step)
+        self._skipped_info_steps = self._skipped_info_steps + skipped
+
+    def _warn_skipped(self) -> None:
+        """At logging time: warn when an information loss was non-finite since the last log (one host read)."""
+        if self._skipped_info_steps is None:
+            return
+        count, first = int(self._skipped_info_steps), int(self._first_skipped_step)
+        self._skipped_info_steps = self._first_skipped_step = None
+        if count:
+            warnings.warn(f"Skipping the information losses: non-finite on {count} micro-batch(es) since the last "
+                          f"log, first at step {first} (only the segmentation loss trained those steps)", stacklevel=2)
+
     def _accumulate(self, values: dict[str, torch.Tensor]) -> None:
         for name, value in values.items():
             self._component_sums[name] = self._component_sums.get(name, 0.0) + value.detach().float()
@@ -284,6 +415,7 @@ class InfoSAMTrainer(Trainer):
         """Add ``loss_seg``, ``loss_r`` and ``loss_d`` (averaged over the logging interval) to train logs;
         leave out ``total_flos`` (not counted for SAM)."""
         logs.pop("total_flos", None)
+        self._warn_skipped()
         if "loss" in logs and self._component_steps:
             for name in LOSS_COMPONENTS:
                 if name in self._component_sums:
