@@ -42,7 +42,7 @@ from infosam_hf.tuners.registry import build_student  # noqa: E402
 from infosam_hf.tuners.variants import GsamConfig  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_step import step as train_step  # noqa: E402  (one optimiser step, shared with bench_step)
+from bench_step import train_step  # noqa: E402  (one optimiser step, shared with bench_step)
 
 REFERENCE_GMACS = {128: 8.05, 256: 32.2, 512: 102.9, 1024: 371.2}
 GSAM_REFERENCE = (128, 74.0, 372.0)  # G-SAM's paper: GSAM at a 128 crop, SAM at 1024 (GMACs)

@@ -1,5 +1,7 @@
 """Session checks shared by every test file."""
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,3 +18,17 @@ def nothing_written_into_the_repository():
     yield
     new = {p.name for p in ROOT.iterdir()} - before - TOOL_ENTRIES
     assert not new, f"tests wrote {sorted(new)} into {ROOT}; write under tmp_path"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def teacher_cache_in_a_temporary_folder():
+    """Runs with teacher_cache: auto (the default) fill a cache; keep it out of the user's HF cache, for the test
+    process and the command lines it starts."""
+    with tempfile.TemporaryDirectory(prefix="infosam-teacher-cache-") as folder:
+        previous = os.environ.get("INFOSAM_TEACHER_CACHE_DIR")
+        os.environ["INFOSAM_TEACHER_CACHE_DIR"] = folder
+        yield
+        if previous is None:
+            os.environ.pop("INFOSAM_TEACHER_CACHE_DIR")
+        else:
+            os.environ["INFOSAM_TEACHER_CACHE_DIR"] = previous

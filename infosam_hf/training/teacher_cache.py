@@ -45,10 +45,16 @@ CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": 
 _TENSOR_KEY = "image_embeddings"
 
 
+CACHE_DIR_ENV = "INFOSAM_TEACHER_CACHE_DIR"
+
+
 def default_cache_root() -> Path:
-    """``$HF_HOME/infosam_hf/teacher_cache`` (``~/.cache/huggingface/...`` by default)."""
+    """``$INFOSAM_TEACHER_CACHE_DIR`` when set, else ``$HF_HOME/infosam_hf/teacher_cache``
+    (``~/.cache/huggingface/...`` by default)."""
     from huggingface_hub import constants
 
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
     return Path(constants.HF_HOME) / "infosam_hf" / "teacher_cache"
 
 

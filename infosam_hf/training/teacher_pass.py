@@ -41,11 +41,14 @@ def _touched(module: nn.Module) -> bool:
 def shared_prefix_length(sam: nn.Module) -> int:
     """How many leading encoder stages (see :func:`encoder_stages`) the teacher can take from the student.
 
-    0 when the patch or position embedding is tuned, or when the first block is (LoRA, G-SAM, BitFit);
+    0 when the patch or position embedding is tuned, or when the first block is (LoRA, G-SAM, BitFit), and for
+    SAM 2;
     2 for ``sam_adapter`` (blocks 0-1 untouched); every stage (the whole encoder) for ``decoder_only``.
     ``sam`` is the student's ``SamModel`` (``peft_model.get_base_model()``).
     """
     encoder = sam.vision_encoder
+    if not (hasattr(encoder, "layers") and hasattr(encoder, "patch_embed")):  # SAM 2's Hiera: not shared
+        return 0
     pos_embed = getattr(encoder, "pos_embed", None)
     if _touched(encoder.patch_embed) or (pos_embed is not None and pos_embed.requires_grad):
         return 0

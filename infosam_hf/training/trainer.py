@@ -166,6 +166,8 @@ class InfoSAMTrainer(Trainer):
         self._skipped_info_steps: torch.Tensor | None = None
         self._first_skipped_step: torch.Tensor | None = None
         student_sam = self.accelerator.unwrap_model(self.model).get_base_model()
+        # SAM 2: the teacher runs whole (its decoder also takes the encoder's high-resolution features)
+        self.full_teacher_pass = is_sam2(student_sam)
         self.prefix_length = (shared_prefix_length(student_sam) if self.use_info_losses and teacher_model is None
                               and args.share_frozen_prefix else 0)
         self.prefix_capture = PrefixCapture(student_sam, self.prefix_length) if self.prefix_length else None
@@ -212,6 +214,11 @@ class InfoSAMTrainer(Trainer):
         """The teacher-embedding cache when ``teacher_cache`` resolves to on (one log line either way)."""
         args = self.args
         if args.teacher_cache == "off":
+            return None
+        if self.full_teacher_pass:
+            if args.teacher_cache == "on":
+                raise ValueError("teacher_cache: on is SAM-only: SAM 2's decoder also reads the encoder's "
+                                 "high-resolution features, which are not cached")
             return None
         transform = _dataset_transform(self.train_dataset)
         if transform is None or not hasattr(transform, "random_crop"):
@@ -269,6 +276,11 @@ class InfoSAMTrainer(Trainer):
         ``indices`` (the examples' dataset indices) key the embedding cache; ``shared_hidden`` is the
         student's output of the last shared encoder stage. The mask decoder runs with this batch's prompts.
         """
+        if self.full_teacher_pass:
+            with self._teacher_mode(model) as teacher, self.teacher_capture.record() as features:
+                teacher(pixel_values=inputs["pixel_values"], multimask_output=self.num_labels > 1,
+                        **self._prompt_kwargs(inputs))
+            return features
         with self._teacher_mode(model) as teacher:
             embeddings = self._teacher_embeddings(teacher, inputs["pixel_values"], indices, shared_hidden)
             with self.teacher_capture.record() as features:
