@@ -87,12 +87,12 @@ def test_official_protocol_trains_on_all_of_train_and_scores_each_epoch(tmp_path
     assert header[:2] == ["dice", "iou"]
 
 
-def test_drop_last_drops_training_batches_only():
+def test_drop_last_drops_training_batches_only(tmp_path):
     from infosam_hf.data import SamPromptCollator
     from infosam_hf.training import InfoSAMConfig, InfoSAMTrainer
     from tests.tiny_sam import tiny_student
 
-    args = InfoSAMConfig(output_dir="unused", per_device_train_batch_size=4, per_device_eval_batch_size=4,
+    args = InfoSAMConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, per_device_eval_batch_size=4,
                          dataloader_drop_last=True, report_to="none", use_cpu=True)
     trainer = InfoSAMTrainer(model=tiny_student(), args=args, data_collator=SamPromptCollator())
     data = [{"x": i} for i in range(6)]
