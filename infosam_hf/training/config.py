@@ -71,7 +71,8 @@ class InfoSAMConfig(TrainingArguments):
         metadata={"help": "Teacher image-embedding cache: 'auto' (on exactly when the encoder input is the same every "
                           "epoch: no pixel-changing augment, no random_crop), 'on' (fail if invalid) or 'off'."})
     teacher_cache_dir: str | None = field(
-        default=None, metadata={"help": "Where the cache lives (default $HF_HOME/infosam_hf/teacher_cache)."})
+        default=None, metadata={"help": "Where the cache lives (default $INFOSAM_TEACHER_CACHE_DIR, else "
+                                        "$HF_HOME/infosam_hf/teacher_cache)."})
     teacher_cache_dtype: str = field(
         default="float32", metadata={"help": "Cache storage: float32 (exact), float16 or bfloat16 (half the disk)."})
     teacher_cache_precompute: bool = field(
