@@ -102,6 +102,15 @@ def _box_mean_31(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, kernel_size=(1, 31), stride=1, padding=(0, 15))
 
 
+BCE_FORMS = ("weighted", "unweighted")
+
+
+def check_bce_form(bce: str) -> None:
+    """``structure_loss_bce`` must be one of :data:`BCE_FORMS`."""
+    if bce not in BCE_FORMS:
+        raise ValueError(f"structure_loss_bce must be 'weighted' or 'unweighted', got {bce!r}")
+
+
 def structure_loss(logits: torch.Tensor, target: torch.Tensor, bce: str = "weighted",
                    reduction: str = "mean") -> torch.Tensor:
     """PraNet/F3Net structure loss: boundary-weighted BCE plus weighted IoU, averaged over the batch.
@@ -114,8 +123,7 @@ def structure_loss(logits: torch.Tensor, target: torch.Tensor, bce: str = "weigh
             legacy flag, so its BCE term is the plain global mean).
         reduction: ``"mean"`` over the batch, or ``"none"`` for one loss per image.
     """
-    if bce not in ("weighted", "unweighted"):
-        raise ValueError(f"structure_loss_bce must be 'weighted' or 'unweighted', got {bce!r}")
+    check_bce_form(bce)
     if logits.dim() == 3:
         logits, target = logits.unsqueeze(1), target.unsqueeze(1)
     logits, target = _as_float32(logits), _as_float32(target)

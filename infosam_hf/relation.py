@@ -104,16 +104,11 @@ def load_relation_state_dict(source: str | os.PathLike, revision: str | None = N
             raise FileNotFoundError(f"relation_from={source}: no {SAFETENSORS_WEIGHTS_NAME} in the directory")
     else:
         from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import HFValidationError
-        from huggingface_hub.utils import validate_repo_id
 
-        try:
-            validate_repo_id(str(source))
-        except HFValidationError:
-            raise FileNotFoundError(f"relation_from={source}: no such file or directory") from None
-        if path.is_absolute() or str(source).startswith("."):
+        from .remote import check_pretrained_name, looks_like_path
+
+        if looks_like_path(str(source)):
             raise FileNotFoundError(f"relation_from={source}: no such file or directory")
-        from .remote import check_pretrained_name
 
         check_pretrained_name(str(source), "relation_from", marker_file=SAFETENSORS_WEIGHTS_NAME)
         try:

@@ -9,15 +9,13 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
-from ..data import DataError
-from ..errors import UsageError, error_line
-from ..models import BaseModelMismatchError
-from ..training import RecipeError
+from ..errors import error_line
 
 __all__ = ["USER_ERRORS", "adapter_parser", "configure_logging", "run_main"]
 
-# Errors that are the user's input, reported as one ``error: ...`` line (exit status 2).
-USER_ERRORS = (UsageError, RecipeError, DataError, BaseModelMismatchError, ValueError, OSError)
+# Errors that are the user's input, reported as one ``error: ...`` line (exit status 2). UsageError,
+# RecipeError, DataError and BaseModelMismatchError are ValueErrors.
+USER_ERRORS = (ValueError, OSError)
 TRACEBACK_ENV = "INFOSAM_TRACEBACK"
 
 

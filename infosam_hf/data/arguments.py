@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from .augment import parse_augment_names
 from .prompts import PROMPT_MODES
+from .transforms import PREPROCESSING_MODES
 from .validation import VALIDATION_MODES
 
 __all__ = ["DataArguments"]
@@ -95,7 +96,7 @@ class DataArguments:
             raise ValueError("eval_prompt='mixed' would make evaluation depend on batching; use box or point")
         if self.validate_data not in VALIDATION_MODES:
             raise ValueError(f"validate_data={self.validate_data!r} is not one of {', '.join(VALIDATION_MODES)}")
-        if self.preprocessing not in ("sam", "official"):
+        if self.preprocessing not in PREPROCESSING_MODES:
             raise ValueError(f"preprocessing={self.preprocessing!r} is not one of sam, official")
         if self.preprocessing == "official":
             clash = [key for key, default in (("num_labels", 1), ("mask_threshold", None), ("invert_mask", False),

@@ -25,7 +25,9 @@ _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 # Modes that decode_image and binary decode_mask read; CLASS_ID_MODES are the single-channel ones
 # (LA / PA: the first channel) that multi-class masks must use.
 CLASS_ID_MODES = ("1", "L", "P", "LA", "PA") + _WIDE_MODES
-IMAGE_MODES = CLASS_ID_MODES + ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV")
+IN_MEMORY_NAME = "<in-memory image>"  # source_name of an image held in memory (no file)
+_COLOUR_MODES = ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV")
+IMAGE_MODES = CLASS_ID_MODES + _COLOUR_MODES
 _ALPHA_MODES = ("RGBA", "LA", "PA")
 READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 _alpha_reported = False
@@ -43,7 +45,7 @@ def source_name(value: Any) -> str:
     if isinstance(value, (str, os.PathLike)):
         return str(value)
     filename = getattr(value, "filename", None)
-    return filename or "<in-memory image>"
+    return filename or IN_MEMORY_NAME
 
 
 def open_image(value: Any) -> Image.Image:
@@ -192,7 +194,7 @@ def decode_mask(value: Any, threshold: float | None = None, invert: bool = False
                 array = np.asarray(mask)[..., 0]
         else:
             array = _alpha_only(mask, name)
-            if array is None and mode in ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"):
+            if array is None and mode in _COLOUR_MODES:
                 array = np.asarray(mask.convert("RGB")).max(axis=2)
             elif array is None:
                 array = np.asarray(mask.convert("L"))

@@ -70,24 +70,17 @@ def _resize_mask_official(mask: np.ndarray, height: int, width: int) -> np.ndarr
     return mask > 0
 
 
-def preprocess_image(image: Image.Image, image_size: int, resized_shape: tuple[int, int] | None = None,
-                     mean=None, std=None, resize: tuple[int, int] | None = None,
-                     keep_aspect_ratio: bool = True,
+def preprocess_image(image: Image.Image, image_size: int, mean=None, std=None, resize: tuple[int, int] | None = None,
                      preprocessing: str = "sam") -> tuple[torch.Tensor, tuple[int, int]]:
     """Resize (bilinear) and normalise an image for SAM or SAM 2.
 
     By default the longest side goes to ``image_size`` and the result is padded bottom/right to
-    ``image_size``² (SAM); ``resize`` (H, W) resizes to exactly that size instead (no padding), and
-    ``keep_aspect_ratio=False`` means ``resize = (image_size, image_size)`` (SAM 2's input frame).
-    ``resized_shape`` (h, w) overrides the size computed from the image (used when the image was
-    draft-decoded and the size must follow the full-resolution original instead).
-    ``preprocessing="official"`` normalises as the official InfoSAM loader (BGR channels, black padding
-    before normalising; see :class:`SamSegmentationTransform`).
+    ``image_size``² (SAM); ``resize`` (H, W) resizes to exactly that size instead (no padding; SAM 2's frame
+    is ``resize = (image_size, image_size)``). ``preprocessing="official"`` normalises as the official InfoSAM
+    loader (BGR channels, black padding before normalising; see :class:`SamSegmentationTransform`).
     Returns ``pixel_values`` (3, H, W) float32 and the resized (height, width) before padding.
     """
-    if not keep_aspect_ratio and not resize:
-        resize = (image_size, image_size)
-    new_h, new_w = tuple(resize) if resize else (resized_shape or _resized_shape(image.height, image.width, image_size))
+    new_h, new_w = tuple(resize) if resize else _resized_shape(image.height, image.width, image_size)
     if (image.width, image.height) != (new_w, new_h):
         image = image.resize((new_w, new_h), Image.BILINEAR)
     canvas = (new_h, new_w) if resize else (image_size, image_size)

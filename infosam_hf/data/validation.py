@@ -25,7 +25,7 @@ from typing import Any
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from .decoding import (CLASS_ID_MODES, IMAGE_MODES, DataError, decode_image, decode_mask, header_sizes,
+from .decoding import (CLASS_ID_MODES, IMAGE_MODES, IN_MEMORY_NAME, DataError, decode_image, decode_mask, header_sizes,
                        open_image, size_mismatch, source_name)
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def _chunks(name: str, dataset: Dataset) -> Iterator[list[tuple[str, int, Any, A
 
 
 def _has_path(value: Any) -> bool:
-    return source_name(value) != "<in-memory image>"
+    return source_name(value) != IN_MEMORY_NAME
 
 
 def validate_splits(splits: Mapping[str, Dataset | None], mode: str = "headers", *, num_labels: int = 1,
@@ -150,9 +150,10 @@ def validate_splits(splits: Mapping[str, Dataset | None], mode: str = "headers",
         for name, dataset in present.items():
             for chunk in _chunks(name, dataset):
                 for found in pool.map(check, chunk):
-                    problems.extend(problem for problem in found if problem not in problems)
+                    problems.extend(found)
                 bar.update(len(chunk))
     bar.close()
+    problems = list(dict.fromkeys(problems))  # each problem once, in the order found
     logger.info("validate_data=%s: %d image/mask pair(s) checked in %.1f s", mode, total, time.perf_counter() - start)
     if problems:
         raise DataValidationError(problems, mode, total)

@@ -23,13 +23,16 @@ def class_palette(num_classes: int = 256) -> np.ndarray:
     return palette
 
 
+_PALETTE = class_palette()  # built once
+
+
 def class_map_image(labels: np.ndarray) -> Image.Image:
     """An H×W class-id map as a palette ("P") PNG: the pixel values are the class ids, shown in colour."""
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.size and (labels.min() < 0 or labels.max() > 255):
         raise ValueError(f"class map: expected an H×W map of ids in [0, 255], got shape {labels.shape}")
     image = Image.fromarray(labels.astype(np.uint8), mode="P")
-    image.putpalette(class_palette().ravel().tolist())
+    image.putpalette(_PALETTE.ravel().tolist())
     return image
 
 
@@ -41,7 +44,7 @@ def overlay_class_map(image: Image.Image, labels: np.ndarray, alpha: float = 0.5
     labels = np.asarray(labels)
     if labels.shape != base.shape[:2]:
         raise ValueError(f"class map shape {labels.shape} != image size {base.shape[:2]}")
-    colours = class_palette()[labels.astype(np.int64)].astype(np.float32)
+    colours = _PALETTE[labels.astype(np.int64)].astype(np.float32)
     tint = np.ones(labels.shape, bool) if background is None else labels != background
     base[tint] = (1 - alpha) * base[tint] + alpha * colours[tint]
     return Image.fromarray(np.clip(base + 0.5, 0, 255).astype(np.uint8))

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import DataArguments, SamPromptCollator, open_source, take_first, validate_data, with_sam_transform
+from ..data.sources import SYNTHETIC
 from ..errors import UsageError
 from ..models.inference import load_for_inference, model_image_size, resolve_device
 from ..models.multiclass import sam_num_classes
@@ -67,7 +68,7 @@ def evaluate_adapter(adapter: str, data_args: DataArguments, *, split: str = "te
     validate_data(data_args, {split: dataset}, progress=progress)
     model = load_for_inference(adapter, base_model, device=device)
     data_args, reload = _follow_model_classes(data_args, sam_num_classes(model))
-    if reload:  # the split was read as binary masks; read the class ids instead
+    if reload and data_args.dataset_name_or_path == SYNTHETIC:  # generated masks depend on num_labels
         dataset = take_first(open_source(data_args).get_split(split), data_args.max_eval_samples)
     image_size = model_image_size(model)
     dataset = with_sam_transform(dataset, data_args, image_size, train=False, seed=seed,

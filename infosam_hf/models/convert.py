@@ -514,8 +514,6 @@ def convert_official_infosam(checkpoint: str | os.PathLike, output_dir: str | os
     import shutil
     import tempfile
 
-    from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
-
     from ..relation import load_official_relation_state_dict
     from .sam import load_sam
 
@@ -540,8 +538,7 @@ def convert_official_infosam(checkpoint: str | os.PathLike, output_dir: str | os
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
         model.save_pretrained(staging)
-        SamImageProcessorPil(size={"longest_edge": image_size},
-                             pad_size={"height": image_size, "width": image_size}).save_pretrained(staging)
+        _image_processor({}, image_size).save_pretrained(staging)  # SAM's statistics, as the base uses
         output_dir.mkdir(exist_ok=True)
         for item in staging.iterdir():
             os.replace(item, output_dir / item.name)

@@ -114,7 +114,7 @@ def _load_base(adapter: str, base: str | None, revision: str | None) -> torch.nn
 def model_image_size(model: torch.nn.Module) -> int:
     """The square input size the (possibly PEFT-wrapped) SAM or SAM 2 was configured for (a dynamic-size
     SAM takes others too)."""
-    return sam_input_size(model.get_base_model() if isinstance(model, PeftModel) else model)
+    return sam_input_size(model)  # unwraps a PeftModel
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:

@@ -27,23 +27,17 @@ from torch import nn
 from transformers import SamModel
 from transformers.models.sam.modeling_sam import SamMaskDecoder
 
+from .sam2 import _config_of
+
 __all__ = ["NEW_HEAD_ATTR", "NUM_CLASSES_KEY", "add_multiclass_head", "class_token_slice", "freeze_unused_head", "sam_num_classes"]
 
 NUM_CLASSES_KEY = "infosam_num_classes"  # SamConfig attribute: number of class channels (absent: binary)
 NEW_HEAD_ATTR = "infosam_new_head"  # set on a model whose head was just built (its base must be saved)
 
 
-def _base_config(model: nn.Module):
-    """The ``SamConfig`` under any DDP / PEFT wrapping."""
-    model = getattr(model, "module", model)  # DistributedDataParallel
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
-    return model.config
-
-
 def sam_num_classes(model: nn.Module) -> int:
     """Class channels of a (possibly wrapped) SAM: C for a multi-class head, 1 for prompted binary SAM."""
-    return int(getattr(_base_config(model), NUM_CLASSES_KEY, None) or 1)
+    return int(getattr(_config_of(getattr(model, "module", model)), NUM_CLASSES_KEY, None) or 1)  # DDP: .module
 
 
 def class_token_slice(num_classes: int) -> slice:

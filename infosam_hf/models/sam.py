@@ -13,7 +13,7 @@ from transformers import PretrainedConfig, Sam2Model, SamConfig, SamModel
 
 from ..relation import RELATION_MODULE_NAME, RelationModule
 from ..remote import check_pretrained_name
-from .dynamic import DYNAMIC_CONFIG_KEY, enable_dynamic_input_size
+from .dynamic import DYNAMIC_CONFIG_KEY, enable_dynamic_input_size, resize_pos_embed
 from .multiclass import add_multiclass_head, sam_num_classes
 from .sam2 import SAM2_MODEL_TYPE, build_sam2, is_sam2, sam_input_size, use_single_mask_output
 
@@ -165,10 +165,7 @@ def resize_sam_input(model: SamModel, image_size: int) -> SamModel:
     old_grid = vision.image_size // patch
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if vision.use_abs_pos:
-        pos = state["vision_encoder.pos_embed"]  # (1, H, W, C)
-        pos = F.interpolate(pos.float().permute(0, 3, 1, 2), size=(grid, grid), mode="bicubic",
-                            align_corners=False)
-        state["vision_encoder.pos_embed"] = pos.permute(0, 2, 3, 1).to(model.dtype).contiguous()
+        state["vision_encoder.pos_embed"] = resize_pos_embed(state["vision_encoder.pos_embed"], (grid, grid)).contiguous()
     if vision.use_rel_pos:
         for index in vision.global_attn_indexes:
             for axis in ("h", "w"):

@@ -22,7 +22,10 @@ from typing import Any
 
 import torch
 from transformers import Sam2Config, Sam2Model
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
+from transformers.image_utils import IMAGENET_DEFAULT_STD as IMAGENET_STD
 from transformers.models.sam2.configuration_sam2 import Sam2HieraDetConfig
+from transformers.utils import IMAGE_PROCESSOR_NAME
 
 __all__ = [
     "SAM2_MODEL_TYPE",
@@ -36,8 +39,6 @@ __all__ = [
 ]
 
 SAM2_MODEL_TYPE = "sam2"
-IMAGENET_MEAN = [0.485, 0.456, 0.406]  # SAM's 123.675/116.28/103.53 on 0..255, i.e. the same normalisation
-IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 def _config_of(model_or_config: Any) -> Any:
@@ -175,7 +176,7 @@ class Sam2ImageProcessorConfig:
                 "image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD, "do_convert_rgb": True}
 
     def save_pretrained(self, save_directory: str | Path, **kwargs) -> list[str]:
-        path = Path(save_directory) / "preprocessor_config.json"
+        path = Path(save_directory) / IMAGE_PROCESSOR_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return [str(path)]

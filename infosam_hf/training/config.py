@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from ..losses import SEG_LOSSES
+from ..evaluation.loop import METRIC_SETS
+from ..evaluation.metrics import METRIC_INPUTS
+from ..losses import SEG_LOSSES, check_bce_form
 from .protocol import PROTOCOLS
 from .teacher_cache import CACHE_DTYPES, TEACHER_CACHE_MODES
 
@@ -100,15 +102,14 @@ class InfoSAMConfig(TrainingArguments):
             # non-reentrant: gradients reach adapters even though the frozen patch embedding's output needs none
             self.gradient_checkpointing_kwargs = {"use_reentrant": False}
         super().__post_init__()
-        if self.structure_loss_bce not in ("weighted", "unweighted"):
-            raise ValueError(f"structure_loss_bce must be 'weighted' or 'unweighted', got {self.structure_loss_bce!r}")
+        check_bce_form(self.structure_loss_bce)
         if self.seg_loss not in SEG_LOSSES:
             raise ValueError(f"seg_loss must be one of {', '.join(SEG_LOSSES)}, got {self.seg_loss!r}")
         if self.lr_scheduler_per_epoch and self.warmup_steps:
             raise ValueError("lr_scheduler_per_epoch counts in epochs: set warmup_steps to 0")
-        if self.metric_input not in ("probability", "official_logits"):
+        if self.metric_input not in METRIC_INPUTS:
             raise ValueError(f"metric_input must be 'probability' or 'official_logits', got {self.metric_input!r}")
-        if self.metric_set not in ("paper", "iou"):
+        if self.metric_set not in METRIC_SETS:
             raise ValueError(f"metric_set must be 'paper' or 'iou', got {self.metric_set!r}")
         if not 0.0 <= self.prompt_point_prob <= 1.0:
             raise ValueError(f"prompt_point_prob must be in [0, 1], got {self.prompt_point_prob}")

@@ -18,28 +18,15 @@ import logging
 
 import torch
 
-from ..losses import float32_region, gram_matrix
+from ..losses import float32_region, gram_matrix, matrix_entropy
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["COLLAPSE_COS2", "INFO_PREFIX", "RelationDiagnostics", "collapse_bound", "relation_diagnostics",
-           "renyi2_entropy"]
+__all__ = ["COLLAPSE_COS2", "INFO_PREFIX", "RelationDiagnostics", "collapse_bound", "relation_diagnostics"]
 
 INFO_PREFIX = "info/"
 COLLAPSE_COS2 = 0.95  # teacher relations whose mean off-diagonal cos² exceeds this have collapsed
 TEACHER_COS2 = f"{INFO_PREFIX}teacher_relation_cos2"
-
-
-def renyi2_entropy(*grams: torch.Tensor) -> torch.Tensor:
-    """Rényi-2 entropy in bits, ``-log2 ‖Ĝ‖_F²``, of the trace-normalised Hadamard product of ``grams``.
-
-    No host synchronisation (a zero trace gives NaN instead of an error).
-    """
-    product = grams[0] / torch.diagonal(grams[0]).sum()
-    for gram in grams[1:]:
-        product = product * gram / torch.diagonal(gram).sum()
-        product = product / torch.diagonal(product).sum()
-    return -torch.log2(product.pow(2).sum())
 
 
 def _mean_off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
@@ -55,14 +42,15 @@ def relation_diagnostics(image_embeds_t: torch.Tensor, mask_tokens_t: torch.Tens
     with float32_region(relation_t):
         g_img, g_tok = gram_matrix(image_embeds_t.detach()), gram_matrix(mask_tokens_t.detach())
         g_t, g_s = gram_matrix(relation_t.detach()), gram_matrix(relation_s.detach())
-        entropy_t, entropy_s = renyi2_entropy(g_t), renyi2_entropy(g_s)
+        # the Rényi-2 entropy in bits is -H, the losses' matrix entropy
+        entropy_t, entropy_s = -matrix_entropy(g_t), -matrix_entropy(g_s)
         return {
             f"{INFO_PREFIX}teacher_a2": _mean_off_diagonal((g_img * g_tok).pow(2)),
             TEACHER_COS2: _mean_off_diagonal(g_t.pow(2)),
             f"{INFO_PREFIX}student_relation_cos2": _mean_off_diagonal(g_s.pow(2)),
             f"{INFO_PREFIX}teacher_entropy": entropy_t,
             f"{INFO_PREFIX}student_entropy": entropy_s,
-            f"{INFO_PREFIX}mutual_information": entropy_t + entropy_s - renyi2_entropy(g_t, g_s),
+            f"{INFO_PREFIX}mutual_information": entropy_t + entropy_s + matrix_entropy(g_t, g_s),
         }
 
 

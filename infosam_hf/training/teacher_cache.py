@@ -158,25 +158,26 @@ class TeacherEmbeddingCache:
     def __init__(self, key: Mapping[str, Any], root: str | os.PathLike | None = None, dtype: str = "float32"):
         if dtype not in CACHE_DTYPES:
             raise ValueError(f"teacher_cache_dtype must be one of {', '.join(CACHE_DTYPES)}, got {dtype!r}")
-        text = json.dumps({**key, "dtype": dtype}, sort_keys=True, default=str)
+        text = json.dumps({**key, "dtype": dtype}, indent=2, sort_keys=True, default=str)
         self.key_hash = hashlib.sha256(text.encode()).hexdigest()[:20]
         self.directory = Path(root or default_cache_root()) / self.key_hash
         self.dtype = CACHE_DTYPES[dtype]
         self.directory.mkdir(parents=True, exist_ok=True)
         key_file = self.directory / "key.json"
         if not key_file.exists():
-            self._atomic_write_text(key_file, json.dumps({**key, "dtype": dtype}, indent=2, sort_keys=True,
-                                                         default=str))
+            self._atomic_write(key_file, lambda tmp: Path(tmp).write_text(text))
         self.hits = 0
         self.misses = 0
 
     def _path(self, index: int) -> Path:
         return self.directory / f"{int(index)}.safetensors"
 
-    def _atomic_write_text(self, path: Path, text: str) -> None:
+    @staticmethod
+    def _atomic_write(path: Path, write) -> None:
+        """``write(temporary_path)`` beside ``path``, then rename: readers never see a half-written file."""
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        os.close(fd)
+        write(tmp)
         os.replace(tmp, path)
 
     def __contains__(self, index: int) -> bool:
@@ -205,10 +206,7 @@ class TeacherEmbeddingCache:
             path = self._path(index)
             if path.is_file():
                 continue
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".safetensors")
-            os.close(fd)
-            save_file({_TENSOR_KEY: cpu[row].contiguous()}, tmp)
-            os.replace(tmp, path)
+            self._atomic_write(path, lambda tmp, row=row: save_file({_TENSOR_KEY: cpu[row].contiguous()}, tmp))
 
     def __repr__(self) -> str:
         return f"TeacherEmbeddingCache({self.directory}, {len(self)} entries, {self.dtype})"

@@ -30,7 +30,7 @@ from ..models.sam2 import is_sam2
 from ..tuners import pop_auxiliary_loss
 from .config import InfoSAMConfig
 from .diagnostics import RelationDiagnostics
-from .global_batch import distributed_world_size, gather_batch
+from .global_batch import gather_batch
 from .teacher_cache import (TeacherEmbeddingCache, dataset_cache_key, pixel_changing_options, resolve_teacher_cache,
                             teacher_fingerprint)
 from .teacher_pass import PrefixCapture, TeacherSwitch, shared_prefix_length, teacher_image_embeddings
@@ -94,6 +94,15 @@ def _pin_tensorboard_dir(trainer: Trainer, args: InfoSAMConfig) -> None:
                 callback.logging_dir = os.path.expanduser(args.logging_dir)
             elif callback.logging_dir is None:  # TENSORBOARD_LOGGING_DIR unset
                 callback.logging_dir = os.path.join(args.output_dir, default_logdir())
+
+
+def _same(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+def _base_sam(model: nn.Module) -> nn.Module:
+    """The ``SamModel`` under a ``PeftModel`` (or the model itself: a separate teacher)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 class InfoSAMTrainer(Trainer):
@@ -256,7 +265,7 @@ class InfoSAMTrainer(Trainer):
                             shared_hidden: torch.Tensor | None) -> torch.Tensor:
         """The teacher's image embedding: from the cache, else computed (from the student's shared prefix
         when there is one) and, with a cache, stored for the next epochs."""
-        sam = teacher.get_base_model() if hasattr(teacher, "get_base_model") else teacher
+        sam = _base_sam(teacher)
         dtype = sam.vision_encoder.neck.conv1.weight.dtype
         cache = self.teacher_cache if indices is not None else None
         if cache is not None:
@@ -297,11 +306,11 @@ class InfoSAMTrainer(Trainer):
         dataloader = self.get_train_dataloader()
         show = not self.args.disable_tqdm and self.is_world_process_zero()
         with self._teacher_mode(self.model) as teacher:
+            sam = _base_sam(teacher)
             for batch in tqdm(dataloader, desc="Teacher-embedding cache", disable=not show):
                 indices = batch.get(INDEX_KEY)
                 if indices is None or all(index in cache for index in indices):
                     continue
-                sam = teacher.get_base_model() if hasattr(teacher, "get_base_model") else teacher
                 cache.put(indices, teacher_image_embeddings(sam, batch["pixel_values"]))
 
     def train(self, *args, **kwargs):
@@ -377,15 +386,15 @@ class InfoSAMTrainer(Trainer):
             if feature.requires_grad:
                 feature.register_hook(_sanitize_grad)
         # info_loss_batch=global: Gram matrices over every process's batch (relations gathered with gradient)
-        gather = gather_batch if self.args.info_loss_batch == "global" and distributed_world_size() > 1 else None
-        image_embeds_t = gather(teacher["image_embeds"]) if gather else teacher["image_embeds"]
+        # (gather_batch returns its input unchanged with one process)
+        gather = gather_batch if self.args.info_loss_batch == "global" else _same
+        image_embeds_t = gather(teacher["image_embeds"])
         loss_r = loss_d = 0.0
         for k in range(tokens):
             token_t = teacher["mask_token"][:, k:k + 1]
             relation_t = relation(teacher["image_embeds"], token_t)
             relation_s = relation(student_embeds, student_tokens[:, k:k + 1])
-            if gather:
-                token_t, relation_t, relation_s = gather(token_t), gather(relation_t), gather(relation_s)
+            token_t, relation_t, relation_s = gather(token_t), gather(relation_t), gather(relation_s)
             loss_r = loss_r + compression_loss(image_embeds_t, token_t, relation_t)
             loss_d = loss_d + distillation_loss(relation_t, relation_s)
             if k == 0 and self.info_diagnostics is not None:  # diagnostics follow the first mask token
@@ -423,22 +432,22 @@ class InfoSAMTrainer(Trainer):
         """0: Trainer's estimate (6 × pixels × parameters, as if every pixel were a token) means nothing for SAM."""
         return 0
 
+    def _mean_over_processes(self, values: torch.Tensor) -> torch.Tensor:
+        return nested_gather(values[None], self.args.parallel_mode).mean(0)
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add ``loss_seg``, ``loss_r`` and ``loss_d`` (averaged over the logging interval) to train logs;
         leave out ``total_flos`` (not counted for SAM)."""
         logs.pop("total_flos", None)
         self._warn_skipped()
+        mean_over_processes = self._mean_over_processes if self.args.world_size > 1 else _same
         if "loss" in logs and self._component_steps:
-            for name in LOSS_COMPONENTS:
-                if name in self._component_sums:
-                    total = self._component_sums[name]
-                    if self.args.world_size > 1:
-                        total = nested_gather(total.reshape(1), self.args.parallel_mode).mean()
-                    logs[name] = round(float(total) / self._component_steps, 6)
+            names = [name for name in LOSS_COMPONENTS if name in self._component_sums]
+            totals = mean_over_processes(torch.stack([self._component_sums[name] for name in names]))  # one gather
+            logs.update({name: round(total / self._component_steps, 6) for name, total in zip(names, totals.tolist())})
             self._component_sums.clear()
             self._component_steps = 0
         if "loss" in logs and self.info_diagnostics is not None:
-            mean_over_processes = lambda values: nested_gather(values[None], self.args.parallel_mode).mean(0)  # noqa: E731
             logs.update(self.info_diagnostics.pop(mean_over_processes if self.args.world_size > 1 else None))
         super().log(logs, start_time)
 
