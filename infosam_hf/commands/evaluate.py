@@ -16,6 +16,8 @@ from typing import Any
 
 from ..data import DataArguments
 from ..errors import UsageError
+from ..hub import ADAPTER_CONFIG_NAME
+from ..remote import check_pretrained_name
 from ..evaluation.evaluate import RESULTS_FILENAME, default_output_path, evaluate_adapter, format_results_table
 from ..training import parse_train_args
 from .common import adapter_parser, run_main
@@ -65,6 +67,8 @@ def parse_evaluate_args(argv: Sequence[str]) -> tuple[argparse.Namespace, DataAr
     where ``config`` is the recipe's :class:`~infosam_hf.InfoSAMConfig` (metric_input, metric_set, seed ...).
     """
     options, overrides = build_parser().parse_known_args(list(argv))
+    if options.adapter.lower() != "none":  # a missing adapter is named first, before what it would have recorded
+        check_pretrained_name(options.adapter, "adapter", marker_file=ADAPTER_CONFIG_NAME)
     recorded = None
     if options.recipe is None and options.dataset_name_or_path is None:
         recorded = run_recipe(options.adapter)

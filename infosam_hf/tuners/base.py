@@ -167,9 +167,13 @@ class SamTuner(BaseTuner):
     def _check_target_module_exists(self, peft_config: SamTunerConfig, key: str) -> bool:
         return peft_config.matches(key)
 
+    layer_cls: type[SamTunerLayer] | None = None  # the layer class that wraps every target
+
     def layer_class(self, config: SamTunerConfig, target: nn.Module) -> type[SamTunerLayer]:
-        """The layer class that wraps ``target``."""
-        raise NotImplementedError
+        """The layer class that wraps ``target`` (``layer_cls`` unless a tuner picks per target)."""
+        if self.layer_cls is None:
+            raise NotImplementedError(f"{type(self).__name__} sets no layer_cls")
+        return self.layer_cls
 
     def _create_and_replace(self, peft_config: SamTunerConfig, adapter_name: str, target: nn.Module,
                             target_name: str, parent: nn.Module, current_key: str, **kwargs: Any) -> None:

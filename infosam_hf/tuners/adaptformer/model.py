@@ -10,6 +10,4 @@ __all__ = ["AdaptFormerModel"]
 
 class AdaptFormerModel(SamTuner):
     prefix = "adaptformer_"
-
-    def layer_class(self, config, target):
-        return ParallelAdapterLayer
+    layer_cls = ParallelAdapterLayer

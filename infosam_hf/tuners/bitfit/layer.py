@@ -19,13 +19,13 @@ class BiasDeltaLayer(SamTunerLayer):
     adapter_layer_names = ("bitfit_bias",)
 
     def build(self, config) -> dict[str, nn.Module]:
-        return {"bitfit_bias": ZeroDelta(self.base_layer.bias.shape[0], names=("bias",))}
+        base = self.base_layer
+        self.channels_first = isinstance(base, nn.Conv2d) or getattr(base, "data_format", "") == "channels_first"
+        return {"bitfit_bias": ZeroDelta(base.bias.shape[0], names=("bias",))}
 
     def adapted_forward(self, adapters: list[str], hidden_states, *args: Any, **kwargs: Any):
         output = self.base_layer(hidden_states, *args, **kwargs)
-        base = self.base_layer
-        channels_first = isinstance(base, nn.Conv2d) or getattr(base, "data_format", "") == "channels_first"
         for name in adapters:
             delta = self.bitfit_bias[name].bias.to(output.dtype)
-            output = output + (delta[:, None, None] if channels_first else delta)
+            output = output + (delta[:, None, None] if self.channels_first else delta)
         return output

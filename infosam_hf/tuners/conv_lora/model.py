@@ -12,6 +12,4 @@ class ConvLoraModel(SamTuner):
     """Reports the summed gate losses through :meth:`pop_auxiliary_loss` (added by the trainer as ``loss_aux``)."""
 
     prefix = "convlr_"
-
-    def layer_class(self, config, target):
-        return ConvLoraLayer
+    layer_cls = ConvLoraLayer

@@ -10,6 +10,4 @@ __all__ = ["GsamConvLoraModel"]
 
 class GsamConvLoraModel(SamTuner):
     prefix = "gscvlr_"
-
-    def layer_class(self, config, target):
-        return GsamConvLoraLayer
+    layer_cls = GsamConvLoraLayer

@@ -10,6 +10,4 @@ __all__ = ["GsamLoraModel"]
 
 class GsamLoraModel(SamTuner):
     prefix = "gslr_"
-
-    def layer_class(self, config, target):
-        return GsamLoraLayer
+    layer_cls = GsamLoraLayer

@@ -15,7 +15,7 @@ from ...models.sam import _resize_rel_pos
 
 __all__ = [
     "LayerNorm2d", "Bottleneck", "MobileConvSE", "MultiScaleAdaptFormer", "ConvNormGELU", "SamusCNNBranch",
-    "CrossAttention", "half_stride_patch_embed", "attention", "resize_rel_pos",
+    "CrossAttention", "half_stride_patch_embed", "nearest_to", "attention", "resize_rel_pos",
 ]
 
 
@@ -129,10 +129,14 @@ def half_stride_patch_embed(projection: nn.Conv2d, pixel_values: torch.Tensor) -
     height, width = pixel_values.shape[-2:]
     x = F.interpolate(pixel_values, size=(height + stride, width + stride), mode="bilinear", align_corners=False)
     x = F.conv2d(x.to(projection.weight.dtype), projection.weight, projection.bias, stride=stride)
-    grid = (height // stride, width // stride)
-    if tuple(x.shape[-2:]) != grid:
-        x = F.interpolate(x, size=grid, mode="nearest")
-    return x.permute(0, 2, 3, 1)
+    return nearest_to(x, (height // stride, width // stride))
+
+
+def nearest_to(features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(B, C, h, w) features resized (nearest) to ``grid`` and made channels-last."""
+    if tuple(features.shape[-2:]) != tuple(grid):
+        features = F.interpolate(features, size=tuple(grid), mode="nearest")
+    return features.permute(0, 2, 3, 1)
 
 
 def resize_rel_pos(rel_pos: torch.Tensor, length: int) -> torch.Tensor:

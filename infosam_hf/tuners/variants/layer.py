@@ -16,9 +16,9 @@ from transformers.models.sam.modeling_sam import SamVisionEncoder, SamVisionEnco
 from ...models.dynamic import resize_pos_embed
 from ..base import SamTunerLayer
 from .blocks import (Bottleneck, ConvNormGELU, CrossAttention, MobileConvSE, MultiScaleAdaptFormer, SamusCNNBranch,
-                     attention, half_stride_patch_embed, resize_rel_pos, windowed)
+                     attention, half_stride_patch_embed, nearest_to, resize_rel_pos, windowed)
 from .config import GsamConfig, SamusConfig, VariantConfig
-from .resnet import ResNetBranch, nearest_to
+from .resnet import ResNetBranch
 
 __all__ = ["GsamEncoder", "SamusEncoder", "VariantEncoderLayer", "GsamEncoderLayer", "SamusEncoderLayer"]
 

@@ -92,9 +92,6 @@ class VariantTuner(SamTuner):
         enable_dynamic_input_size(model)
         model.__class__ = VariantSamModel
 
-    def layer_class(self, config, target):
-        return self.layer_cls
-
 
 class GsamModel(VariantTuner):
     prefix = "variant_gsam_"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import ResNetConfig
 from transformers.models.resnet.modeling_resnet import ResNetConvLayer, ResNetStage
@@ -43,7 +42,7 @@ class ResNetBranch(nn.Module):
 def timm_to_branch_key(key: str) -> str | None:
     """The :class:`ResNetBranch` key of a timm/torchvision ResNet key, or ``None`` for what the branch does not
     build (layer4, fc)."""
-    if match := re.fullmatch(r"conv1\.weight", key):
+    if re.fullmatch(r"conv1\.weight", key):
         return "stem.convolution.weight"
     if match := re.fullmatch(rf"bn1\.{_BN}", key):
         return f"stem.normalization.{match.group(1)}"
@@ -56,7 +55,7 @@ def timm_to_branch_key(key: str) -> str | None:
             return f"{prefix}.layer.{int(sub.group(1)) - 1}.convolution.weight"
         if sub := re.fullmatch(rf"bn([1-3])\.{_BN}", rest):
             return f"{prefix}.layer.{int(sub.group(1)) - 1}.normalization.{sub.group(2)}"
-        if sub := re.fullmatch(r"downsample\.0\.weight", rest):
+        if re.fullmatch(r"downsample\.0\.weight", rest):
             return f"{prefix}.shortcut.convolution.weight"
         if sub := re.fullmatch(rf"downsample\.1\.{_BN}", rest):
             return f"{prefix}.shortcut.normalization.{sub.group(1)}"
@@ -73,11 +72,11 @@ def load_timm_resnet(branch: ResNetBranch, state_dict: dict[str, torch.Tensor]) 
         target = timm_to_branch_key(key)
         if target is not None:
             mapped[target] = tensor
-    expected = {k for k in branch.state_dict() if not k.startswith("proj.")}
+    own = branch.state_dict()
+    expected = {k for k in own if not k.startswith("proj.")}
     missing = sorted(expected - set(mapped))
     if missing:
         raise ValueError(f"ResNet weights: {len(missing)} tensors missing for the CNN branch, e.g. {missing[0]}")
-    own = branch.state_dict()
     for key, tensor in mapped.items():
         if key not in own or own[key].shape != tensor.shape:
             raise ValueError(f"ResNet weights: {key} has shape {tuple(tensor.shape)}, the CNN branch expects "
@@ -118,9 +117,3 @@ def download_timm_resnet(repo_id: str = RESNET101_WEIGHTS) -> dict[str, torch.Te
     raise OSError(f"resnet_weights={repo_id!r}: could not get model.safetensors ({reason}); set resnet_weights to a "
                   "local directory, or null for a random init")
 
-
-def nearest_to(features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """(B, C, h, w) features resized (nearest) to ``grid`` and made channels-last."""
-    if tuple(features.shape[-2:]) != tuple(grid):
-        features = F.interpolate(features, size=tuple(grid), mode="nearest")
-    return features.permute(0, 2, 3, 1)
