@@ -82,12 +82,12 @@ def instance_png(id_map: np.ndarray) -> Image.Image:
         raise ValueError(f"instance map: expected H×W, got shape {id_map.shape}")
     count = int(id_map.max()) if id_map.size else 0
     if count <= 255:
-        image = Image.fromarray(id_map.astype(np.uint8), mode="P")
+        image = Image.fromarray(id_map.astype(np.uint8))
         palette = np.zeros((256, 3), np.uint8)
         palette[: count + 1] = instance_colors(count)
-        image.putpalette(palette.ravel().tolist())
+        image.putpalette(palette.ravel().tolist())  # turns the "L" image into a "P" image of the same values
         return image
-    return Image.fromarray(id_map.astype(np.uint16), mode="I;16")
+    return Image.fromarray(id_map.astype(np.uint16))  # mode "I;16"
 
 
 def _outline(id_map: np.ndarray) -> np.ndarray:
@@ -110,7 +110,7 @@ def _outline_at_full_size(id_map: np.ndarray) -> np.ndarray:
     if scale <= 1:
         return _outline(id_map)
     small_size = (max(1, round(width / scale)), max(1, round(height / scale)))
-    small = np.asarray(Image.fromarray(id_map.astype(np.int32), mode="I").resize(small_size, Image.NEAREST))
+    small = np.asarray(Image.fromarray(id_map.astype(np.int32)).resize(small_size, Image.NEAREST))
     edge = Image.fromarray(_outline(small).astype(np.uint8) * 255).resize((width, height), Image.NEAREST)
     return np.asarray(edge) > 0
 
