@@ -20,6 +20,8 @@ __all__ = ["PREPROCESSING_MODES", "SAM_PIXEL_MEAN", "SAM_PIXEL_STD", "SamSegment
 # sam: SAM's image-processor convention (RGB, zero padding after normalising, JPEG drafts, masks > threshold);
 # official: the official InfoSAM loader (OpenCV BGR, black padding before normalising, masks v // 255).
 PREPROCESSING_MODES = ("sam", "official")
+CHANNEL_ORDERS = ("rgb", "bgr")
+EVAL_RESOLUTIONS = ("original", "input")  # where evaluation scores: the original mask, or the resized model input
 
 SAM_PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 SAM_PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
@@ -120,6 +122,9 @@ class SamSegmentationTransform:
             whole resized image). Prompts come from the cropped mask.
         image_mean, image_std: per-channel normalisation on the [0, 1] scale (default SAM's).
         mask_value_map: raw mask values replaced before thresholding / class mapping.
+        channel_order: ``bgr`` feeds the channels reversed (a loader that reads with OpenCV, never converted).
+        eval_resolution: ``original`` (default) scores evaluation against the mask at its original size; ``input``
+            against the mask resized (NEAREST) to the model input, as G-SAM scores.
         preprocessing: ``sam`` (default) or ``official``: the official InfoSAM loader's conventions: images
             read as OpenCV does (BGR, never converted; no JPEG drafts), normalised with ``image_mean`` /
             ``image_std`` (SAM's RGB statistics by default) after padding with black pixels; masks ``v // 255``
@@ -134,7 +139,7 @@ class SamSegmentationTransform:
                  mask_column: str = "label", resize: tuple[int, int] | None = None,
                  random_crop: tuple[int, int] | None = None, image_mean=None, image_std=None,
                  mask_value_map: dict[int, int] | None = None, keep_aspect_ratio: bool = True,
-                 preprocessing: str = "sam"):
+                 preprocessing: str = "sam", channel_order: str = "rgb", eval_resolution: str = "original"):
         if prompt_mode not in PROMPT_MODES:
             raise ValueError(f"prompt mode {prompt_mode!r} is not one of {PROMPT_MODES}")
         if preprocessing not in PREPROCESSING_MODES:
@@ -163,6 +168,8 @@ class SamSegmentationTransform:
         self.image_mean = image_mean
         self.image_std = image_std
         self.mask_value_map = mask_value_map
+        self.bgr = channel_order == "bgr"
+        self.eval_at_input = eval_resolution == "input"
 
     @property
     def canvas_size(self) -> tuple[int, int]:
@@ -225,6 +232,10 @@ class SamSegmentationTransform:
             original_mask = original_mask > 0
         else:
             mask = _resize_mask(original_mask, new_h, new_w)
+            if self.bgr:  # OpenCV's channel order, never converted
+                image_array = image_array[..., ::-1]
+        if self.eval_at_input and not self.train:  # score at the resized input (labels resized NEAREST)
+            original_mask, original_size = mask, mask.shape
         if self.random_crop:
             image_array, mask = random_crop(image_array, mask, self.random_crop, rng)
         if self.augmenter is not None:

@@ -19,7 +19,7 @@ from transformers import TrainerCallback
 __all__ = ["PROTOCOLS", "OFFICIAL_LAST_EPOCHS", "PROTOCOL_RESULTS_NAME", "BEST_ON_TEST_LABEL",
            "OfficialProtocolCallback", "official_epochs", "best_on_test", "leading_columns", "protocol_summary"]
 
-PROTOCOLS = ("default", "official")
+PROTOCOLS = ("default", "official", "gsam")  # gsam: see infosam_hf.evaluation.gsam_metrics
 OFFICIAL_LAST_EPOCHS = 5  # config/train/*.sh: `for epoch in {6..10}` after 10 epochs, {16..20} after 20
 PROTOCOL_RESULTS_NAME = "protocol_results.json"
 EPOCH_DIR = "epoch_{}"

@@ -43,7 +43,7 @@ from .trainer import InfoSAMTrainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_peft_options", "check_input_sizes",
+__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_peft_options", "check_input_sizes", "check_protocol",
            "check_multiclass_recipe", "resolve_peft_method", "build_image_processor", "build_models",
            "score_before_training", "finish_run", "save_sample_images", "run_training"]
 
@@ -186,6 +186,16 @@ def check_multiclass_recipe(model_args: ModelArguments, data_args: DataArguments
                           "num_labels > 1 the teacher is the student with its adapters disabled")
 
 
+def check_protocol(args: InfoSAMConfig, data_args: DataArguments) -> None:
+    """One-line errors for a protocol the run cannot follow: ``official`` is the official single-process run
+    (batch 4, ``N // 4 + 1`` steps per epoch); ``gsam`` scores at the resized input as G-SAM does."""
+    if args.protocol == "official" and args.world_size > 1:
+        raise RecipeError(f"protocol=official reproduces the official single-process run; {args.world_size} processes "
+                          "would change the batch and the number of steps: launch one process")
+    if args.protocol == "gsam" and data_args.eval_resolution != "input":
+        raise RecipeError("protocol=gsam scores at the resized input as G-SAM does: set eval_resolution: input")
+
+
 def score_before_training(trainer: InfoSAMTrainer, test_set, data_args: DataArguments) -> dict[str, dict[str, float]]:
     """Test-split metrics of the untrained model and, with box prompts, of the fill-the-box baseline."""
     if test_set is None:
@@ -253,6 +263,7 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
                  args: InfoSAMConfig) -> dict[str, Any]:
     """Train, save the adapter to ``args.output_dir`` and evaluate on the test split. Returns metrics."""
     check_multiclass_recipe(model_args, data_args)
+    check_protocol(args, data_args)
     peft_args.peft_method = resolve_peft_method(model_args, peft_args)  # a model variant is its own peft method
     if peft_args.peft_method in VARIANTS:  # peft_method: gsam is model_variant: gsam
         model_args.model_variant = peft_args.peft_method
