@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["GSAM_EPS", "SOFT_IOU_KEY", "ABSENT_MINUS_ONE_KEY", "ABSENT_CLASS_MODES", "GsamScores", "gsam_class_iou",
-           "soft_batch_iou"]
+           "soft_batch_iou", "format_gsam_scores"]
 
 GSAM_EPS = 1e-7
 SOFT_IOU_KEY = "gsam_soft_iou"  # test.py's number
@@ -80,3 +80,15 @@ class GsamScores:
         if absent_minus_one:
             out[ABSENT_MINUS_ONE_KEY] = float(gsam_class_iou(confusion, absent_minus_one=True).mean())
         return out
+
+
+GSAM_LABELS = {"miou": "mIoU, hard (G-SAM train.py: confusion matrix, the paper's table)",
+               SOFT_IOU_KEY: "soft IoU (G-SAM test.py: per batch, averaged over batches)",
+               ABSENT_MINUS_ONE_KEY: "mIoU, absent classes at -1 (G-SAM train.py, as coded)"}
+
+
+def format_gsam_scores(metrics: dict[str, float], prefix: str = "test_") -> str:
+    """G-SAM's test numbers side by side, one labelled line each."""
+    rows = [(label, metrics[prefix + key]) for key, label in GSAM_LABELS.items() if prefix + key in metrics]
+    width = max(len(label) for label, _ in rows) + 2
+    return "\n".join(f"{label:<{width}}{value:.4f}" for label, value in rows)

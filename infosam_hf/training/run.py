@@ -22,6 +22,7 @@ from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPi
 
 from ..data import DataArguments, augmenter_from_args, build_datasets, decode_image, decode_mask, select_splits
 from ..data.augment import parse_augment_names
+from ..evaluation.gsam_metrics import format_gsam_scores
 from ..evaluation.loop import box_fill_logits, evaluate_segmentation
 from ..evaluation.metrics import CLASS_IOU_PREFIX
 from ..evaluation.visualization import TrainingCurvesCallback
@@ -186,14 +187,23 @@ def check_multiclass_recipe(model_args: ModelArguments, data_args: DataArguments
                           "num_labels > 1 the teacher is the student with its adapters disabled")
 
 
-def check_protocol(args: InfoSAMConfig, data_args: DataArguments) -> None:
+def check_protocol(args: InfoSAMConfig, data_args: DataArguments, splits=None) -> None:
     """One-line errors for a protocol the run cannot follow: ``official`` is the official single-process run
-    (batch 4, ``N // 4 + 1`` steps per epoch); ``gsam`` scores at the resized input as G-SAM does."""
+    (batch 4, ``N // 4 + 1`` steps per epoch); ``gsam`` scores at the resized input and drops the last partial
+    evaluation batch, so each evaluated split (of ``splits``, when given) needs one full batch."""
     if args.protocol == "official" and args.world_size > 1:
         raise RecipeError(f"protocol=official reproduces the official single-process run; {args.world_size} processes "
                           "would change the batch and the number of steps: launch one process")
-    if args.protocol == "gsam" and data_args.eval_resolution != "input":
+    if args.protocol != "gsam":
+        return
+    if data_args.eval_resolution != "input":
         raise RecipeError("protocol=gsam scores at the resized input as G-SAM does: set eval_resolution: input")
+    batch = args.per_device_eval_batch_size * args.world_size
+    for name in ("eval", "test"):
+        split = getattr(splits, name, None)
+        if split is not None and len(split) < batch:
+            raise RecipeError(f"protocol=gsam drops the last partial evaluation batch: the {name} split has "
+                              f"{len(split)} images, fewer than one batch of {batch} (per_device_eval_batch_size)")
 
 
 def score_before_training(trainer: InfoSAMTrainer, test_set, data_args: DataArguments) -> dict[str, dict[str, float]]:
@@ -276,6 +286,7 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     # only when something evaluates during training.
     need_eval = (args.eval_strategy != "no" or args.load_best_model_at_end) and args.protocol != "official"
     raw_splits = select_splits(data_args, seed=args.seed, need_eval=need_eval)
+    check_protocol(args, data_args, raw_splits)
     augmenter_from_args(data_args)
     check_input_sizes(model_args, data_args)
     if args.teacher_cache == "on" and (args.lambda_r > 0 or args.lambda_d > 0):  # fail before loading any model
@@ -329,6 +340,9 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
             keys = leading_columns(list(first), args.report_metrics, ("iou", "iou@0.5", "dice", "miou", "pixel_accuracy"))
             keys += [k for k in first if k.startswith(CLASS_IOU_PREFIX)]
             _print_table(f"Test split ({len(splits.test)} images, {data_args.eval_prompt} prompts)", summary, keys)
+        if args.protocol == "gsam" and "test" in results:
+            print(f"\nG-SAM protocol, test split at the resized input (last partial batch of "
+                  f"{args.per_device_eval_batch_size} dropped):\n" + format_gsam_scores(results["test"]))
         if protocol is not None and protocol.per_epoch:
             protocol_summary = protocol.write(args.output_dir)
             results["protocol"] = protocol_summary
