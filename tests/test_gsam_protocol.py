@@ -332,3 +332,25 @@ def test_train_peg_false_keeps_gsam_s_peg_at_its_init():
         assert len(peg) == 2 and all((n in grads) is train_peg for n in peg)
         assert any("mlp_adapters" in n for n in grads)  # the rest of GSAM trains
         assert any(".peg." in key for key in student.state_dict())  # saved with the adapter either way
+
+
+# ---------------------------------------------------------------------------------- InfoSAM protocol
+def test_official_protocol_runs_the_cosine_over_the_official_horizon(tmp_path):
+    from infosam_hf.training import InfoSAMConfig, InfoSAMTrainer
+    from tests.tiny_sam import tiny_student
+
+    args = InfoSAMConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, learning_rate=2e-4,
+                         num_train_epochs=3, lr_scheduler_type="cosine_with_min_lr",
+                         lr_scheduler_kwargs={"min_lr_rate": 0.1}, protocol="official", eval_strategy="no")
+    trainer = InfoSAMTrainer(model=tiny_student(), args=args)
+    trainer.create_optimizer()
+    scheduler = trainer.create_scheduler(num_training_steps=12)  # N // 4 = 4 steps per epoch, 3 epochs
+    # train_attention.py: CosineAnnealingLR(T_max=epochs * (len(train_ds) // batch_size + 1), eta_min=lr / 10)
+    reference = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2e-4)
+    official = torch.optim.lr_scheduler.CosineAnnealingLR(reference, T_max=3 * (4 + 1), eta_min=2e-5)
+    for _ in range(12):
+        assert scheduler.get_last_lr()[0] == pytest.approx(official.get_last_lr()[0], rel=1e-6)
+        trainer.optimizer.step()
+        scheduler.step()
+        reference.step()
+        official.step()

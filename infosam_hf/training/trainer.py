@@ -32,6 +32,7 @@ from ..tuners import pop_auxiliary_loss
 from .config import InfoSAMConfig
 from .diagnostics import RelationDiagnostics
 from .global_batch import gather_batch
+from .protocol import official_schedule_steps
 from .teacher_cache import (TeacherEmbeddingCache, dataset_cache_key, pixel_changing_options, resolve_teacher_cache,
                             teacher_fingerprint)
 from .teacher_pass import PrefixCapture, TeacherSwitch, shared_prefix_length, teacher_image_embeddings
@@ -194,6 +195,8 @@ class InfoSAMTrainer(Trainer):
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """With ``lr_scheduler_per_epoch``, ``lr_scheduler_type`` runs over ``num_train_epochs`` epochs and
         changes only at epoch boundaries (G-SAM's ``CosineAnnealingLR`` stepped once per epoch)."""
+        if self.args.protocol == "official" and self.lr_scheduler is None:  # the official scripts' horizon
+            num_training_steps = official_schedule_steps(num_training_steps, self.args.num_train_epochs)
         if not self.args.lr_scheduler_per_epoch or self.lr_scheduler is not None:
             return super().create_scheduler(num_training_steps, optimizer)
         optimizer = optimizer if optimizer is not None else self.optimizer
