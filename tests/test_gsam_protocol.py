@@ -16,7 +16,11 @@ from PIL import Image
 from infosam_hf.data import DataArguments, augmenter_from_args
 from infosam_hf.data.decoding import decode_mask
 from infosam_hf.data.transforms import SamSegmentationTransform
-from infosam_hf.evaluation.gsam_metrics import GsamScores, gsam_class_iou, soft_batch_iou
+from infosam_hf.evaluation.gsam_metrics import (
+    GsamScores,
+    gsam_class_iou,
+    soft_batch_iou,
+)
 from infosam_hf.training.recipe import RecipeError, load_recipe_file
 from infosam_hf.training.run import check_protocol, parse_train_args, run_training
 from tests.tiny_sam import TINY_SAM
@@ -354,3 +358,25 @@ def test_official_protocol_runs_the_cosine_over_the_official_horizon(tmp_path):
         scheduler.step()
         reference.step()
         official.step()
+
+
+def test_decoder_layer_norm_eps_is_applied_and_saved_with_the_base(tmp_path):
+    from transformers import SamModel
+
+    from infosam_hf.models import ModelArguments
+    from infosam_hf.models.sam import load_sam
+    from infosam_hf.training.run import build_models
+    from infosam_hf.tuners import PeftArguments
+
+    load_sam(sam_config=TINY_SAM, seed=0).save_pretrained(tmp_path / "hub_like")
+    model_args = ModelArguments(model_name_or_path=str(tmp_path / "hub_like"), decoder_layer_norm_eps=1e-5)
+    student, _, _ = build_models(model_args, PeftArguments(peft_method="decoder_only"), str(tmp_path / "run"),
+                                 need_teacher=False)
+    norms = [m for m in student.base_model.model.mask_decoder.transformer.modules()
+             if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and all(m.eps == 1e-5 for m in norms)
+    saved = SamModel.from_pretrained(tmp_path / "run" / "base_model")  # the adapter's base keeps the eps
+    assert saved.config.mask_decoder_config.layer_norm_eps == 1e-5
+    assert student.base_model.model.name_or_path == str((tmp_path / "run" / "base_model").resolve())
+    for recipe in ("leaf", "camo", "isic", "kvasir", "road"):
+        assert parse_train_args([str(ROOT / "recipes" / f"{recipe}.yaml")])[0].decoder_layer_norm_eps == 1e-5

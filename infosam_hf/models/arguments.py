@@ -25,6 +25,10 @@ class ModelArguments:
     model_variant: str | None = field(
         default=None, metadata={"help": "G-SAM's architectures on the base SAM: gsam or samus (their own trained "
                                         "modules replace peft_method; peft_config holds their options)."})
+    decoder_layer_norm_eps: float | None = field(
+        default=None, metadata={"help": "Eps of the mask decoder's two-way-transformer LayerNorms: 1e-5 as the original "
+                                        "SAM code (InfoSAM's and G-SAM's), default the checkpoint's (transformers' "
+                                        "hub configs: 1e-6)."})
     attn_implementation: str | None = field(
         default=None, metadata={"help": "Vision attention: 'sdpa' (fused; transformers' default) or 'eager'."})
     teacher_model_name_or_path: str | None = field(

@@ -22,14 +22,38 @@ logger = logging.getLogger(__name__)
 CONFIG_LOCATION_KEYS = ("revision", "subfolder", "cache_dir", "token", "local_files_only")
 
 __all__ = [
+    "CONFIG_CHANGED_ATTR",
+    "ORIGINAL_DECODER_LAYER_NORM_EPS",
     "RELATION_MODULE_NAME",
     "build_sam_config",
+    "set_decoder_layer_norm_eps",
     "load_pretrained_sam",
     "load_sam",
     "resize_sam_input",
     "attach_relation_module",
     "get_relation_module",
 ]
+
+
+ORIGINAL_DECODER_LAYER_NORM_EPS = 1e-5  # segment_anything's TwoWayTransformer: nn.LayerNorm's default
+CONFIG_CHANGED_ATTR = "infosam_config_changed"  # set on a model whose config no longer equals its checkpoint's
+
+
+def set_decoder_layer_norm_eps(model: SamModel, eps: float) -> bool:
+    """Set the eps of the mask decoder's two-way-transformer LayerNorms (config and modules; saved with the model).
+    The original SAM code uses 1e-5, transformers' SAM configs 1e-6. Returns whether anything changed."""
+    decoder_config = model.config.mask_decoder_config
+    if eps <= 0:
+        raise ValueError(f"decoder_layer_norm_eps must be > 0, got {eps}")
+    changed = decoder_config.layer_norm_eps != eps
+    decoder_config.layer_norm_eps = eps
+    for module in model.mask_decoder.transformer.modules():
+        if isinstance(module, nn.LayerNorm) and module.eps != eps:
+            module.eps = eps
+            changed = True
+    if changed:
+        setattr(model, CONFIG_CHANGED_ATTR, True)
+    return changed
 
 
 def build_sam_config(fields: dict[str, Any]) -> SamConfig:

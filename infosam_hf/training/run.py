@@ -30,7 +30,7 @@ from ..hub import EVAL_SUMMARY_NAME, push_adapter_dir, training_args_dict, write
 from ..models import ModelArguments
 from ..models.inference import BASE_MODEL_DIR
 from ..models.multiclass import NEW_HEAD_ATTR
-from ..models.sam import attach_relation_module, load_sam
+from ..models.sam import CONFIG_CHANGED_ATTR, attach_relation_module, load_sam, set_decoder_layer_norm_eps
 from ..models.sam2 import Sam2ImageProcessorConfig, is_sam2, sam_input_size
 from ..relation import load_relation_state_dict
 from ..remote import check_pretrained_name
@@ -128,8 +128,10 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
         if is_sam2(teacher) != is_sam2(sam):  # the two families see different input frames
             raise RecipeError(f"teacher_model_name_or_path={model_args.teacher_model_name_or_path!r}: the teacher "
                               "must be of the student's family (SAM with SAM, SAM 2 with SAM 2)")
+    if model_args.decoder_layer_norm_eps is not None and not is_sam2(sam):
+        set_decoder_layer_norm_eps(sam, model_args.decoder_layer_norm_eps)
     if (not model_args.model_name_or_path or getattr(sam, "infosam_resized_from", None)
-            or getattr(sam, NEW_HEAD_ATTR, False)):
+            or getattr(sam, NEW_HEAD_ATTR, False) or getattr(sam, CONFIG_CHANGED_ATTR, False)):
         base_dir = Path(output_dir) / BASE_MODEL_DIR
         if int(os.environ.get("RANK", "0")) == 0:
             sam.save_pretrained(base_dir)
