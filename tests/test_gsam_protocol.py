@@ -380,3 +380,44 @@ def test_decoder_layer_norm_eps_is_applied_and_saved_with_the_base(tmp_path):
     assert student.base_model.model.name_or_path == str((tmp_path / "run" / "base_model").resolve())
     for recipe in ("leaf", "camo", "isic", "kvasir", "road"):
         assert parse_train_args([str(ROOT / "recipes" / f"{recipe}.yaml")])[0].decoder_layer_norm_eps == 1e-5
+
+
+def _official_box(mask, noise_x, noise_y):
+    """util/utils.py get_single_box_from_mask with the drawn noise given: clipped at 0 only."""
+    coords = np.argwhere(mask > 0)
+    (y_min, x_min), (y_max, x_max) = coords.min(axis=0), coords.max(axis=0)
+    return [max(0, x_min + noise_x), max(0, y_min + noise_y), max(0, x_max + noise_x), max(0, y_max + noise_y)]
+
+
+def test_official_box_jitter_may_run_into_the_padding():
+    from infosam_hf.data.prompts import sample_box
+
+    mask = np.zeros((20, 30), bool)
+    mask[5:20, 10:30] = True  # touches the bottom-right of the content
+    for seed in range(50):
+        rng = np.random.default_rng(seed)
+        dx, dy = np.random.default_rng(seed).integers(-5, 5, size=2)  # the same draw sample_box makes
+        assert sample_box(mask, rng, clip_upper=False).tolist() == _official_box(mask, int(dx), int(dy))
+        clipped = sample_box(mask, np.random.default_rng(seed))
+        assert clipped[2] <= 29 and clipped[3] <= 19
+    boxes = np.array([sample_box(mask, np.random.default_rng(s), clip_upper=False) for s in range(50)])
+    assert boxes[:, 2].max() > 29 and boxes[:, 3].max() > 19  # past the content, into the padding (<= 4 px)
+
+
+def test_official_raw_value_masks_train_on_raw_values_with_points_only_on_value_one():
+    mask = np.zeros((24, 32), np.uint8)
+    mask[4:20, 6:26] = 200  # max is neither 255 nor 1: the official loader keeps the raw values
+    mask[10:12, 10:12] = 1
+    transform = SamSegmentationTransform(32, prompt_mode="mixed", preprocessing="official", train=True)
+    for index in range(5):
+        out = transform.example(_png(np.zeros((24, 32, 3), np.uint8)), _png(mask), index=index)
+        assert out["labels"].max() == 200 and set(out["labels"].unique().tolist()) == {0, 1, 200}
+        x, y = out["prompt_points"][0].tolist()
+        assert out["prompt_point_labels"].tolist() == [1] and mask[int(y), int(x)] == 1  # init_point_sampling
+        x0, y0, x1, y1 = out["prompt_box"].tolist()
+        assert abs(x0 - 6) <= 5 and abs(x1 - 25) <= 5  # the box wraps > 0
+    only_raw = np.where(mask == 1, 200, mask).astype(np.uint8)  # no value 1: one background point, label 0
+    out = transform.example(_png(np.zeros((24, 32, 3), np.uint8)), _png(only_raw), index=0)
+    x, y = out["prompt_points"][0].tolist()
+    assert out["prompt_point_labels"].tolist() == [0] and only_raw[int(y), int(x)] == 0  # from mask == 0
+    assert out["has_foreground"]

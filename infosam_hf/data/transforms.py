@@ -66,10 +66,11 @@ def normalize_official(image: np.ndarray, canvas: tuple[int, int], mean=None, st
 
 
 def _resize_mask_official(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """The official mask resize: the uint8 mask resized bilinearly as a gray image, then foreground = > 0."""
+    """The official mask resize: the uint8 mask resized bilinearly as a gray image, values kept (the official
+    training target: 0/1 for 0/255 and 0/1 masks, raw levels for any other mask)."""
     if mask.shape != (height, width):
         mask = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((width, height), Image.BILINEAR))
-    return mask > 0
+    return mask
 
 
 def preprocess_image(image: Image.Image, image_size: int, mean=None, std=None, resize: tuple[int, int] | None = None,
@@ -235,7 +236,7 @@ class SamSegmentationTransform:
             if self.bgr:  # OpenCV's channel order, never converted
                 image_array = image_array[..., ::-1]
         if self.eval_at_input and not self.train:  # score at the resized input (labels resized NEAREST)
-            original_mask, original_size = mask, mask.shape
+            original_mask, original_size = (mask > 0 if self.official else mask), mask.shape
         if self.random_crop:
             image_array, mask = random_crop(image_array, mask, self.random_crop, rng)
         if self.augmenter is not None:
@@ -246,7 +247,11 @@ class SamSegmentationTransform:
             raise DataError(f"augmented input {content_h}x{content_w} does not fit the {canvas[0]}x{canvas[1]} input")
         normalize = normalize_official if self.official else normalize_pixels
         pixel_values = normalize(np.ascontiguousarray(image_array), canvas, self.image_mean, self.image_std)
-        if self.num_labels == 1:
+        points_mask = None
+        if self.official:  # official: box around > 0, foreground points only where the value is exactly 1
+            prompt_mask, points_mask = mask > 0, mask == 1
+            label = np.zeros(canvas, dtype=np.float32)
+        elif self.num_labels == 1:
             label = np.zeros(canvas, dtype=np.float32)
             prompt_mask = mask
         else:
@@ -265,22 +270,25 @@ class SamSegmentationTransform:
             out[INDEX_KEY] = int(index)  # keys the teacher-embedding cache (the trainer pops it)
         if not self.train:  # evaluation scores at the original resolution (eval never augments)
             out["original_labels"] = torch.from_numpy(np.ascontiguousarray(original_mask))
-        out.update(self._prompts(prompt_mask, rng))
+        out.update(self._prompts(prompt_mask, rng, points_mask))
         return out
 
-    def _prompts(self, mask: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+    def _prompts(self, mask: np.ndarray, rng: np.random.Generator,
+                 points_mask: np.ndarray | None = None) -> dict[str, Any]:
         mode = self.prompt_mode
         has_fg = bool(mask.any())
         prompts: dict[str, Any] = {"has_foreground": has_fg}
         if mode == "none":
             return prompts
-        if mode in ("box", "mixed"):
-            box = sample_box(mask, rng)
+        if mode in ("box", "mixed"):  # official: the jitter may run into the padding (clipped at 0 only)
+            box = sample_box(mask, rng, clip_upper=not self.official)
             prompts["prompt_box"] = torch.from_numpy(box if box is not None else np.zeros(4, np.float32))
+        background = None if points_mask is None else ~mask  # official: background points where the value is 0
+        points_mask = mask if points_mask is None else points_mask
         if mode in ("point", "mixed", "box"):
-            points, labels = sample_points(mask, rng, 1, 0)
+            points, labels = sample_points(points_mask, rng, 1, 0, background)
         else:  # points
-            points, labels = sample_points(mask, rng, self.num_fg_points, self.num_bg_points)
+            points, labels = sample_points(points_mask, rng, self.num_fg_points, self.num_bg_points, background)
         prompts["prompt_points"] = torch.from_numpy(points)
         prompts["prompt_point_labels"] = torch.from_numpy(labels)
         if mode == "mixed":  # the collator picks box or point per batch from its first example's draw
