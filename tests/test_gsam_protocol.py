@@ -110,6 +110,8 @@ def test_every_cell_of_the_table_is_a_recipe_with_g_sam_settings(dataset, tmp_pa
     assert rows["samus"][1].peft_config == {}  # SAMUS's mask decoder stays frozen (its default)
     assert {"mbuilding": True, "isbi": True}.get(dataset, False) is rows["sam"][2].invert_mask
     assert rows["sam"][2].channel_order == ("bgr" if dataset == "cityscapes" else "rgb")
+    assert rows["sam"][0].multiclass_head == ("gsam" if rows["sam"][2].num_labels > 1 else "project")
+    assert rows["sam"][2].rotate_fill_label == ("0" if rows["sam"][2].num_labels > 1 else "ignore")
     # the old names still run: <dataset>_gsam.yaml is GSAM with InfoSAM's losses
     assert _parse(RECIPES / f"{dataset}_gsam.yaml", tmp_path) == _parse(RECIPES / dataset / "gsam_infosam.yaml",
                                                                        tmp_path)
@@ -301,6 +303,17 @@ def _tiny_run(recipe, out, *extra):
             "--logging_steps", "1", *extra]
 
 
+@pytest.mark.skipif(not (SHARED / "camvid").exists(), reason=f"{SHARED / 'camvid'} not present")
+def test_camvid_lora_recipe_trains_with_g_sam_s_head(tmp_path):
+    out = tmp_path / "camvid"
+    argv = _tiny_run(RECIPES / "camvid" / "sam_lora.yaml", out, "--resize", "[48, 64]")
+    argv[argv.index("--dataset_name_or_path") + 1] = str(SHARED / "camvid")
+    results = run_training(*parse_train_args(argv))
+    assert math.isfinite(results["test"]["test_miou"]) and 0 < results["test"]["test_gsam_soft_iou"] < 1
+    config = json.loads((out / "base_model" / "config.json").read_text())
+    assert config["infosam_multiclass_head"] == "gsam" and config["mask_decoder_config"]["num_multimask_outputs"] == 54
+
+
 @pytest.mark.skipif(not (SHARED / "isbi2012").exists(), reason=f"{SHARED / 'isbi2012'} not present")
 @pytest.mark.parametrize("method, extra", [
     ("sam", ["--resize", "[64, 64]"]),  # the SAM row (decoder only), scaled from 1024 to stay fast
@@ -421,3 +434,59 @@ def test_official_raw_value_masks_train_on_raw_values_with_points_only_on_value_
     x, y = out["prompt_points"][0].tolist()
     assert out["prompt_point_labels"].tolist() == [0] and only_raw[int(y), int(x)] == 0  # from mask == 0
     assert out["has_foreground"]
+
+
+# ------------------------------------------------------------------------------------ G-SAM's head
+def _gsam_official_logits(model, pixels, num_classes):
+    """G-SAM's MaskDecoder.predict_masks for C classes, with its tokens taken from ``model``'s head: tokens
+    cat([iou_token (C rows), mask_tokens (4C + 1 rows)]); class i reads output i + 1 through MLP i."""
+    decoder = model.mask_decoder
+    ours = decoder.mask_tokens.weight
+    iou_rows = torch.cat([decoder.iou_token.weight, ours[1:num_classes]])  # G-SAM iou_token rows 0..C-1
+    mask_rows = torch.cat([ours[num_classes:num_classes + 1], ours[:1], ours[num_classes + 1:]])  # rows 0..4C
+    tokens = torch.cat([iou_rows, mask_rows])[None, None]
+    assert tokens.shape[2] == 5 * num_classes + 1
+    with torch.no_grad():
+        embeddings = model.get_image_embeddings(pixels)
+        dense = model.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(embeddings)
+        pe = model.get_image_wide_positional_embeddings().repeat(embeddings.shape[0], 1, 1, 1)
+        hs, src = decoder.transformer(point_embeddings=tokens.expand(embeddings.shape[0], -1, -1, -1),
+                                      image_embeddings=embeddings + dense, image_positional_embeddings=pe,
+                                      attention_similarity=None)
+        b, c, h, w = embeddings.shape
+        src = src.transpose(2, 3).reshape(b, c, h, w)
+        up = decoder.activation(decoder.upscale_layer_norm(decoder.upscale_conv1(src)))
+        up = decoder.activation(decoder.upscale_conv2(up))
+        hyper = torch.stack([decoder.output_hypernetworks_mlps[1 + i](hs[:, 0, 1 + i]) for i in range(num_classes)], 1)
+        return (hyper @ up.flatten(2)).reshape(b, num_classes, *up.shape[-2:])
+
+
+def test_gsam_multiclass_head_computes_g_sam_s_forward_and_reloads(tmp_path):
+    from transformers import SamModel
+
+    from infosam_hf.models.multiclass import freeze_unused_head, sam_num_classes
+    from infosam_hf.models.sam import load_sam
+
+    model = load_sam(sam_config=TINY_SAM, seed=0, num_labels=3, multiclass_head="gsam").eval()
+    decoder = model.mask_decoder
+    assert decoder.mask_tokens.weight.shape[0] + 1 == 5 * 3 + 1  # 5C + 1 tokens with the IoU token
+    assert 0.8 < float(decoder.mask_tokens.weight.std()) < 1.2  # N(0, 1) as nn.Embedding's default
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits = model(pixel_values=pixels, multimask_output=True).pred_masks[:, 0]
+    assert logits.shape[1] == 3
+    torch.testing.assert_close(logits, _gsam_official_logits(model, pixels, 3), rtol=1e-5, atol=1e-5)
+    model.save_pretrained(tmp_path / "base")
+    reloaded = load_sam(str(tmp_path / "base")).eval()
+    assert sam_num_classes(reloaded) == 3
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(pixel_values=pixels, multimask_output=True).pred_masks[:, 0], logits)
+        bare = SamModel.from_pretrained(tmp_path / "base")(pixel_values=pixels, multimask_output=True).pred_masks
+    torch.testing.assert_close(bare[:, 0, :3], logits)  # without the hook: 5C - 1 channels, the classes first
+    frozen = freeze_unused_head(model)
+    assert any("output_hypernetworks_mlps.14." in n for n in frozen)
+    assert not any(f"output_hypernetworks_mlps.{i}." in n for n in frozen for i in (1, 2, 3))
+    default = load_sam(sam_config=TINY_SAM, seed=0, num_labels=3)
+    assert default.mask_decoder.mask_tokens.weight.shape[0] == 3 + 1  # the project's head stays the default
+    with pytest.raises(ValueError, match="multiclass_head"):
+        parse_train_args(["--multiclass_head", "wide"])

@@ -115,7 +115,7 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     variant = model_args.model_variant
     sam = load_sam(model_args.model_name_or_path, model_args.sam_config, model_args.image_size, seed=seed,
                    num_labels=num_labels, dynamic_input_size=model_args.dynamic_input_size or bool(variant),
-                   attn_implementation=model_args.attn_implementation)
+                   attn_implementation=model_args.attn_implementation, multiclass_head=model_args.multiclass_head)
     image_size = sam_input_size(sam)
     if variant and is_sam2(sam):
         raise RecipeError(f"model_variant={variant!r} is built on SAM's ViT; {model_args.model_name_or_path!r} "
