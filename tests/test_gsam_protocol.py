@@ -312,6 +312,11 @@ def test_camvid_lora_recipe_trains_with_g_sam_s_head(tmp_path):
     assert math.isfinite(results["test"]["test_miou"]) and 0 < results["test"]["test_gsam_soft_iou"] < 1
     config = json.loads((out / "base_model" / "config.json").read_text())
     assert config["infosam_multiclass_head"] == "gsam" and config["mask_decoder_config"]["num_multimask_outputs"] == 54
+    from infosam_hf.models.inference import load_for_inference
+
+    model = load_for_inference(str(out))  # the evaluate / predict route: base + adapter, 11 class channels
+    with torch.no_grad():
+        assert model(pixel_values=torch.randn(1, 3, 48, 64), multimask_output=True).pred_masks.shape[2] == 11
 
 
 @pytest.mark.skipif(not (SHARED / "isbi2012").exists(), reason=f"{SHARED / 'isbi2012'} not present")
