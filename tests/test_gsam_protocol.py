@@ -143,6 +143,10 @@ def test_channel_order_bgr_is_opencv_s_unconverted_read():
     np.testing.assert_allclose(pixels.numpy(), official.transpose(2, 0, 1), atol=1e-5)
     rgb_pixels = _transform().example(_png(rgb), mask)["pixel_values"]
     assert not torch.allclose(rgb_pixels, pixels)
+    from infosam_hf.data.transforms import preprocess_image
+
+    predicted, _ = preprocess_image(Image.fromarray(rgb), 64, MEAN, STD, resize=(24, 32), channel_order="bgr")
+    torch.testing.assert_close(predicted, pixels)  # infosam predict feeds what the run trained on
     with pytest.raises(ValueError, match="channel_order"):
         DataArguments(channel_order="gbr")
 

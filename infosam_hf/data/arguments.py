@@ -109,7 +109,8 @@ class DataArguments:
             raise ValueError(f"preprocessing={self.preprocessing!r} is not one of sam, official")
         if self.preprocessing == "official":
             clash = [key for key, default in (("num_labels", 1), ("mask_threshold", None), ("invert_mask", False),
-                                              ("mask_value_map", None)) if getattr(self, key) != default]
+                                              ("mask_value_map", None), ("channel_order", "rgb"))
+                     if getattr(self, key) != default]
             if clash:
                 raise ValueError(f"preprocessing=official reads binary masks as the official loader does; it does not "
                                  f"take {', '.join(clash)}")

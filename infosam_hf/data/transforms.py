@@ -74,13 +74,14 @@ def _resize_mask_official(mask: np.ndarray, height: int, width: int) -> np.ndarr
 
 
 def preprocess_image(image: Image.Image, image_size: int, mean=None, std=None, resize: tuple[int, int] | None = None,
-                     preprocessing: str = "sam") -> tuple[torch.Tensor, tuple[int, int]]:
+                     preprocessing: str = "sam", channel_order: str = "rgb") -> tuple[torch.Tensor, tuple[int, int]]:
     """Resize (bilinear) and normalise an image for SAM or SAM 2.
 
     By default the longest side goes to ``image_size`` and the result is padded bottom/right to
     ``image_size``² (SAM); ``resize`` (H, W) resizes to exactly that size instead (no padding; SAM 2's frame
     is ``resize = (image_size, image_size)``). ``preprocessing="official"`` normalises as the official InfoSAM
-    loader (BGR channels, black padding before normalising; see :class:`SamSegmentationTransform`).
+    loader (BGR channels, black padding before normalising; see :class:`SamSegmentationTransform`);
+    ``channel_order="bgr"`` feeds the channels reversed, as a run trained with that key.
     Returns ``pixel_values`` (3, H, W) float32 and the resized (height, width) before padding.
     """
     new_h, new_w = tuple(resize) if resize else _resized_shape(image.height, image.width, image_size)
@@ -89,7 +90,8 @@ def preprocess_image(image: Image.Image, image_size: int, mean=None, std=None, r
     canvas = (new_h, new_w) if resize else (image_size, image_size)
     if preprocessing == "official":
         return normalize_official(np.ascontiguousarray(np.asarray(image)[..., ::-1]), canvas, mean, std), (new_h, new_w)
-    return normalize_pixels(np.asarray(image), canvas, mean, std), (new_h, new_w)
+    array = np.asarray(image)[..., ::-1] if channel_order == "bgr" else np.asarray(image)
+    return normalize_pixels(np.ascontiguousarray(array), canvas, mean, std), (new_h, new_w)
 
 
 def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -459,10 +459,10 @@ class InfoSAMTrainer(Trainer):
     def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False,
                         dataloader_key=None):
         """As Trainer's, except that ``dataloader_drop_last`` applies to training only: Trainer would also drop
-        the last partial batch of every evaluation (and of the test split)."""
+        the last partial batch of every evaluation (and of the test split). ``protocol: gsam`` drops it, as G-SAM."""
         drop_last = self.args.dataloader_drop_last
-        # protocol gsam: G-SAM's evaluation loaders drop their last partial batch too
-        self.args.dataloader_drop_last = drop_last and (is_training or self.args.protocol == "gsam")
+        # protocol gsam: G-SAM's evaluation loaders drop their last partial batch
+        self.args.dataloader_drop_last = drop_last if is_training else self.args.protocol == "gsam"
         try:
             return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
         finally:
