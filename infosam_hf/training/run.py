@@ -129,7 +129,8 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
             raise RecipeError(f"teacher_model_name_or_path={model_args.teacher_model_name_or_path!r}: the teacher "
                               "must be of the student's family (SAM with SAM, SAM 2 with SAM 2)")
     if model_args.decoder_layer_norm_eps is not None and not is_sam2(sam):
-        set_decoder_layer_norm_eps(sam, model_args.decoder_layer_norm_eps)
+        for model in (sam, teacher) if teacher is not None else (sam,):
+            set_decoder_layer_norm_eps(model, model_args.decoder_layer_norm_eps)
     if (not model_args.model_name_or_path or getattr(sam, "infosam_resized_from", None)
             or getattr(sam, NEW_HEAD_ATTR, False) or getattr(sam, CONFIG_CHANGED_ATTR, False)):
         base_dir = Path(output_dir) / BASE_MODEL_DIR
