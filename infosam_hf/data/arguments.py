@@ -42,7 +42,8 @@ class DataArguments:
     ignore_index: int = field(
         default=255, metadata={"help": "Label id ignored in multi-class masks; ids >= num_labels are mapped to it."})
     mask_value_map: dict[int, int] | None = field(
-        default=None, metadata={"help": "Replace raw mask values before anything else, e.g. {85: 1, 255: 2} (Trans10k)."})
+        default=None, metadata={"help": "Replace raw mask values before anything else, e.g. {85: 1, 255: 2} (Trans10k); "
+                                        "multi-class colour masks are then read as the mean of R, G, B (G-SAM)."})
     resize: list[int] | None = field(
         default=None, metadata={"help": "Resize every image to this fixed [H, W] (G-SAM) instead of the longest side "
                                         "to image_size plus padding; non-square sizes need dynamic_input_size."})
