@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 import re
 
@@ -11,6 +12,7 @@ from transformers import AutoImageProcessor, SamConfig, SamModel
 
 from infosam_hf.commands.cli import main as cli_main
 from infosam_hf.models import load_sam
+from infosam_hf.models.sam import set_decoder_layer_norm_eps
 from infosam_hf.models.convert import (
     ORIGINAL_SAM_PRESETS,
     hf_to_original_state_dict,
@@ -129,6 +131,7 @@ def test_round_trip_is_the_identity_and_predicts_equally():
     converted = sam_from_original_state_dict(hf_to_original_state_dict(state), decoder_num_heads=2)
     assert converted.config.vision_config.global_attn_indexes == [1]
     assert converted.config.vision_config.window_size == 4
+    set_decoder_layer_norm_eps(model, 1e-5)  # the converter keeps the original decoder's LayerNorm eps
     batch = tiny_batch(2)
     for a, b in zip(predictions(model, batch), predictions(converted, batch)):
         assert torch.equal(a, b)
@@ -145,6 +148,8 @@ def test_cli_converts_a_wrapped_ddp_checkpoint_that_model_name_or_path_loads(tmp
     assert cli_main(["convert", "sam", str(path), str(out), "--decoder_heads", "2"]) == 0
     assert "saved to" in capsys.readouterr().out
     loaded = load_sam(str(out))
+    assert loaded.config.mask_decoder_config.layer_norm_eps == 1e-5
+    set_decoder_layer_norm_eps(model, 1e-5)
     batch = tiny_batch(2, seed=5)
     for a, b in zip(predictions(model, batch), predictions(loaded, batch)):
         assert torch.equal(a, b)
@@ -210,3 +215,28 @@ def test_bad_files_fail_with_one_line_and_write_nothing(tmp_path, capsys):
         assert len(err.splitlines()) == 1 and err.startswith(f"error: {path}"), err
         assert re.search(message, err), (message, err)
         assert not out.exists()
+
+
+def test_converted_decoder_uses_the_original_layer_norm_eps():
+    """segment_anything's TwoWayTransformer builds every LayerNorm as ``nn.LayerNorm(embedding_dim)`` (eps 1e-5);
+    transformers' SAM configs say 1e-6. The converted model runs the original's: equal to a decoder whose
+    LayerNorms are rebuilt the official way, within 1e-6, and different from the 1e-6 one."""
+    model = random_tiny_sam(seed=4)
+    converted = sam_from_original_state_dict(hf_to_original_state_dict(model.state_dict()), decoder_num_heads=2)
+    assert converted.config.mask_decoder_config.layer_norm_eps == 1e-5
+    official = copy.deepcopy(model)
+    for parent in official.mask_decoder.transformer.modules():
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.LayerNorm):
+                rebuilt = torch.nn.LayerNorm(child.normalized_shape[0])  # as the official code constructs it
+                rebuilt.load_state_dict(child.state_dict())
+                setattr(parent, name, rebuilt)
+    batch = tiny_batch(2, seed=6)
+    with torch.no_grad():  # small-variance tokens make eps matter
+        for m in (converted, official, model):
+            m.mask_decoder.mask_tokens.weight.mul_(1e-3)
+            m.mask_decoder.iou_token.weight.mul_(1e-3)
+    for ours, reference in zip(predictions(converted, batch), predictions(official, batch)):
+        torch.testing.assert_close(ours, reference, rtol=0, atol=1e-6)
+    assert any(not torch.allclose(a, b, rtol=0, atol=1e-6)
+               for a, b in zip(predictions(converted, batch), predictions(model, batch)))

@@ -34,12 +34,13 @@ TINY_RUN = ["--model_name_or_path", "null", "--sam_config", TINY16, "--report_to
 
 @pytest.mark.parametrize("name", sorted(TABLE))
 def test_recipe_matches_gsam_protocol(name, tmp_path):
-    model, peft, data, args = parse_train_args([str(RECIPES / f"{name}.yaml"), "--output_dir", str(tmp_path)])
+    model, peft, data, args = parse_train_args([str(RECIPES / name / "gsam.yaml"), "--output_dir", str(tmp_path)])
     resize, crop, classes, ignore = TABLE[name]
     assert (data.resize, data.random_crop, data.num_labels) == (resize, crop, classes)
     if ignore is not None:
         assert data.ignore_index == ignore
     assert model.dynamic_input_size and model.model_name_or_path == "facebook/sam-vit-base"
+    assert model.model_variant == "gsam"
     assert data.image_mean == [0.466, 0.471, 0.380] and data.image_std == [0.195, 0.194, 0.192]
     assert data.train_prompt == data.eval_prompt == "none"
     assert set(data.augment) == {"rotate", "hflip"} and data.rotate_prob == 1.0
@@ -50,7 +51,7 @@ def test_recipe_matches_gsam_protocol(name, tmp_path):
     assert args.load_best_model_at_end and args.metric_for_best_model == "miou" and args.greater_is_better
     if classes == 1:
         assert args.seg_loss == "bce"
-    assert data.invert_mask is (name == "isbi")
+    assert data.invert_mask is (name in ("isbi", "mbuilding"))
     assert data.mask_value_map == ({85: 1, 255: 2} if name == "trans10k" else None)
 
 
@@ -82,13 +83,13 @@ def test_bce_and_structure_losses_differ(tmp_path):
 
 
 def test_crops_need_dynamic_input_size(tmp_path):
-    argv = [str(RECIPES / "isbi.yaml"), *TINY_RUN, "--dynamic_input_size", "false", "--dataset_name_or_path",
-            "synthetic", "--output_dir", str(tmp_path / "run")]
+    argv = [str(RECIPES / "isbi" / "sam_lora.yaml"), *TINY_RUN, "--dynamic_input_size", "false",
+            "--dataset_name_or_path", "synthetic", "--output_dir", str(tmp_path / "run")]
     with pytest.raises(RecipeError, match="dynamic_input_size"):
         run_training(*parse_train_args(argv))
     assert not (tmp_path / "run").exists()
     with pytest.raises(RecipeError, match="random_crop"):
-        parse_train_args([str(RECIPES / "isbi.yaml"), "--crop_size", "64", "--output_dir", str(tmp_path)])
+        parse_train_args([str(RECIPES / "isbi" / "sam_lora.yaml"), "--crop_size", "64", "--output_dir", str(tmp_path)])
 
 
 @pytest.mark.parametrize("name", ["isbi", "kvasir", "mbuilding"])
@@ -96,8 +97,9 @@ def test_binary_recipes_train_on_crops_and_evaluate_full_images(name, tmp_path):
     """The binary G-SAM recipes run end to end on a tiny SAM (synthetic 96x96 images; mbuilding's
     1024/512 sizes scaled to 256/128 to stay fast on CPU)."""
     out = tmp_path / name
-    sizes = ["--resize", "[256, 256]", "--random_crop", "[128, 128]"] if name == "mbuilding" else []
-    argv = [str(RECIPES / f"{name}.yaml"), *TINY_RUN, *sizes, "--output_dir", str(out),
+    sizes = ["--resize", "[128, 128]", "--random_crop", "[64, 64]",  # the 1024 baselines scaled down
+             "--eval_split", "validation"]  # the synthetic data's name for mbuilding's val
+    argv = [str(RECIPES / name / "sam_lora.yaml"), *TINY_RUN, *sizes, "--output_dir", str(out),
             "--dataset_name_or_path", "synthetic", "--synthetic_num_train", "16", "--synthetic_num_eval", "4",
             "--synthetic_num_test", "4", "--synthetic_image_size", "96", "--max_steps", "2",
             "--per_device_train_batch_size", "8"]
@@ -132,9 +134,9 @@ def test_train_crops_and_eval_full_resized_images():
 @pytest.mark.skipif(not (SHARED / "isbi2012").exists(), reason=f"{SHARED / 'isbi2012'} not present")
 def test_isbi2012_trains_on_128_crops_with_membrane_foreground(tmp_path):
     out = tmp_path / "isbi"
-    argv = [str(RECIPES / "isbi.yaml"), *TINY_RUN, "--output_dir", str(out),
-            "--dataset_name_or_path", str(SHARED / "isbi2012"), "--max_steps", "3", "--max_eval_samples", "3",
-            "--per_device_train_batch_size", "4"]
+    argv = [str(RECIPES / "isbi" / "sam_lora.yaml"), *TINY_RUN, "--output_dir", str(out),
+            "--dataset_name_or_path", str(SHARED / "isbi2012"), "--max_steps", "3", "--max_eval_samples", "4",
+            "--per_device_train_batch_size", "4", "--resize", "[256, 256]", "--random_crop", "[128, 128]"]
     model_args, peft_args, data_args, args = parse_train_args(argv)
     train = build_datasets(data_args, image_size=64, seed=0).train
     example = train[0]

@@ -61,7 +61,7 @@ def test_official_transform_matches_official_loader(tmp_path, levels):
     transform = SamSegmentationTransform(64, prompt_mode="box", preprocessing="official")
     out = transform.example({"path": str(image_path)}, {"path": str(mask_path)}, index=0)
     torch.testing.assert_close(out["pixel_values"], pixels, rtol=0, atol=1e-6)
-    assert np.array_equal(out["labels"].numpy() > 0, label > 0)
+    assert np.array_equal(out["labels"].numpy(), label)  # the official target: 0/1, or raw levels
     assert np.array_equal(out["original_labels"].numpy(), original > 0)  # the official metrics' gt > threshold
     # the padding is black normalised, not 0; the channels are B, G, R
     torch.testing.assert_close(out["pixel_values"][:, -1, -1], torch.tensor([-2.1179, -2.0357, -1.8044]),

@@ -253,7 +253,7 @@ def _variant_argv(recipe, out, method):
             "--peft_config", options, "--report_to", "none", "--use_cpu", "true", "--disable_tqdm", "true",
             "--dataloader_num_workers", "0", "--save_total_limit", "1", "--output_dir", str(out),
             "--dataset_name_or_path", str(SHARED / "isbi2012"), "--max_steps", "2", "--max_eval_samples", "2",
-            "--per_device_train_batch_size", "2", "--eval_strategy", "no", "--load_best_model_at_end", "false",
+            "--per_device_eval_batch_size", "2", "--per_device_train_batch_size", "2", "--eval_strategy", "no", "--load_best_model_at_end", "false",
             "--save_strategy", "no", "--logging_steps", "1"]
 
 
@@ -301,12 +301,14 @@ def test_model_variant_refuses_another_peft_method(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["camvid", "cityscapes", "isbi", "kvasir", "mbuilding", "synapse", "trans10k"])
-def test_gsam_recipes_are_the_lora_recipes_with_the_gsam_model(name, tmp_path):
-    lora = parse_train_args([str(RECIPES / f"{name}.yaml"), "--output_dir", str(tmp_path)])
-    gsam = parse_train_args([str(RECIPES / f"{name}_gsam.yaml"), "--output_dir", str(tmp_path)])
+def test_gsam_recipes_share_the_protocol_of_the_lora_recipes(name, tmp_path):
+    lora = parse_train_args([str(RECIPES / name / "sam_lora.yaml"), "--output_dir", str(tmp_path)])
+    gsam = parse_train_args([str(RECIPES / name / "gsam.yaml"), "--output_dir", str(tmp_path)])
     assert gsam[0].model_variant == "gsam" and lora[0].model_variant is None
-    assert gsam[1].peft_config == {"resnet_weights": "timm/resnet101.tv_in1k"}
-    assert gsam[2] == lora[2]  # data: resize, crops, augmentation, normalisation
+    assert gsam[1].peft_config == {"resnet_weights": "timm/resnet101.tv_in1k", "train_peg": False}
+    for key in ("resize", "random_crop"):  # GSAM takes G-SAM's dataset sizes, the baselines 1024x1024
+        setattr(gsam[2], key, getattr(lora[2], key))
+    assert gsam[2] == lora[2]  # data: augmentation, normalisation, mask rules
     assert gsam[3].to_dict() == lora[3].to_dict()  # training protocol (same output_dir given)
 
 

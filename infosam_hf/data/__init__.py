@@ -88,7 +88,7 @@ def validate_data(data_args: DataArguments, splits: dict[str, Dataset | None], p
     every problem is reported at once in a :class:`DataValidationError`."""
     validate_splits(splits, data_args.validate_data, num_labels=data_args.num_labels,
                     mask_threshold=data_args.mask_threshold, invert_mask=data_args.invert_mask,
-                    ignore_index=data_args.ignore_index, progress=progress)
+                    ignore_index=data_args.ignore_index, progress=progress, value_map=data_args.mask_value_map)
 
 
 def select_splits(data_args: DataArguments, seed: int = 42, need_eval: bool = True) -> SegmentationSplits:
@@ -126,7 +126,7 @@ def augmenter_from_args(data_args: DataArguments) -> SegmentationAugmenter | Non
     return build_augmenter(
         data_args.augment, rotate_degrees=data_args.rotate_degrees, rotate_prob=data_args.rotate_prob,
         rotate_interpolation=data_args.rotate_interpolation, color_jitter=data_args.color_jitter,
-        num_labels=data_args.num_labels, ignore_index=data_args.ignore_index,
+        num_labels=data_args.num_labels, ignore_index=data_args.ignore_index, fill_label=data_args.rotate_fill_label,
     )
 
 
@@ -162,7 +162,8 @@ def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_
         resize=data_args.resize, random_crop=data_args.random_crop, image_mean=data_args.image_mean,
         image_std=data_args.image_std, mask_value_map=data_args.mask_value_map,
         keep_aspect_ratio=keep_aspect_ratio,
-        preprocessing=data_args.preprocessing,
+        preprocessing=data_args.preprocessing, channel_order=data_args.channel_order,
+        eval_resolution=data_args.eval_resolution,
     )
     if INDEX_COLUMN not in dataset.column_names:
         with _no_datasets_bars():  # on a carved split this rewrites the rows: a bar that tells nothing

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .augment import parse_augment_names
+from .augment import parse_augment_names, rotate_fill_label
 from .prompts import PROMPT_MODES
-from .transforms import PREPROCESSING_MODES
+from .transforms import CHANNEL_ORDERS, EVAL_RESOLUTIONS, PREPROCESSING_MODES
 from .validation import VALIDATION_MODES
 
 __all__ = ["DataArguments"]
@@ -42,7 +42,8 @@ class DataArguments:
     ignore_index: int = field(
         default=255, metadata={"help": "Label id ignored in multi-class masks; ids >= num_labels are mapped to it."})
     mask_value_map: dict[int, int] | None = field(
-        default=None, metadata={"help": "Replace raw mask values before anything else, e.g. {85: 1, 255: 2} (Trans10k)."})
+        default=None, metadata={"help": "Replace raw mask values before anything else, e.g. {85: 1, 255: 2} (Trans10k); "
+                                        "multi-class colour masks are then read as the mean of R, G, B (G-SAM)."})
     resize: list[int] | None = field(
         default=None, metadata={"help": "Resize every image to this fixed [H, W] (G-SAM) instead of the longest side "
                                         "to image_size plus padding; non-square sizes need dynamic_input_size."})
@@ -80,6 +81,15 @@ class DataArguments:
                           "BGR channels, black padding before normalising, no JPEG drafts, masks v // 255 when their "
                           "max is 255 else raw values, resized bilinearly as uint8; binary sets only)."})
     jpeg_draft: bool = field(default=True, metadata={"help": "Decode large JPEGs at reduced size (PIL draft)."})
+    channel_order: str = field(
+        default="rgb", metadata={"help": "rgb, or bgr: feed the channels reversed, as a loader that reads with OpenCV "
+                                         "and never converts (G-SAM's Cityscapes)."})
+    rotate_fill_label: str = field(
+        default="ignore", metadata={"help": "Multi-class 'rotate': label of the corners rotated in from outside the "
+                                            "frame: ignore (ignore_index) or a class id (G-SAM: 0)."})
+    eval_resolution: str = field(
+        default="original", metadata={"help": "Score evaluation at the image's original size (logits resized to it) or "
+                                              "at the resized model input (input: labels resized NEAREST; G-SAM)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval and test splits."})
     synthetic_num_train: int = field(default=256, metadata={"help": "Synthetic demo: train images."})
@@ -100,7 +110,8 @@ class DataArguments:
             raise ValueError(f"preprocessing={self.preprocessing!r} is not one of sam, official")
         if self.preprocessing == "official":
             clash = [key for key, default in (("num_labels", 1), ("mask_threshold", None), ("invert_mask", False),
-                                              ("mask_value_map", None)) if getattr(self, key) != default]
+                                              ("mask_value_map", None), ("channel_order", "rgb"))
+                     if getattr(self, key) != default]
             if clash:
                 raise ValueError(f"preprocessing=official reads binary masks as the official loader does; it does not "
                                  f"take {', '.join(clash)}")
@@ -123,6 +134,11 @@ class DataArguments:
         if canvas and canvas[0] != canvas[1] and "rot90" in parse_augment_names(self.augment):
             raise ValueError(f"augment rot90 would turn the {canvas[0]}x{canvas[1]} training inputs on their side; "
                              "use rotate (same canvas) or a square random_crop")
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order={self.channel_order!r} is not one of {', '.join(CHANNEL_ORDERS)}")
+        if self.eval_resolution not in EVAL_RESOLUTIONS:
+            raise ValueError(f"eval_resolution={self.eval_resolution!r} is not one of {', '.join(EVAL_RESOLUTIONS)}")
+        rotate_fill_label(self.rotate_fill_label, self.num_labels, self.ignore_index)  # fails early on a bad value
         if self.mask_value_map is not None:
             try:
                 self.mask_value_map = {int(k): int(v) for k, v in self.mask_value_map.items()}

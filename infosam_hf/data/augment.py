@@ -146,13 +146,31 @@ def random_crop(image: np.ndarray, mask: np.ndarray, size: Sequence[int],
     return image[top:top + size_h, left:left + size_w], mask[top:top + size_h, left:left + size_w]
 
 
+def rotate_fill_label(value: str | int, num_labels: int, ignore_index: int) -> int:
+    """The label of rotated-in corners: 0 (background) for binary masks; ``ignore`` (``ignore_index``) or a class
+    id in ``[0, num_labels)`` for multi-class ones."""
+    if num_labels == 1:
+        return 0
+    if str(value) == "ignore":
+        return ignore_index
+    try:
+        label = int(value)
+    except (TypeError, ValueError):
+        label = -1
+    if not 0 <= label < num_labels:
+        raise ValueError(f"rotate_fill_label={value!r} must be 'ignore' or a class id in 0..{num_labels - 1}")
+    return label
+
+
 def build_augmenter(names: str | Iterable[str] | None, rotate_degrees: float = 90.0, color_jitter: float = 0.2,
                     num_labels: int = 1, ignore_index: int = 255, rotate_prob: float = 0.5,
-                    rotate_interpolation: str = "bilinear") -> SegmentationAugmenter | None:
-    """An augmenter for the given names, or None when the list is empty."""
+                    rotate_interpolation: str = "bilinear", fill_label: str | int = "ignore",
+                    ) -> SegmentationAugmenter | None:
+    """An augmenter for the given names, or None when the list is empty (``fill_label``: see
+    :func:`rotate_fill_label`)."""
     parsed = parse_augment_names(names)
     if not parsed:
         return None
     return SegmentationAugmenter(parsed, rotate_degrees=rotate_degrees, rotate_prob=rotate_prob,
-                                 rotate_interpolation=rotate_interpolation,
-                                 color_jitter=color_jitter, mask_fill=ignore_index if num_labels > 1 else 0)
+                                 rotate_interpolation=rotate_interpolation, color_jitter=color_jitter,
+                                 mask_fill=rotate_fill_label(fill_label, num_labels, ignore_index))

@@ -174,7 +174,8 @@ def decode_mask(value: Any, threshold: float | None = None, invert: bool = False
     their alpha varies are read from alpha (logged once). ``invert`` swaps foreground and background.
 
     Multi-class (``num_labels > 1``): single-channel class ids; ids outside ``[0, num_labels)``
-    become ``ignore_index``. ``value_map`` replaces raw values first (e.g. ``{85: 1, 255: 2}``).
+    become ``ignore_index``. ``value_map`` replaces raw values first (e.g. ``{85: 1, 255: 2}``); with it, colour masks
+    are read as the mean of their R, G, B channels (G-SAM's Trans10k loader).
     """
     mask = open_image(value)
     name = source_name(value)
@@ -186,6 +187,9 @@ def decode_mask(value: Any, threshold: float | None = None, invert: bool = False
                 array = array.astype(np.float64) / 257.0
         elif mode in ("P", "L", "1"):
             array = np.asarray(mask)
+        elif num_labels > 1 and value_map and mode in _COLOUR_MODES:  # G-SAM's Trans10k: mean of R, G, B, then mapped
+            mean = np.asarray(mask.convert("RGB"), dtype=np.float64).mean(axis=2)
+            array = np.where(np.mod(mean, 1) == 0, mean, -1).astype(np.int64)  # a mixed colour is no class
         elif num_labels > 1:
             if mode not in CLASS_ID_MODES:
                 raise DataError(f"{name}: a multi-class mask must be single-channel class ids, got mode {mode}")

@@ -13,12 +13,13 @@ PROMPT_MODES = ("box", "point", "points", "mixed", "none")
 MAX_BOX_SHIFT = 5
 
 
-def sample_box(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+def sample_box(mask: np.ndarray, rng: np.random.Generator, clip_upper: bool = True) -> np.ndarray | None:
     """Tight box (x0, y0, x1, y1) around all foreground, shifted as a whole by one random offset.
 
     As in the official InfoSAM data code, one integer offset (dx, dy) is drawn from
     [-m, m) with m = min(5, ½·min(w, h)) (w, h: the tight box's extent) and applied to both corners;
-    the result is clipped to the mask. Returns None for an empty mask.
+    the result is clipped to the mask (``clip_upper=False``: at 0 only, as the official code, whose box may run
+    past the image into the padding). Returns None for an empty mask.
     """
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
@@ -28,21 +29,22 @@ def sample_box(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
     dx, dy = (rng.integers(-shift, shift, size=2) if shift > 0 else (0, 0))
     box = np.array([x0 + dx, y0 + dy, x1 + dx, y1 + dy], dtype=np.float64)
     h, w = mask.shape
-    box[[0, 2]] = np.clip(box[[0, 2]], 0, w - 1)
-    box[[1, 3]] = np.clip(box[[1, 3]], 0, h - 1)
+    box[[0, 2]] = np.clip(box[[0, 2]], 0, w - 1 if clip_upper else None)
+    box[[1, 3]] = np.clip(box[[1, 3]], 0, h - 1 if clip_upper else None)
     return box.astype(np.float32)
 
 
 def sample_points(mask: np.ndarray, rng: np.random.Generator, num_fg: int = 1,
-                  num_bg: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                  num_bg: int = 0, background: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Random foreground (label 1) and background (label 0) points, without replacement.
 
-    An empty mask yields one background point instead of foreground points. Returns
+    Background points come from ``background`` (default ``~mask``). An empty mask yields one background point
+    instead of foreground points. Returns
     ``points`` (N, 2) float32 and ``labels`` (N,) int64; N may be smaller than asked when the mask
     has fewer pixels of a kind.
     """
     fg_y, fg_x = np.nonzero(mask)
-    bg_y, bg_x = np.nonzero(~mask)
+    bg_y, bg_x = np.nonzero(~mask if background is None else background)
     if len(fg_x) == 0:
         num_fg, num_bg = 0, max(num_bg, 1)
     picks_fg = rng.choice(len(fg_x), size=min(num_fg, len(fg_x)), replace=False) if num_fg else []

@@ -20,6 +20,8 @@ __all__ = ["PREPROCESSING_MODES", "SAM_PIXEL_MEAN", "SAM_PIXEL_STD", "SamSegment
 # sam: SAM's image-processor convention (RGB, zero padding after normalising, JPEG drafts, masks > threshold);
 # official: the official InfoSAM loader (OpenCV BGR, black padding before normalising, masks v // 255).
 PREPROCESSING_MODES = ("sam", "official")
+CHANNEL_ORDERS = ("rgb", "bgr")
+EVAL_RESOLUTIONS = ("original", "input")  # where evaluation scores: the original mask, or the resized model input
 
 SAM_PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 SAM_PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
@@ -64,20 +66,22 @@ def normalize_official(image: np.ndarray, canvas: tuple[int, int], mean=None, st
 
 
 def _resize_mask_official(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """The official mask resize: the uint8 mask resized bilinearly as a gray image, then foreground = > 0."""
+    """The official mask resize: the uint8 mask resized bilinearly as a gray image, values kept (the official
+    training target: 0/1 for 0/255 and 0/1 masks, raw levels for any other mask)."""
     if mask.shape != (height, width):
         mask = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((width, height), Image.BILINEAR))
-    return mask > 0
+    return mask
 
 
 def preprocess_image(image: Image.Image, image_size: int, mean=None, std=None, resize: tuple[int, int] | None = None,
-                     preprocessing: str = "sam") -> tuple[torch.Tensor, tuple[int, int]]:
+                     preprocessing: str = "sam", channel_order: str = "rgb") -> tuple[torch.Tensor, tuple[int, int]]:
     """Resize (bilinear) and normalise an image for SAM or SAM 2.
 
     By default the longest side goes to ``image_size`` and the result is padded bottom/right to
     ``image_size``² (SAM); ``resize`` (H, W) resizes to exactly that size instead (no padding; SAM 2's frame
     is ``resize = (image_size, image_size)``). ``preprocessing="official"`` normalises as the official InfoSAM
-    loader (BGR channels, black padding before normalising; see :class:`SamSegmentationTransform`).
+    loader (BGR channels, black padding before normalising; see :class:`SamSegmentationTransform`);
+    ``channel_order="bgr"`` feeds the channels reversed, as a run trained with that key.
     Returns ``pixel_values`` (3, H, W) float32 and the resized (height, width) before padding.
     """
     new_h, new_w = tuple(resize) if resize else _resized_shape(image.height, image.width, image_size)
@@ -86,7 +90,8 @@ def preprocess_image(image: Image.Image, image_size: int, mean=None, std=None, r
     canvas = (new_h, new_w) if resize else (image_size, image_size)
     if preprocessing == "official":
         return normalize_official(np.ascontiguousarray(np.asarray(image)[..., ::-1]), canvas, mean, std), (new_h, new_w)
-    return normalize_pixels(np.asarray(image), canvas, mean, std), (new_h, new_w)
+    array = np.asarray(image)[..., ::-1] if channel_order == "bgr" else np.asarray(image)
+    return normalize_pixels(np.ascontiguousarray(array), canvas, mean, std), (new_h, new_w)
 
 
 def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -120,6 +125,9 @@ class SamSegmentationTransform:
             whole resized image). Prompts come from the cropped mask.
         image_mean, image_std: per-channel normalisation on the [0, 1] scale (default SAM's).
         mask_value_map: raw mask values replaced before thresholding / class mapping.
+        channel_order: ``bgr`` feeds the channels reversed (a loader that reads with OpenCV, never converted).
+        eval_resolution: ``original`` (default) scores evaluation against the mask at its original size; ``input``
+            against the mask resized (NEAREST) to the model input, as G-SAM scores.
         preprocessing: ``sam`` (default) or ``official``: the official InfoSAM loader's conventions: images
             read as OpenCV does (BGR, never converted; no JPEG drafts), normalised with ``image_mean`` /
             ``image_std`` (SAM's RGB statistics by default) after padding with black pixels; masks ``v // 255``
@@ -134,7 +142,7 @@ class SamSegmentationTransform:
                  mask_column: str = "label", resize: tuple[int, int] | None = None,
                  random_crop: tuple[int, int] | None = None, image_mean=None, image_std=None,
                  mask_value_map: dict[int, int] | None = None, keep_aspect_ratio: bool = True,
-                 preprocessing: str = "sam"):
+                 preprocessing: str = "sam", channel_order: str = "rgb", eval_resolution: str = "original"):
         if prompt_mode not in PROMPT_MODES:
             raise ValueError(f"prompt mode {prompt_mode!r} is not one of {PROMPT_MODES}")
         if preprocessing not in PREPROCESSING_MODES:
@@ -163,6 +171,8 @@ class SamSegmentationTransform:
         self.image_mean = image_mean
         self.image_std = image_std
         self.mask_value_map = mask_value_map
+        self.bgr = channel_order == "bgr"
+        self.eval_at_input = eval_resolution == "input"
 
     @property
     def canvas_size(self) -> tuple[int, int]:
@@ -225,6 +235,10 @@ class SamSegmentationTransform:
             original_mask = original_mask > 0
         else:
             mask = _resize_mask(original_mask, new_h, new_w)
+            if self.bgr:  # OpenCV's channel order, never converted
+                image_array = image_array[..., ::-1]
+        if self.eval_at_input and not self.train:  # score at the resized input (labels resized NEAREST)
+            original_mask, original_size = (mask > 0 if self.official else mask), mask.shape
         if self.random_crop:
             image_array, mask = random_crop(image_array, mask, self.random_crop, rng)
         if self.augmenter is not None:
@@ -235,7 +249,11 @@ class SamSegmentationTransform:
             raise DataError(f"augmented input {content_h}x{content_w} does not fit the {canvas[0]}x{canvas[1]} input")
         normalize = normalize_official if self.official else normalize_pixels
         pixel_values = normalize(np.ascontiguousarray(image_array), canvas, self.image_mean, self.image_std)
-        if self.num_labels == 1:
+        points_mask = None
+        if self.official:  # official: box around > 0, foreground points only where the value is exactly 1
+            prompt_mask, points_mask = mask > 0, mask == 1
+            label = np.zeros(canvas, dtype=np.float32)
+        elif self.num_labels == 1:
             label = np.zeros(canvas, dtype=np.float32)
             prompt_mask = mask
         else:
@@ -254,22 +272,25 @@ class SamSegmentationTransform:
             out[INDEX_KEY] = int(index)  # keys the teacher-embedding cache (the trainer pops it)
         if not self.train:  # evaluation scores at the original resolution (eval never augments)
             out["original_labels"] = torch.from_numpy(np.ascontiguousarray(original_mask))
-        out.update(self._prompts(prompt_mask, rng))
+        out.update(self._prompts(prompt_mask, rng, points_mask))
         return out
 
-    def _prompts(self, mask: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+    def _prompts(self, mask: np.ndarray, rng: np.random.Generator,
+                 points_mask: np.ndarray | None = None) -> dict[str, Any]:
         mode = self.prompt_mode
         has_fg = bool(mask.any())
         prompts: dict[str, Any] = {"has_foreground": has_fg}
         if mode == "none":
             return prompts
-        if mode in ("box", "mixed"):
-            box = sample_box(mask, rng)
+        if mode in ("box", "mixed"):  # official: the jitter may run into the padding (clipped at 0 only)
+            box = sample_box(mask, rng, clip_upper=not self.official)
             prompts["prompt_box"] = torch.from_numpy(box if box is not None else np.zeros(4, np.float32))
+        background = None if points_mask is None else ~mask  # official: background points where the value is 0
+        points_mask = mask if points_mask is None else points_mask
         if mode in ("point", "mixed", "box"):
-            points, labels = sample_points(mask, rng, 1, 0)
+            points, labels = sample_points(points_mask, rng, 1, 0, background)
         else:  # points
-            points, labels = sample_points(mask, rng, self.num_fg_points, self.num_bg_points)
+            points, labels = sample_points(points_mask, rng, self.num_fg_points, self.num_bg_points, background)
         prompts["prompt_points"] = torch.from_numpy(points)
         prompts["prompt_point_labels"] = torch.from_numpy(labels)
         if mode == "mixed":  # the collator picks box or point per batch from its first example's draw

@@ -77,11 +77,11 @@ def _read_header(value: Any, kind: str, modes: tuple[str, ...],
 
 def check_pair(image_value: Any, mask_value: Any, full: bool = False, num_labels: int = 1,
                mask_threshold: float | None = None, invert_mask: bool = False,
-               ignore_index: int = 255) -> list[str]:
+               ignore_index: int = 255, value_map: dict[int, int] | None = None) -> list[str]:
     """The problems of one image/mask pair, as one-line messages naming the files (empty when fine)."""
     problems = []
     sizes = {}
-    mask_modes = IMAGE_MODES if num_labels == 1 else CLASS_ID_MODES
+    mask_modes = IMAGE_MODES if num_labels == 1 or value_map else CLASS_ID_MODES  # value_map: colour masks mapped
     for kind, value, modes in (("image", image_value, IMAGE_MODES), ("mask", mask_value, mask_modes)):
         try:
             sizes[kind] = _read_header(value, kind, modes)
@@ -96,7 +96,7 @@ def check_pair(image_value: Any, mask_value: Any, full: bool = False, num_labels
         return [size_mismatch(image_value, oriented, mask_value, mask_size)]
     if full:
         try:
-            decode_mask(mask_value, mask_threshold, invert_mask, num_labels, ignore_index)
+            decode_mask(mask_value, mask_threshold, invert_mask, num_labels, ignore_index, value_map)
         except DataError as err:
             problems.append(str(err))
         try:  # the smallest JPEG draft still reads the whole compressed stream, so truncation shows
@@ -121,7 +121,7 @@ def _has_path(value: Any) -> bool:
 
 def validate_splits(splits: Mapping[str, Dataset | None], mode: str = "headers", *, num_labels: int = 1,
                     mask_threshold: float | None = None, invert_mask: bool = False, ignore_index: int = 255,
-                    progress: bool = True) -> None:
+                    progress: bool = True, value_map: dict[int, int] | None = None) -> None:
     """Check every image/mask pair of ``splits`` (name -> dataset with ``image`` / ``label`` columns).
 
     Raises :class:`DataValidationError` listing every problem found; a problem of an in-memory row
@@ -138,7 +138,8 @@ def validate_splits(splits: Mapping[str, Dataset | None], mode: str = "headers",
 
     def check(item: tuple[str, int, Any, Any]) -> list[str]:
         split, row, image_value, mask_value = item
-        found = check_pair(image_value, mask_value, full, num_labels, mask_threshold, invert_mask, ignore_index)
+        found = check_pair(image_value, mask_value, full, num_labels, mask_threshold, invert_mask, ignore_index,
+                           value_map)
         if found and not (_has_path(image_value) or _has_path(mask_value)):
             found = [f"{split} row {row}: {problem}" for problem in found]
         return found

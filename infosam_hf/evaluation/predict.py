@@ -233,10 +233,12 @@ def _prompt_tensors(prompts: list[Prompt], sizes: list[tuple[int, int]], image_s
 def predict_masks(model: torch.nn.Module, paths: Sequence[Path], prompt: Prompt, out_dir: str | Path, *,
                   batch_size: int = 4, threshold: float = 0.5, device: str | torch.device | None = None,
                   progress: bool = True, resize: Sequence[int] | None = None, image_mean: Sequence[float] | None = None,
-                  image_std: Sequence[float] | None = None, preprocessing: str = "sam") -> list[PredictionResult]:
+                  image_std: Sequence[float] | None = None, preprocessing: str = "sam",
+                  channel_order: str = "rgb") -> list[PredictionResult]:
     """Segment every image in ``paths`` with ``prompt`` and write its mask and overlay PNGs to ``out_dir``.
 
-    ``resize`` / ``image_mean`` / ``image_std`` / ``preprocessing`` are the training run's data settings (a
+    ``resize`` / ``image_mean`` / ``image_std`` / ``preprocessing`` / ``channel_order`` are the training run's data
+    settings (a
     fixed H×W input needs a ``dynamic_input_size`` model unless it is the model's square size; SAM 2 resizes
     to its square).
 
@@ -282,7 +284,7 @@ def predict_masks(model: torch.nn.Module, paths: Sequence[Path], prompt: Prompt,
         pixel_values, reshaped = [], []
         for _, image, _, _ in loaded:
             pixels, new_size = preprocess_image(image, image_size, mean=image_mean, std=image_std, resize=resize,
-                                                preprocessing=preprocessing)
+                                                preprocessing=preprocessing, channel_order=channel_order)
             pixel_values.append(pixels)
             reshaped.append(new_size)
         sizes = [size for _, _, size, _ in loaded]

@@ -25,6 +25,13 @@ class ModelArguments:
     model_variant: str | None = field(
         default=None, metadata={"help": "G-SAM's architectures on the base SAM: gsam or samus (their own trained "
                                         "modules replace peft_method; peft_config holds their options)."})
+    multiclass_head: str = field(
+        default="project", metadata={"help": "num_labels > 1: 'project' (C + 2 decoder tokens, transformers' init) or "
+                                             "'gsam' (G-SAM's head: 5C + 1 tokens N(0, 1), its token reading)."})
+    decoder_layer_norm_eps: float | None = field(
+        default=None, metadata={"help": "Eps of the mask decoder's two-way-transformer LayerNorms: 1e-5 as the original "
+                                        "SAM code (InfoSAM's and G-SAM's), default the checkpoint's (transformers' "
+                                        "hub configs: 1e-6)."})
     attn_implementation: str | None = field(
         default=None, metadata={"help": "Vision attention: 'sdpa' (fused; transformers' default) or 'eager'."})
     teacher_model_name_or_path: str | None = field(
@@ -32,3 +39,7 @@ class ModelArguments:
     relation_from: str | None = field(
         default=None, metadata={"help": "Initialise the relation module from an adapter dir/repo or an official .pth."})
     freeze_relation: bool = field(default=False, metadata={"help": "Keep the relation module fixed."})
+
+    def __post_init__(self):
+        if self.multiclass_head not in ("project", "gsam"):
+            raise ValueError(f"multiclass_head={self.multiclass_head!r} is not one of project, gsam")

@@ -17,7 +17,7 @@ import torch
 from transformers import SamConfig, SamModel
 
 from .inference import BaseModelMismatchError
-from .sam import build_sam_config
+from .sam import ORIGINAL_DECODER_LAYER_NORM_EPS, build_sam_config
 
 logger = logging.getLogger(__name__)
 
@@ -273,6 +273,7 @@ def infer_sam_config(state: dict[str, torch.Tensor], source: str = "checkpoint",
             "num_multimask_outputs": mask_tokens - 1,
             "iou_head_depth": _count(state, "mask_decoder.iou_prediction_head.layers."),
             "iou_head_hidden_dim": _shape(state, "mask_decoder.iou_prediction_head.layers.0.weight", source)[0],
+            "layer_norm_eps": ORIGINAL_DECODER_LAYER_NORM_EPS,  # the original TwoWayTransformer's nn.LayerNorm
         },
     }
     return build_sam_config(fields)

@@ -86,10 +86,10 @@ def _run_was_dynamic(adapter: str) -> bool:
 
 
 def run_input_settings(adapter: str | None) -> dict:
-    """The input settings (``resize``, ``image_mean``, ``image_std``, ``preprocessing``) the run that saved
-    ``adapter`` trained with, for preprocessing at inference; {} when unknown (SAM's defaults)."""
+    """The input settings (``resize``, ``image_mean``, ``image_std``, ``preprocessing``, ``channel_order``) the run
+    that saved ``adapter`` trained with, for preprocessing at inference; {} when unknown (SAM's defaults)."""
     data = _read_run_args(adapter).get("data") or {}
-    return {key: data[key] for key in ("resize", "image_mean", "image_std", "preprocessing")
+    return {key: data[key] for key in ("resize", "image_mean", "image_std", "preprocessing", "channel_order")
             if data.get(key) is not None}
 
 

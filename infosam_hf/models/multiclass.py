@@ -16,6 +16,15 @@ hypernetwork MLP per class, fed without prompts. Here that head is built from tr
   tokens, the IoU token and the IoU head are re-initialised at random. "Default" and "random" are
   transformers' SAM initialisation (normal with std ``initializer_range``, zero biases), not PyTorch's
   module defaults that G-SAM's code ends up with (e.g. N(0, 1) token embeddings).
+
+``head="gsam"`` builds G-SAM's own head instead: 5C + 1 decoder tokens, all N(0, 1), where class c reads G-SAM's
+``iou_token`` row c + 1 (c < C - 1) or ``mask_tokens`` row 0 (the last class) and the other 4C - 1 tokens only take
+part in attention. The two-way transformer treats its tokens as a set (no position index), so the same tokens in
+another order give the same outputs: here query 0 holds G-SAM's ``iou_token`` row 0, mask tokens 1..C the class
+tokens in class order, and the surplus tokens the other 5C - C - 1 slots, i.e. ``num_multimask_outputs = 5C - 1``.
+A forward hook keeps the C class channels (see :func:`keep_class_channels`; :func:`~infosam_hf.models.sam.load_sam`
+re-attaches it on reload, a bare ``SamModel.from_pretrained`` returns 5C - 1 channels whose first C are the
+classes). New MLPs keep PyTorch's default init, as G-SAM's.
 """
 
 from __future__ import annotations
@@ -29,10 +38,14 @@ from transformers.models.sam.modeling_sam import SamMaskDecoder
 
 from .sam2 import _config_of
 
-__all__ = ["NEW_HEAD_ATTR", "NUM_CLASSES_KEY", "add_multiclass_head", "class_token_slice", "freeze_unused_head", "sam_num_classes"]
+__all__ = ["HEAD_KEY", "MULTICLASS_HEADS", "NEW_HEAD_ATTR", "NUM_CLASSES_KEY", "add_multiclass_head", "class_token_slice",
+           "freeze_unused_head", "keep_class_channels", "sam_num_classes"]
 
 NUM_CLASSES_KEY = "infosam_num_classes"  # SamConfig attribute: number of class channels (absent: binary)
 NEW_HEAD_ATTR = "infosam_new_head"  # set on a model whose head was just built (its base must be saved)
+HEAD_KEY = "infosam_multiclass_head"  # SamConfig attribute: "gsam" for G-SAM's head (absent: the project's)
+MULTICLASS_HEADS = ("project", "gsam")
+GSAM_TOKENS_PER_CLASS = 5  # G-SAM: iou_token (C rows) + mask_tokens (4C + 1 rows) = 5C + 1 tokens
 
 
 def sam_num_classes(model: nn.Module) -> int:
@@ -49,35 +62,62 @@ def class_token_slice(num_classes: int) -> slice:
     return slice(1, 2) if num_classes <= 1 else slice(2, 2 + num_classes)
 
 
-def add_multiclass_head(model: SamModel, num_classes: int) -> SamModel:
-    """Replace ``model``'s mask decoder with a ``num_classes``-channel head (in place; returns ``model``).
+def keep_class_channels(model: SamModel) -> SamModel:
+    """Make a G-SAM-head model's decoder return only its C class channels (idempotent; returns ``model``)."""
+    decoder = model.mask_decoder
+    if getattr(model.config, HEAD_KEY, None) != "gsam" or getattr(decoder, "_infosam_class_hook", None):
+        return model
+    num_classes = sam_num_classes(model)
+
+    def first_classes(module, args, output):
+        return (output[0][:, :, :num_classes], output[1][:, :, :num_classes], *output[2:])
+
+    decoder._infosam_class_hook = decoder.register_forward_hook(first_classes)
+    return model
+
+
+def add_multiclass_head(model: SamModel, num_classes: int, head: str = "project") -> SamModel:
+    """Replace ``model``'s mask decoder with a ``num_classes``-channel head (in place; returns ``model``);
+    ``head``: ``project`` (C + 2 tokens) or ``gsam`` (G-SAM's 5C + 1 tokens, see the module doc).
 
     Uses the global torch RNG for the new weights (seed it first for reproducible heads).
     """
+    if head not in MULTICLASS_HEADS:
+        raise ValueError(f"multiclass_head={head!r} is not one of {', '.join(MULTICLASS_HEADS)}")
     if num_classes < 2:
         raise ValueError(f"num_labels={num_classes}: a multi-class head needs at least 2 classes")
     if getattr(model.config, NUM_CLASSES_KEY, None):
         raise ValueError(f"num_labels={num_classes}: the SAM checkpoint already has a "
                          f"{getattr(model.config, NUM_CLASSES_KEY)}-class head")
     config = copy.deepcopy(model.config)
-    config.mask_decoder_config.num_multimask_outputs = num_classes
+    gsam = head == "gsam"
+    config.mask_decoder_config.num_multimask_outputs = GSAM_TOKENS_PER_CLASS * num_classes - 1 if gsam else num_classes
     setattr(config, NUM_CLASSES_KEY, num_classes)
+    if gsam:
+        setattr(config, HEAD_KEY, head)
     old = model.mask_decoder
     param = next(old.parameters())
-    head = SamMaskDecoder(config.mask_decoder_config)
-    for module in head.modules():
+    decoder = SamMaskDecoder(config.mask_decoder_config)
+    for module in decoder.modules():
         model._init_weights(module)
-    head.to(device=param.device, dtype=param.dtype)
+    decoder.to(device=param.device, dtype=param.dtype)
     fresh = ("mask_tokens", "iou_token", "iou_prediction_head", "output_hypernetworks_mlps")
-    head.load_state_dict({k: v for k, v in old.state_dict().items() if not k.startswith(fresh)}, strict=False)
+    decoder.load_state_dict({k: v for k, v in old.state_dict().items() if not k.startswith(fresh)}, strict=False)
     with torch.no_grad():
-        head.output_hypernetworks_mlps[0].load_state_dict(old.output_hypernetworks_mlps[0].state_dict())
+        decoder.output_hypernetworks_mlps[0].load_state_dict(old.output_hypernetworks_mlps[0].state_dict())
+        if gsam:  # G-SAM: nn.Embedding's N(0, 1) tokens, PyTorch's default init for MLPs not copied from SAM
+            decoder.mask_tokens.weight.normal_(0.0, 1.0)
+            decoder.iou_token.weight.normal_(0.0, 1.0)
+            for mlp in decoder.output_hypernetworks_mlps:
+                for layer in mlp.modules():
+                    if isinstance(layer, nn.Linear):
+                        layer.reset_parameters()
         for c in range(min(num_classes, len(old.output_hypernetworks_mlps))):
-            head.output_hypernetworks_mlps[1 + c].load_state_dict(old.output_hypernetworks_mlps[c].state_dict())
-    model.mask_decoder = head
+            decoder.output_hypernetworks_mlps[1 + c].load_state_dict(old.output_hypernetworks_mlps[c].state_dict())
+    model.mask_decoder = decoder
     model.config = config
     setattr(model, NEW_HEAD_ATTR, True)
-    return model
+    return keep_class_channels(model)
 
 
 def freeze_unused_head(model: nn.Module) -> list[str]:
@@ -85,8 +125,11 @@ def freeze_unused_head(model: nn.Module) -> list[str]:
     so every trainable parameter gets a gradient each step (DDP needs no ``find_unused_parameters``).
     Returns the frozen parameter names."""
     unused = ["iou_prediction_head"]
-    if sam_num_classes(model) > 1:
+    num_classes = sam_num_classes(model)
+    if num_classes > 1:
         unused.append("output_hypernetworks_mlps.0.")
+    if getattr(_config_of(getattr(model, "module", model)), HEAD_KEY, None) == "gsam":  # surplus tokens' MLPs
+        unused += [f"output_hypernetworks_mlps.{i}." for i in range(num_classes + 1, GSAM_TOKENS_PER_CLASS * num_classes)]
     frozen = []
     for name, param in model.named_parameters():
         if any(part in name for part in unused):

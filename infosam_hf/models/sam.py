@@ -14,7 +14,7 @@ from transformers import PretrainedConfig, Sam2Model, SamConfig, SamModel
 from ..relation import RELATION_MODULE_NAME, RelationModule
 from ..remote import check_pretrained_name
 from .dynamic import DYNAMIC_CONFIG_KEY, enable_dynamic_input_size, resize_pos_embed
-from .multiclass import add_multiclass_head, sam_num_classes
+from .multiclass import add_multiclass_head, keep_class_channels, sam_num_classes
 from .sam2 import SAM2_MODEL_TYPE, build_sam2, is_sam2, sam_input_size, use_single_mask_output
 
 logger = logging.getLogger(__name__)
@@ -22,14 +22,38 @@ logger = logging.getLogger(__name__)
 CONFIG_LOCATION_KEYS = ("revision", "subfolder", "cache_dir", "token", "local_files_only")
 
 __all__ = [
+    "CONFIG_CHANGED_ATTR",
+    "ORIGINAL_DECODER_LAYER_NORM_EPS",
     "RELATION_MODULE_NAME",
     "build_sam_config",
+    "set_decoder_layer_norm_eps",
     "load_pretrained_sam",
     "load_sam",
     "resize_sam_input",
     "attach_relation_module",
     "get_relation_module",
 ]
+
+
+ORIGINAL_DECODER_LAYER_NORM_EPS = 1e-5  # segment_anything's TwoWayTransformer: nn.LayerNorm's default
+CONFIG_CHANGED_ATTR = "infosam_config_changed"  # set on a model whose config no longer equals its checkpoint's
+
+
+def set_decoder_layer_norm_eps(model: SamModel, eps: float) -> bool:
+    """Set the eps of the mask decoder's two-way-transformer LayerNorms (config and modules; saved with the model).
+    The original SAM code uses 1e-5, transformers' SAM configs 1e-6. Returns whether anything changed."""
+    decoder_config = model.config.mask_decoder_config
+    if eps <= 0:
+        raise ValueError(f"decoder_layer_norm_eps must be > 0, got {eps}")
+    changed = decoder_config.layer_norm_eps != eps
+    decoder_config.layer_norm_eps = eps
+    for module in model.mask_decoder.transformer.modules():
+        if isinstance(module, nn.LayerNorm) and module.eps != eps:
+            module.eps = eps
+            changed = True
+    if changed:
+        setattr(model, CONFIG_CHANGED_ATTR, True)
+    return changed
 
 
 def build_sam_config(fields: dict[str, Any]) -> SamConfig:
@@ -87,13 +111,13 @@ def load_pretrained_sam(model_name_or_path: str, **from_pretrained_kwargs) -> Sa
                       f"({str(err).splitlines()[0]})") from None
     if getattr(model.config, DYNAMIC_CONFIG_KEY, False):
         enable_dynamic_input_size(model)
-    return model
+    return keep_class_channels(model)  # a saved G-SAM head returns its C class channels
 
 
 def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = None,
              image_size: int | None = None, seed: int | None = None, num_labels: int = 1,
              dynamic_input_size: bool = False, attn_implementation: str | None = None,
-             **from_pretrained_kwargs) -> SamModel | Sam2Model:
+             multiclass_head: str = "project", **from_pretrained_kwargs) -> SamModel | Sam2Model:
     """Load a ``SamModel`` or ``Sam2Model`` from a checkpoint (hub id or directory) or build one from config
     fields (``sam_config: {model_type: sam2, ...}`` builds a SAM 2, see :func:`~.sam2.build_sam2_config`).
 
@@ -103,6 +127,7 @@ def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = No
     :mod:`infosam_hf.models.multiclass`), recorded in the config. ``dynamic_input_size=True`` (or a saved
     config that records it) makes a SAM take any H×W per batch (see
     :func:`~infosam_hf.models.dynamic.enable_dynamic_input_size`).
+    ``multiclass_head``: ``project`` or ``gsam`` (G-SAM's 5C + 1 tokens), for a new head.
     ``attn_implementation``: the vision encoder's attention, ``"sdpa"`` (fused, transformers' default)
     or ``"eager"``.
     """
@@ -134,7 +159,7 @@ def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = No
     if image_size and image_size != sam_input_size(model):
         model = resize_sam_input(model, image_size)
     if num_labels > 1 and sam_num_classes(model) != num_labels:  # a saved multi-class SAM keeps its head
-        model = add_multiclass_head(model, num_labels)
+        model = add_multiclass_head(model, num_labels, multiclass_head)
     if dynamic_input_size or getattr(model.config, DYNAMIC_CONFIG_KEY, False):
         enable_dynamic_input_size(model)
     return model

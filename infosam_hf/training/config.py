@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ..evaluation.gsam_metrics import ABSENT_CLASS_MODES
 from ..evaluation.loop import METRIC_SETS
 from ..evaluation.metrics import METRIC_INPUTS
 from ..losses import SEG_LOSSES, check_bce_form
@@ -57,10 +58,16 @@ class InfoSAMConfig(TrainingArguments):
                           "teacher's relations collapse; off costs nothing."})
     protocol: str = field(
         default="default",
-        metadata={"help": "'default' (the test split never picks a checkpoint) or 'official' (the official scripts: "
-                          "train on all of train, save the last five epochs to output_dir/epoch_<e>, score each on the "
-                          "test split, report every epoch and the best on test, labelled as such). 'official' needs "
-                          "eval_strategy: no and no load_best_model_at_end."})
+        metadata={"help": "'default' (the test split never picks a checkpoint), 'official' (the official InfoSAM "
+                          "scripts: train on all of train, save the last five epochs to output_dir/epoch_<e>, score each "
+                          "on the test split, report every epoch and the best on test, labelled as such; needs "
+                          "eval_strategy: no and no load_best_model_at_end) or 'gsam' (G-SAM's train.py / test.py: "
+                          "evaluation drops its last partial batch and also reports test.py's soft per-batch IoU; "
+                          "needs eval_resolution: input)."})
+    gsam_absent_class_iou: str = field(
+        default="skip", metadata={"help": "protocol gsam: 'skip' leaves a class absent from prediction and label out "
+                                          "of the mIoU; 'minus_one' also reports G-SAM train.py's mIoU that counts "
+                                          "it as -1 (gsam_miou_absent_minus_one)."})
     protocol_epochs: list[int] | None = field(
         default=None, metadata={"help": "protocol official: the epochs to save and score (default: the last five)."})
     report_metrics: list[str] | None = field(
@@ -125,6 +132,11 @@ class InfoSAMConfig(TrainingArguments):
         if self.protocol == "official" and (self.eval_strategy != "no" or self.load_best_model_at_end):
             raise ValueError("protocol=official trains on all of train and scores saved epochs on the test split: set "
                              "eval_strategy: no and load_best_model_at_end: false")
+        if self.gsam_absent_class_iou not in ABSENT_CLASS_MODES:
+            raise ValueError(f"gsam_absent_class_iou must be one of {', '.join(ABSENT_CLASS_MODES)}, "
+                             f"got {self.gsam_absent_class_iou!r}")
+        if self.gsam_absent_class_iou != "skip" and self.protocol != "gsam":
+            raise ValueError("gsam_absent_class_iou is an option of protocol: gsam")
         if self.protocol_epochs and self.protocol != "official":
             raise ValueError("protocol_epochs is an option of protocol: official")
         if self.lambda_r < 0 or self.lambda_d < 0 or self.lambda_object_score < 0:

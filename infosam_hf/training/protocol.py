@@ -17,9 +17,9 @@ from typing import Any
 from transformers import TrainerCallback
 
 __all__ = ["PROTOCOLS", "OFFICIAL_LAST_EPOCHS", "PROTOCOL_RESULTS_NAME", "BEST_ON_TEST_LABEL",
-           "OfficialProtocolCallback", "official_epochs", "best_on_test", "leading_columns", "protocol_summary"]
+           "OfficialProtocolCallback", "official_epochs", "official_schedule_steps", "best_on_test", "leading_columns", "protocol_summary"]
 
-PROTOCOLS = ("default", "official")
+PROTOCOLS = ("default", "official", "gsam")  # gsam: see infosam_hf.evaluation.gsam_metrics
 OFFICIAL_LAST_EPOCHS = 5  # config/train/*.sh: `for epoch in {6..10}` after 10 epochs, {16..20} after 20
 PROTOCOL_RESULTS_NAME = "protocol_results.json"
 EPOCH_DIR = "epoch_{}"
@@ -36,6 +36,13 @@ def official_epochs(num_epochs: int, epochs: Sequence[int] | None = None) -> lis
             raise ValueError(f"protocol_epochs={chosen} must lie in 1..num_train_epochs={num_epochs}")
         return chosen
     return list(range(max(1, num_epochs - OFFICIAL_LAST_EPOCHS + 1), num_epochs + 1))
+
+
+def official_schedule_steps(num_training_steps: int, num_epochs: float) -> int:
+    """The official learning-rate horizon: ``CosineAnnealingLR(T_max=epochs * (N // batch + 1))`` while an epoch
+    takes ``N // batch`` steps (``drop_last``), i.e. one step per epoch more than the run takes."""
+    epochs = max(1, math.ceil(num_epochs))
+    return epochs * (max(1, round(num_training_steps / epochs)) + 1)
 
 
 def leading_columns(available: Sequence[str], report_metrics: Sequence[str] | None,

@@ -2,7 +2,8 @@
 
 Every key of every dataclass can be set in the YAML or on the command line. Values are coerced to the
 field's type (PyYAML reads ``2e-4`` as a string; it becomes a float). Unknown keys fail with their
-name and the closest valid keys. Dict fields accept dotted overrides: ``--peft_config.r 16``.
+name and the closest valid keys. Dict fields accept dotted overrides: ``--peft_config.r 16``. A recipe may start from others:
+``extends: base.yaml`` (or a list, merged in order; paths relative to the recipe) and override their keys.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import yaml
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RecipeError", "parse_recipe", "coerce_value", "recipe_values", "format_recipe_help", "wants_help"]
+__all__ = ["RecipeError", "load_recipe_file", "parse_recipe", "coerce_value", "recipe_values", "format_recipe_help", "wants_help"]
 
 
 class RecipeError(ValueError):
@@ -166,6 +167,34 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     return dict(loaded or {})
 
 
+EXTENDS_KEY = "extends"
+
+
+def load_recipe_file(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe file's keys with its ``extends:`` parents resolved (parents first, in order; the file's own
+    keys win). Parent paths are relative to the file; a cycle fails in one line naming the chain."""
+    resolved = path.resolve()
+    if resolved in _chain:
+        chain = " -> ".join(str(p) for p in (*_chain, resolved))
+        raise RecipeError(f"{path}: extends cycle ({chain})")
+    values = _load_yaml(path)
+    parents = values.pop(EXTENDS_KEY, None)
+    if parents is None:
+        return values
+    if isinstance(parents, str):
+        parents = [parents]
+    if not isinstance(parents, list) or not parents or not all(isinstance(p, str) and p for p in parents):
+        raise RecipeError(f"{path}: extends must be a recipe path or a list of them, got {parents!r}")
+    merged: dict[str, Any] = {}
+    for parent in parents:
+        parent_path = path.parent / parent
+        if not parent_path.is_file():
+            raise RecipeError(f"{path}: extends {parent!r}: {parent_path} is not a recipe file")
+        merged.update(load_recipe_file(parent_path, (*_chain, resolved)))
+    merged.update(values)
+    return merged
+
+
 def _field_types(dataclass_types: Sequence[type]) -> dict[str, tuple[int, Any]]:
     fields: dict[str, tuple[int, Any]] = {}
     for index, cls in enumerate(dataclass_types):
@@ -182,7 +211,7 @@ def recipe_values(argv: Sequence[str], dataclass_types: Sequence[type],
     argv = list(argv)
     recipe: dict[str, Any] = dict(defaults or {})
     if argv and not argv[0].startswith("--"):
-        recipe.update(_load_yaml(Path(argv.pop(0))))
+        recipe.update(load_recipe_file(Path(argv.pop(0))))
     fields = _field_types(dataclass_types)
     bool_keys = {name for name, (_, ann) in fields.items() if bool in _union_args(ann)}
     merged = dict(recipe)

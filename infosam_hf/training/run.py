@@ -22,6 +22,7 @@ from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPi
 
 from ..data import DataArguments, augmenter_from_args, build_datasets, decode_image, decode_mask, select_splits
 from ..data.augment import parse_augment_names
+from ..evaluation.gsam_metrics import format_gsam_scores
 from ..evaluation.loop import box_fill_logits, evaluate_segmentation
 from ..evaluation.metrics import CLASS_IOU_PREFIX
 from ..evaluation.visualization import TrainingCurvesCallback
@@ -29,7 +30,7 @@ from ..hub import EVAL_SUMMARY_NAME, push_adapter_dir, training_args_dict, write
 from ..models import ModelArguments
 from ..models.inference import BASE_MODEL_DIR
 from ..models.multiclass import NEW_HEAD_ATTR
-from ..models.sam import attach_relation_module, load_sam
+from ..models.sam import CONFIG_CHANGED_ATTR, attach_relation_module, load_sam, set_decoder_layer_norm_eps
 from ..models.sam2 import Sam2ImageProcessorConfig, is_sam2, sam_input_size
 from ..relation import load_relation_state_dict
 from ..remote import check_pretrained_name
@@ -43,7 +44,7 @@ from .trainer import InfoSAMTrainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_peft_options", "check_input_sizes",
+__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_peft_options", "check_input_sizes", "check_protocol",
            "check_multiclass_recipe", "resolve_peft_method", "build_image_processor", "build_models",
            "score_before_training", "finish_run", "save_sample_images", "run_training"]
 
@@ -114,7 +115,7 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     variant = model_args.model_variant
     sam = load_sam(model_args.model_name_or_path, model_args.sam_config, model_args.image_size, seed=seed,
                    num_labels=num_labels, dynamic_input_size=model_args.dynamic_input_size or bool(variant),
-                   attn_implementation=model_args.attn_implementation)
+                   attn_implementation=model_args.attn_implementation, multiclass_head=model_args.multiclass_head)
     image_size = sam_input_size(sam)
     if variant and is_sam2(sam):
         raise RecipeError(f"model_variant={variant!r} is built on SAM's ViT; {model_args.model_name_or_path!r} "
@@ -127,8 +128,11 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
         if is_sam2(teacher) != is_sam2(sam):  # the two families see different input frames
             raise RecipeError(f"teacher_model_name_or_path={model_args.teacher_model_name_or_path!r}: the teacher "
                               "must be of the student's family (SAM with SAM, SAM 2 with SAM 2)")
+    if model_args.decoder_layer_norm_eps is not None and not is_sam2(sam):
+        for model in (sam, teacher) if teacher is not None else (sam,):
+            set_decoder_layer_norm_eps(model, model_args.decoder_layer_norm_eps)
     if (not model_args.model_name_or_path or getattr(sam, "infosam_resized_from", None)
-            or getattr(sam, NEW_HEAD_ATTR, False)):
+            or getattr(sam, NEW_HEAD_ATTR, False) or getattr(sam, CONFIG_CHANGED_ATTR, False)):
         base_dir = Path(output_dir) / BASE_MODEL_DIR
         if int(os.environ.get("RANK", "0")) == 0:
             sam.save_pretrained(base_dir)
@@ -184,6 +188,25 @@ def check_multiclass_recipe(model_args: ModelArguments, data_args: DataArguments
     if model_args.teacher_model_name_or_path:
         raise RecipeError("teacher_model_name_or_path: a separate teacher has no multi-class head; with "
                           "num_labels > 1 the teacher is the student with its adapters disabled")
+
+
+def check_protocol(args: InfoSAMConfig, data_args: DataArguments, splits=None) -> None:
+    """One-line errors for a protocol the run cannot follow: ``official`` is the official single-process run
+    (batch 4, ``N // 4 + 1`` steps per epoch); ``gsam`` scores at the resized input and drops the last partial
+    evaluation batch, so each evaluated split (of ``splits``, when given) needs one full batch."""
+    if args.protocol == "official" and args.world_size > 1:
+        raise RecipeError(f"protocol=official reproduces the official single-process run; {args.world_size} processes "
+                          "would change the batch and the number of steps: launch one process")
+    if args.protocol != "gsam":
+        return
+    if data_args.eval_resolution != "input":
+        raise RecipeError("protocol=gsam scores at the resized input as G-SAM does: set eval_resolution: input")
+    batch = args.per_device_eval_batch_size * args.world_size
+    for name in ("eval", "test"):
+        split = getattr(splits, name, None)
+        if split is not None and len(split) < batch:
+            raise RecipeError(f"protocol=gsam drops the last partial evaluation batch: the {name} split has "
+                              f"{len(split)} images, fewer than one batch of {batch} (per_device_eval_batch_size)")
 
 
 def score_before_training(trainer: InfoSAMTrainer, test_set, data_args: DataArguments) -> dict[str, dict[str, float]]:
@@ -253,6 +276,7 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
                  args: InfoSAMConfig) -> dict[str, Any]:
     """Train, save the adapter to ``args.output_dir`` and evaluate on the test split. Returns metrics."""
     check_multiclass_recipe(model_args, data_args)
+    check_protocol(args, data_args)
     peft_args.peft_method = resolve_peft_method(model_args, peft_args)  # a model variant is its own peft method
     if peft_args.peft_method in VARIANTS:  # peft_method: gsam is model_variant: gsam
         model_args.model_variant = peft_args.peft_method
@@ -265,6 +289,7 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     # only when something evaluates during training.
     need_eval = (args.eval_strategy != "no" or args.load_best_model_at_end) and args.protocol != "official"
     raw_splits = select_splits(data_args, seed=args.seed, need_eval=need_eval)
+    check_protocol(args, data_args, raw_splits)
     augmenter_from_args(data_args)
     check_input_sizes(model_args, data_args)
     if args.teacher_cache == "on" and (args.lambda_r > 0 or args.lambda_d > 0):  # fail before loading any model
@@ -318,6 +343,9 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
             keys = leading_columns(list(first), args.report_metrics, ("iou", "iou@0.5", "dice", "miou", "pixel_accuracy"))
             keys += [k for k in first if k.startswith(CLASS_IOU_PREFIX)]
             _print_table(f"Test split ({len(splits.test)} images, {data_args.eval_prompt} prompts)", summary, keys)
+        if args.protocol == "gsam" and "test" in results:
+            print(f"\nG-SAM protocol, test split at the resized input (last partial batch of "
+                  f"{args.per_device_eval_batch_size} dropped):\n" + format_gsam_scores(results["test"]))
         if protocol is not None and protocol.per_epoch:
             protocol_summary = protocol.write(args.output_dir)
             results["protocol"] = protocol_summary

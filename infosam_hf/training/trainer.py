@@ -20,6 +20,7 @@ from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import EvalLoopOutput
 
 from ..data.collator import INDEX_KEY, SamPromptCollator
+from ..evaluation.gsam_metrics import GsamScores
 from ..evaluation.loop import PROMPT_KEYS, evaluate_segmentation, make_metrics, sam_logits, upsample_logits
 from ..evaluation.metrics import SegmentationMetrics
 from ..losses import binary_segmentation_loss, class_cross_entropy, compression_loss, distillation_loss
@@ -31,6 +32,7 @@ from ..tuners import pop_auxiliary_loss
 from .config import InfoSAMConfig
 from .diagnostics import RelationDiagnostics
 from .global_batch import gather_batch
+from .protocol import official_schedule_steps
 from .teacher_cache import (TeacherEmbeddingCache, dataset_cache_key, pixel_changing_options, resolve_teacher_cache,
                             teacher_fingerprint)
 from .teacher_pass import PrefixCapture, TeacherSwitch, shared_prefix_length, teacher_image_embeddings
@@ -193,6 +195,8 @@ class InfoSAMTrainer(Trainer):
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """With ``lr_scheduler_per_epoch``, ``lr_scheduler_type`` runs over ``num_train_epochs`` epochs and
         changes only at epoch boundaries (G-SAM's ``CosineAnnealingLR`` stepped once per epoch)."""
+        if self.args.protocol == "official" and self.lr_scheduler is None:  # the official scripts' horizon
+            num_training_steps = official_schedule_steps(num_training_steps, self.args.num_train_epochs)
         if not self.args.lr_scheduler_per_epoch or self.lr_scheduler is not None:
             return super().create_scheduler(num_training_steps, optimizer)
         optimizer = optimizer if optimizer is not None else self.optimizer
@@ -455,9 +459,10 @@ class InfoSAMTrainer(Trainer):
     def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False,
                         dataloader_key=None):
         """As Trainer's, except that ``dataloader_drop_last`` applies to training only: Trainer would also drop
-        the last partial batch of every evaluation (and of the test split)."""
+        the last partial batch of every evaluation (and of the test split). ``protocol: gsam`` drops it, as G-SAM."""
         drop_last = self.args.dataloader_drop_last
-        self.args.dataloader_drop_last = drop_last and is_training
+        # protocol gsam: G-SAM's evaluation loaders drop their last partial batch
+        self.args.dataloader_drop_last = drop_last if is_training else self.args.protocol == "gsam"
         try:
             return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
         finally:
@@ -479,14 +484,22 @@ class InfoSAMTrainer(Trainer):
         model.eval()
         metrics = self.new_metrics()
 
+        gsam = GsamScores(self.ignore_index) if self.args.protocol == "gsam" else None
+
         def predict(batch):
             batch = self._prepare_inputs(batch)
-            return sam_logits(model, batch)
+            logits = sam_logits(model, batch)
+            if gsam is not None:
+                gsam.add_batch(logits, batch["labels"])
+            return logits
 
         results = evaluate_segmentation(predict, dataloader, metrics, self.args.structure_loss_bce,
                                         seg_loss=self.args.seg_loss,
                                         progress=not self.args.disable_tqdm and self.is_world_process_zero(),
                                         description=description, gather=self.gather_for_metrics)
+        if gsam is not None:
+            gather = self.accelerator.gather if self.accelerator.num_processes > 1 else None  # one value per batch
+            results.update(gsam.compute(metrics.confusion, self.args.gsam_absent_class_iou == "minus_one", gather))
         model.train(was_training)
         prefixed = {f"{metric_key_prefix}_{key}": float(value) for key, value in results.items()}
         return EvalLoopOutput(predictions=None, label_ids=None, metrics=prefixed, num_samples=metrics.num_images)

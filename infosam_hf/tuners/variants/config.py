@@ -64,6 +64,9 @@ class GsamConfig(VariantConfig):
         default=RESNET101_WEIGHTS,
         metadata={"help": "timm ResNet weights (Hub id or directory) loaded into the CNN branch when training "
                           "starts; null keeps the random init. Not used when an adapter is reloaded."})
+    train_peg: bool = field(
+        default=True, metadata={"help": "Train the PEG (the depthwise conv after block 0); G-SAM leaves it frozen "
+                                        "at its random init (its recipes: false)."})
 
     def __post_init__(self):
         super().__post_init__()

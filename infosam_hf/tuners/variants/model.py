@@ -97,6 +97,14 @@ class GsamModel(VariantTuner):
     prefix = "variant_gsam_"
     layer_cls = GsamEncoderLayer
 
+    def _mark_only_adapters_as_trainable(self, model: torch.nn.Module) -> None:
+        """As every tuner, except that ``train_peg: false`` keeps the PEG at its init (G-SAM)."""
+        super()._mark_only_adapters_as_trainable(model)
+        frozen = {f".{name}.peg." for name, config in self.peft_config.items() if not config.train_peg}
+        for name, param in model.named_parameters():
+            if any(part in name for part in frozen):
+                param.requires_grad_(False)
+
 
 class SamusModel(VariantTuner):
     prefix = "variant_samus_"
