@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +26,14 @@ def add_large_image_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--overlap", type=int, default=64, help="Overlap of neighbouring tiles in pixels (default 64).")
     group.add_argument("--onnx", default=None, help="Run from an `infosam export --onnx` folder (onnxruntime) "
                                                     "instead of --adapter.")
+    group.add_argument("--everything", action="store_true",
+                       help="Segment everything (no prompt): writes <stem>_instances.png, <stem>_overlay.png and "
+                            "one COCO results file everything_coco.json.")
+    group.add_argument("--points_per_side", type=int, default=32, help="--everything: point grid per crop side.")
+    group.add_argument("--pred_iou_thresh", type=float, default=0.88, help="--everything: min predicted IoU.")
+    group.add_argument("--stability_score_thresh", type=float, default=0.95, help="--everything: min stability.")
+    group.add_argument("--crop_n_layers", type=int, default=0, help="--everything: extra layers of zoomed crops.")
+    group.add_argument("--min_mask_region_area", type=int, default=0, help="--everything: drop smaller masks (px).")
     parser._option_string_actions["--adapter"].required = False  # --onnx replaces it
 
 
@@ -39,6 +48,8 @@ def predict_large(options: argparse.Namespace, prompt) -> int:
     if not 0.0 < options.threshold < 1.0:
         raise UsageError(f"--threshold must be in (0, 1), got {options.threshold}")
     paths = find_images(options.images)
+    if options.everything:
+        return _everything(options, prompt, paths)
     if options.onnx:
         from ..evaluation.onnx_predict import OnnxSamPredictor
 
@@ -83,4 +94,47 @@ def predict_large(options: argparse.Namespace, prompt) -> int:
     print(f"Wrote masks and overlays of {len(results) - len(failed)} image(s) to {options.out}")
     for result in failed:
         print(f"  {result.path}: {result.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _everything(options: argparse.Namespace, prompt, paths) -> int:
+    from ..data import DataError, decode_image
+    from ..evaluation.everything import MaskGeneratorSettings, generate_masks
+    from ..evaluation.instance_output import coco_dataset, write_instance_outputs, write_json_atomic
+    from ..evaluation.predict import _output_names
+
+    if not prompt.empty or options.onnx:
+        raise UsageError("--everything places its own point grid; drop --box / --points / --onnx")
+    if not options.adapter:
+        raise UsageError("--everything needs --adapter")
+    if options.points_per_side < 1:
+        raise UsageError(f"--points_per_side must be >= 1, got {options.points_per_side}")
+    settings = MaskGeneratorSettings(points_per_side=options.points_per_side, pred_iou_thresh=options.pred_iou_thresh,
+                                     stability_score_thresh=options.stability_score_thresh,
+                                     crop_n_layers=options.crop_n_layers,
+                                     min_mask_region_area=options.min_mask_region_area)
+    device = resolve_device(options.device)
+    model = load_for_inference(options.adapter, options.base_model, device=device)
+    if sam_num_classes(model) > 1:
+        raise UsageError("--everything needs a prompted (single-mask) model, not a multi-class one")
+    run = run_input_settings(options.adapter)
+    names, images, results, failed = _output_names(paths), [], [], []
+    for image_id, path in enumerate(paths, start=1):
+        try:
+            image, (height, width) = decode_image(str(path))
+        except DataError as err:
+            failed.append(f"{path}: {err}")
+            continue
+        records = generate_masks(model, image, settings, tile=options.tile, overlap=options.overlap, device=device,
+                                 image_mean=run.get("image_mean"), image_std=run.get("image_std"),
+                                 preprocessing=run.get("preprocessing", "sam"))
+        masks = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, height, width), bool)
+        results += write_instance_outputs(options.out, names[path], image, masks,
+                                          scores=[r["predicted_iou"] for r in records], image_id=image_id)
+        images.append({"id": image_id, "file_name": path.name, "height": height, "width": width})
+        print(f"{path}: {len(records)} object(s)")
+    write_json_atomic(Path(options.out) / "everything_coco.json", coco_dataset(images, results))
+    print(f"Wrote instance maps, overlays and everything_coco.json to {options.out}")
+    for line in failed:
+        print(f"  {line}", file=sys.stderr)
     return 1 if failed else 0
