@@ -170,3 +170,61 @@ def test_predict_cli_tiles_large_images(tmp_path, capsys):
     assert Image.open(out / "field_overlay.png").size == (210, 130)
     assert predict_cmd.main(argv[:-2] + ["64", "--no_progress"]) == 2  # --overlap 64 with --tile 64
     assert "--overlap" in capsys.readouterr().err
+
+
+def test_box_nms_keeps_the_best_of_overlapping_boxes():
+    from infosam_hf.evaluation.everything import box_nms
+
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [0, 0, 10, 9]])
+    kept = box_nms(boxes, torch.tensor([0.5, 0.9, 0.3, 0.1]), 0.7)
+    assert kept.tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("method", ["lora", "sam_adapter"])
+def test_generate_masks_on_a_loaded_adapter_whole_and_tiled(method, tmp_path):
+    from infosam_hf.evaluation.everything import MaskGeneratorSettings
+    from infosam_hf.models.inference import load_for_inference
+
+    _, adapter = _saved_adapter(tmp_path, method)
+    model = load_for_inference(str(adapter))
+    image = _image(100, 150)
+    loose = MaskGeneratorSettings(points_per_side=4, pred_iou_thresh=-10, stability_score_thresh=0.0)
+    for options in ({}, {"tile": 64, "overlap": 16}):
+        records = model.generate_masks(image, loose, **options)
+        assert records, options
+        scores = [r["predicted_iou"] for r in records]
+        assert scores == sorted(scores, reverse=True)
+        for record in records:
+            mask = record["segmentation"]
+            assert mask.shape == (100, 150) and record["area"] == mask.sum() > 0
+            ys, xs = np.nonzero(mask)
+            assert record["bbox"] == [xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()]
+            x, y, w, h = record["crop_box"]
+            assert not mask[:, :x].any() and not mask[:, x + w:].any() and not mask[:y].any()
+    strict = MaskGeneratorSettings(points_per_side=4, pred_iou_thresh=10.0)
+    assert model.generate_masks(image, strict) == []
+    big = MaskGeneratorSettings(points_per_side=4, pred_iou_thresh=-10, stability_score_thresh=0.0,
+                                min_mask_region_area=10**6)
+    assert model.generate_masks(image, big) == []
+
+
+def test_predict_everything_writes_instances_and_coco_json(tmp_path):
+    from pycocotools.coco import COCO
+
+    _, adapter = _saved_adapter(tmp_path, "sam_adapter")
+    for name, size in (("a", (90, 120)), ("b", (70, 200))):
+        Image.fromarray(_image(*size)).save(tmp_path / f"{name}.png")
+    out = tmp_path / "everything"
+    argv = ["--adapter", str(adapter), "--images", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--out",
+            str(out), "--everything", "--points_per_side", "4", "--pred_iou_thresh", "-10",
+            "--stability_score_thresh", "0", "--tile", "64", "--overlap", "16", "--no_progress"]
+    assert predict_cmd.main(argv) == 0
+    coco = COCO(str(out / "everything_coco.json"))
+    assert sorted(img["file_name"] for img in coco.dataset["images"]) == ["a.png", "b.png"]
+    assert len(coco.getAnnIds()) > 0
+    for image_id in coco.getImgIds():
+        info = coco.imgs[image_id]
+        ids = np.asarray(Image.open(out / info["file_name"].replace(".png", "_instances.png")))
+        assert ids.shape == (info["height"], info["width"])
+        assert 0 < ids.max() <= len(coco.getAnnIds(imgIds=image_id))
+    assert predict_cmd.main(argv[:-1] + ["--box", "1,1,5,5", "--no_progress"]) == 2
