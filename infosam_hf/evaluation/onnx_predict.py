@@ -37,7 +37,7 @@ def resize_bilinear(x: np.ndarray, height: int, width: int) -> np.ndarray:
 class OnnxSamPredictor:
     """The two exported graphs with their pre-processing; :meth:`predict_logits` segments one image."""
 
-    def __init__(self, folder: str | Path, providers: list[str] | None = None):
+    def __init__(self, folder: str | Path, providers: list[str] | None = None, threads: int | None = None):
         import onnxruntime as ort
 
         folder = Path(folder)
@@ -49,8 +49,11 @@ class OnnxSamPredictor:
             raise ValueError(f"{config_path}: preprocessing {self.config['preprocessing']!r} is not supported by the "
                              "ONNX predictor (only 'sam')")
         providers = providers or ["CPUExecutionProvider"]
-        self.encoder = ort.InferenceSession(str(folder / "encoder.onnx"), providers=providers)
-        self.decoder = ort.InferenceSession(str(folder / "decoder.onnx"), providers=providers)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.encoder = ort.InferenceSession(str(folder / "encoder.onnx"), options, providers=providers)
+        self.decoder = ort.InferenceSession(str(folder / "decoder.onnx"), options, providers=providers)
         self.input_hw = tuple(self.config["input_size"])
         self.mean = np.asarray(self.config["pixel_mean"], dtype=np.float32)
         self.std = np.asarray(self.config["pixel_std"], dtype=np.float32)
