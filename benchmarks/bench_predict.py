@@ -18,25 +18,25 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import torch
+from PIL import Image
 
-from infosam_hf.data import preprocess_image  # noqa: E402
-from infosam_hf.evaluation.everything import MaskGeneratorSettings, generate_masks  # noqa: E402
-from infosam_hf.evaluation.loop import sam_logits  # noqa: E402
-from infosam_hf.evaluation.metrics import logits_to_original  # noqa: E402
-from infosam_hf.evaluation.predict import Prompt, _prompt_tensors  # noqa: E402
-from infosam_hf.evaluation.tiling import predict_tiled  # noqa: E402
-from infosam_hf.models.sam import attach_relation_module, load_sam  # noqa: E402
-from infosam_hf.tuners.registry import build_student  # noqa: E402
+from infosam_hf.data import preprocess_image
+from infosam_hf.evaluation.everything import MaskGeneratorSettings, generate_masks
+from infosam_hf.evaluation.loop import sam_logits
+from infosam_hf.evaluation.metrics import logits_to_original
+from infosam_hf.evaluation.predict import Prompt, _prompt_tensors
+from infosam_hf.evaluation.tiling import predict_tiled
+from infosam_hf.models.sam import attach_relation_module, load_sam
+from infosam_hf.tuners.registry import build_student
 
 
 def small_model(size: int):

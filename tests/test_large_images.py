@@ -15,9 +15,20 @@ from infosam_hf.data import preprocess_image
 from infosam_hf.evaluation.loop import sam_logits
 from infosam_hf.evaluation.metrics import logits_to_original
 from infosam_hf.evaluation.predict import Prompt, _prompt_tensors
-from infosam_hf.evaluation.tiling import BACKGROUND_LOGIT, predict_tiled, tile_grid, tiled_logit_bands
+from infosam_hf.evaluation.tiling import (
+    BACKGROUND_LOGIT,
+    predict_tiled,
+    tile_grid,
+    tiled_logit_bands,
+)
 from infosam_hf.models.sam import load_sam
-from tests.tiny_sam import TINY_SAM, perturb_trainable, student_on, tiny_sam, tiny_student
+from tests.tiny_sam import (
+    TINY_SAM,
+    perturb_trainable,
+    student_on,
+    tiny_sam,
+    tiny_student,
+)
 
 pytest.importorskip("onnxruntime")
 
@@ -199,7 +210,7 @@ def test_generate_masks_on_a_loaded_adapter_whole_and_tiled(method, tmp_path):
             assert mask.shape == (100, 150) and record["area"] == mask.sum() > 0
             ys, xs = np.nonzero(mask)
             assert record["bbox"] == [xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()]
-            x, y, w, h = record["crop_box"]
+            x, y, w, _ = record["crop_box"]
             assert not mask[:, :x].any() and not mask[:, x + w:].any() and not mask[:y].any()
     strict = MaskGeneratorSettings(points_per_side=4, pred_iou_thresh=10.0)
     assert model.generate_masks(image, strict) == []

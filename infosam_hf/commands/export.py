@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import torch
 
-from ..models.merge import export_merged
 from ..errors import UsageError
+from ..models.merge import export_merged
 from .common import run_main
 
 __all__ = ["build_parser", "main"]

@@ -83,7 +83,7 @@ def join_negative_values(argv: Sequence[str]) -> list[str]:
 
 def _predict(argv: list[str]) -> int:
     options = build_parser().parse_args(join_negative_values(argv))
-    if options.tile or options.onnx:
+    if options.tile or options.onnx or options.everything:
         return predict_large(options, parse_prompt(options, required=False))
     if not options.adapter:
         raise UsageError("give --adapter (or --onnx DIR to run an exported model)")

@@ -100,7 +100,11 @@ def predict_large(options: argparse.Namespace, prompt) -> int:
 def _everything(options: argparse.Namespace, prompt, paths) -> int:
     from ..data import DataError, decode_image
     from ..evaluation.everything import MaskGeneratorSettings, generate_masks
-    from ..evaluation.instance_output import coco_dataset, write_instance_outputs, write_json_atomic
+    from ..evaluation.instance_output import (
+        coco_dataset,
+        write_instance_outputs,
+        write_json_atomic,
+    )
     from ..evaluation.predict import _output_names
 
     if not prompt.empty or options.onnx:

@@ -22,7 +22,7 @@ from .loop import upsample_logits
 from .metrics import logits_to_original
 from .tiling import Tile, tile_grid
 
-__all__ = ["MaskGeneratorSettings", "generate_masks", "box_nms", "attach_generate_masks"]
+__all__ = ["MaskGeneratorSettings", "attach_generate_masks", "box_nms", "generate_masks"]
 
 
 @dataclass

@@ -28,8 +28,15 @@ from ..models.multiclass import sam_num_classes
 from .loop import upsample_logits
 from .metrics import logits_to_original
 
-__all__ = ["Tile", "tile_grid", "seam_weights", "prompt_for_tile", "tiled_logit_bands", "predict_tiled",
-           "BACKGROUND_LOGIT"]
+__all__ = [
+    "BACKGROUND_LOGIT",
+    "Tile",
+    "predict_tiled",
+    "prompt_for_tile",
+    "seam_weights",
+    "tile_grid",
+    "tiled_logit_bands",
+]
 
 BACKGROUND_LOGIT = -20.0  # pixels no prompted tile covers
 
@@ -152,7 +159,7 @@ def tiled_logit_bands(model, image: np.ndarray, prompt=None, *, tile: int | None
     dynamic = is_dynamic_input_size(getattr(model, "get_base_model", lambda: model)())
     num_classes = sam_num_classes(model)
     settings = {"mean": image_mean, "std": image_std, "preprocessing": preprocessing}
-    channels = num_classes if num_classes > 1 else 1
+    channels = max(1, num_classes)
     band_h = rows[0][0].y1 - rows[0][0].y0
     sums = np.zeros((channels, band_h, width), dtype=np.float32)
     weights = np.zeros((band_h, width), dtype=np.float32)

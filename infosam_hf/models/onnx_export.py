@@ -35,8 +35,16 @@ from .multiclass import sam_num_classes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ONNX_CONFIG_NAME", "ENCODER_FILE", "DECODER_FILE", "export_onnx", "export_adapter_onnx", "sam_for_export", "SamEncoderGraph",
-           "SamPromptDecoderGraph"]
+__all__ = [
+    "DECODER_FILE",
+    "ENCODER_FILE",
+    "ONNX_CONFIG_NAME",
+    "SamEncoderGraph",
+    "SamPromptDecoderGraph",
+    "export_adapter_onnx",
+    "export_onnx",
+    "sam_for_export",
+]
 
 ONNX_CONFIG_NAME = "onnx_config.json"
 ENCODER_FILE, DECODER_FILE = "encoder.onnx", "decoder.onnx"
@@ -167,7 +175,6 @@ def export_onnx(model: nn.Module, output_dir: str | Path, *, input_settings: dic
     embeddings = encoder(pixels)
     decoder = SamPromptDecoderGraph(sam, tuple(embeddings.shape[-2:])).eval()
     coords, labels = _sample_prompt(2, decoder.input_hw, generator)
-    masks, scores = decoder(embeddings, coords, labels)
 
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
