@@ -239,3 +239,31 @@ def test_predict_everything_writes_instances_and_coco_json(tmp_path):
         assert ids.shape == (info["height"], info["width"])
         assert 0 < ids.max() <= len(coco.getAnnIds(imgIds=image_id))
     assert predict_cmd.main(argv[:-1] + ["--box", "1,1,5,5", "--no_progress"]) == 2
+
+
+def test_gsam_variant_tiles_and_segments_everything_but_refuses_onnx_in_one_line(tmp_path, capsys):
+    """G-SAM's variant (dynamic size, tokens at stride 8, logits at H/2) on tiles of its own size."""
+    from infosam_hf.evaluation.everything import MaskGeneratorSettings, generate_masks
+
+    tiny16 = {**TINY_SAM, "vision_config": {**TINY_SAM["vision_config"], "patch_size": 16}}
+    gsam = {"resnet_depths": [1, 1, 1], "resnet_hidden_sizes": [16, 32, 64], "resnet_embedding_size": 8,
+            "resnet_weights": None}
+    model = student_on(load_sam(sam_config=tiny16, seed=0), "gsam", gsam, tmp_path / "base")
+    perturb_trainable(model, 0.05)
+    model.eval()
+    image = _image(150, 200)
+    box = Prompt(box=(10, 10, 70, 50))  # tiles start at x 0, 80, 104 and y 0, 54: only the first one holds it
+    tiled = _logits(model, image, box, tile=96, overlap=16)[0]
+    whole_tile = image[:96, :96]
+    pixels, _ = preprocess_image(Image.fromarray(whole_tile), 96, resize=(96, 96))
+    batch = {"pixel_values": pixels[None], **_prompt_tensors([box], [(96, 96)], 96, (96, 96))}
+    with torch.no_grad():
+        expected = sam_logits(model, batch)[0, 0].numpy()
+    np.testing.assert_allclose(tiled[:96, :96], expected, atol=1e-5)
+    assert (tiled[96:] == BACKGROUND_LOGIT).all()
+    settings = MaskGeneratorSettings(points_per_side=3, pred_iou_thresh=-10, stability_score_thresh=0.0)
+    assert all(r["segmentation"].shape == (150, 200) for r in generate_masks(model, image, settings, tile=96))
+    model.save_pretrained(tmp_path / "gsam")
+    assert export_cmd.main([str(tmp_path / "gsam"), "--onnx", str(tmp_path / "onnx")]) == 2
+    assert "ONNX export of the encoder graph failed" in capsys.readouterr().err
+    assert not (tmp_path / "onnx").exists()

@@ -111,8 +111,13 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
     """TorchScript-based export (``dynamo=False``): it traces SAM's decoder with symbolic batch and point axes."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python-side shape checks, expected here
-        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=axes,
-                          opset_version=OPSET, dynamo=False)
+        try:
+            torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=axes,
+                              opset_version=OPSET, dynamo=False)
+        except RuntimeError as err:  # torch.onnx.OnnxExporterError and tracing failures
+            lines = [line for line in str(err).splitlines() if line.strip() and not line.startswith("Torch IR graph")]
+            reason = lines[0].split(" [Caused by")[0] if lines else type(err).__name__
+            raise ValueError(f"ONNX export of the {path.stem} graph failed: {reason}") from None
 
 
 def _sample_prompt(batch: int, input_hw: tuple[int, int], generator: torch.Generator):
