@@ -168,6 +168,13 @@ def export_onnx(model: nn.Module, output_dir: str | Path, *, input_settings: dic
         raise ValueError("ONNX export supports prompted (single-mask) models, not multi-class "
                          "heads")
     sam = sam_for_export(model).float().eval()
+    from ..tuners.variants import active_variant  # lazy: the tuners import the models package
+
+    variant = active_variant(sam)
+    if variant is not None:
+        raise ValueError(f"ONNX export covers SAM with adapter modules in its layers, not the "
+                         f"{type(variant).__name__.removesuffix('Encoder')} variant (its own encoder and decoder "
+                         "positional encoding); predict with PyTorch (--tile works)")
     if not hasattr(sam, "prompt_encoder") or not hasattr(sam.config, "vision_config"):
         raise ValueError("ONNX export supports SAM (not SAM 2) models")
     size = model_image_size(sam)
