@@ -106,13 +106,14 @@ def _crop_masks(model, image: np.ndarray, crop: Tile, layer: int, settings: Mask
     scale = np.float32(image_size / max(size))  # original crop pixels → model input frame
     kept_masks, kept_scores, kept_points = [], [], []
     for start in range(0, len(points), settings.points_per_batch):
-        chunk = torch.from_numpy(points[start:start + settings.points_per_batch] * scale)
+        chunk = torch.from_numpy(points[start:start + settings.points_per_batch] * scale).to(embeddings.device)
         count = len(chunk)
         out = model(image_embeddings=embeddings.expand(count, -1, -1, -1), input_points=chunk.view(count, 1, 1, 2),
-                    input_labels=torch.ones(count, 1, 1, dtype=torch.long), multimask_output=True)
+                    input_labels=torch.ones(count, 1, 1, dtype=torch.long, device=embeddings.device),
+                    multimask_output=True)
         logits = upsample_logits(out.pred_masks[:, 0], input_hw)  # (count, 3, H, W)
-        logits = logits_to_original(logits, input_hw, reshaped, size)
-        scores = out.iou_scores[:, 0].reshape(-1)
+        logits = logits_to_original(logits, input_hw, reshaped, size).cpu()
+        scores = out.iou_scores[:, 0].reshape(-1).float().cpu()
         logits = logits.reshape(-1, *size)
         offset = settings.stability_score_offset
         stability = (logits > offset).sum((1, 2)).float() / (logits > -offset).sum((1, 2)).clamp(min=1).float()
