@@ -168,7 +168,9 @@ def export_onnx(model: nn.Module, output_dir: str | Path, *, input_settings: dic
         raise ValueError("ONNX export supports prompted (single-mask) models, not multi-class "
                          "heads")
     sam = sam_for_export(model).float().eval()
-    from ..tuners.variants import active_variant  # lazy: the tuners import the models package
+    from ..tuners.variants import (
+        active_variant,  # lazy: the tuners import the models package
+    )
 
     variant = active_variant(sam)
     if variant is not None:
