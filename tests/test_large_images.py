@@ -181,6 +181,7 @@ def test_predict_cli_tiles_large_images(tmp_path, capsys):
     assert Image.open(out / "field_overlay.png").size == (210, 130)
     assert predict_cmd.main(argv[:-2] + ["64", "--no_progress"]) == 2  # --overlap 64 with --tile 64
     assert "--overlap" in capsys.readouterr().err
+    assert predict_cmd.main(argv[:-3] + ["--no_progress"]) == 0  # default overlap: a quarter of a small tile
 
 
 def test_box_nms_keeps_the_best_of_overlapping_boxes():

@@ -23,7 +23,8 @@ def add_large_image_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tile", type=int, default=None,
                        help="Tiled inference: tile side in pixels (e.g. the model's input size; any size for a "
                             "dynamic-size model). Output stays at full resolution.")
-    group.add_argument("--overlap", type=int, default=64, help="Overlap of neighbouring tiles in pixels (default 64).")
+    group.add_argument("--overlap", type=int, default=None,
+                       help="Overlap of neighbouring tiles in pixels (default: 64, at most a quarter of --tile).")
     group.add_argument("--onnx", default=None, help="Run from an `infosam export --onnx` folder (onnxruntime) "
                                                     "instead of --adapter.")
     group.add_argument("--everything", action="store_true",
@@ -43,6 +44,8 @@ def predict_large(options: argparse.Namespace, prompt) -> int:
         raise UsageError("--onnx runs the exported graphs; drop --adapter")
     if options.tile is not None and options.tile < 1:
         raise UsageError(f"--tile must be >= 1, got {options.tile}")
+    if options.overlap is None:
+        options.overlap = min(64, (options.tile or 256) // 4)
     if options.tile and not 0 <= options.overlap < options.tile:
         raise UsageError(f"--overlap must be in [0, --tile), got {options.overlap}")
     if not 0.0 < options.threshold < 1.0:
@@ -55,6 +58,8 @@ def predict_large(options: argparse.Namespace, prompt) -> int:
 
         if options.tile:
             raise UsageError("--tile runs the PyTorch model; drop --onnx (the ONNX predictor segments whole images)")
+        if prompt.empty:
+            raise UsageError("--onnx needs a prompt (--box / --points)")
         try:
             predictor = OnnxSamPredictor(options.onnx)
         except (FileNotFoundError, ValueError) as err:
@@ -62,8 +67,6 @@ def predict_large(options: argparse.Namespace, prompt) -> int:
         logit_threshold = float(np.log(options.threshold / (1.0 - options.threshold)))
 
         def segment(image, fitted):
-            if fitted.empty:
-                raise UsageError("--onnx needs a prompt (--box / --points)")
             logits = predictor.predict_logits(image, box=fitted.box, points=fitted.points, labels=fitted.labels)
             return (logits > logit_threshold).astype(np.uint8)
 
