@@ -9,6 +9,7 @@ and removal of masks smaller than ``min_mask_region_area`` pixels. Masks come ba
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -171,9 +172,6 @@ def generate_masks(model, image: np.ndarray | Image.Image, settings: MaskGenerat
 
 def attach_generate_masks(model: torch.nn.Module) -> torch.nn.Module:
     """Give ``model`` a ``generate_masks(image, settings=None, **options)`` method (see :func:`generate_masks`)."""
-    def bound(image, settings=None, **options):
-        return generate_masks(model, image, settings, **options)
-
-    bound.__doc__ = generate_masks.__doc__
+    bound = functools.update_wrapper(functools.partial(generate_masks, model), generate_masks)  # picklable
     object.__setattr__(model, "generate_masks", bound)
     return model
