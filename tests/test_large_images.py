@@ -192,6 +192,20 @@ def test_box_nms_keeps_the_best_of_overlapping_boxes():
     assert kept.tolist() == [1, 2]
 
 
+def test_remove_small_regions_drops_islands_and_fills_holes():
+    from infosam_hf.evaluation.everything import remove_small_regions
+
+    mask = np.zeros((20, 20), dtype=bool)
+    mask[2:12, 2:12] = True
+    mask[5, 5] = False  # a one-pixel hole
+    mask[16:18, 16:18] = True  # a 4-pixel island
+    cleaned = remove_small_regions(mask, 5)
+    expected = np.zeros((20, 20), dtype=bool)
+    expected[2:12, 2:12] = True
+    np.testing.assert_array_equal(cleaned, expected)
+    np.testing.assert_array_equal(remove_small_regions(mask, 1), mask)
+
+
 @pytest.mark.parametrize("method", ["lora", "sam_adapter"])
 def test_generate_masks_on_a_loaded_adapter_whole_and_tiled(method, tmp_path):
     from infosam_hf.evaluation.everything import MaskGeneratorSettings

@@ -4,7 +4,8 @@ The steps of SAM's automatic mask generator, on our (possibly adapter-wrapped, d
 whole image, or tiles for a large one, plus ``crop_n_layers`` layers of 2^i × 2^i overlapping crops), a regular
 grid of single-point prompts per crop, three candidate masks per point, filtering by predicted IoU and stability
 score (IoU of the mask thresholded at ±``stability_offset``), box NMS inside each crop and then across crops,
-and removal of masks smaller than ``min_mask_region_area`` pixels. Masks come back at full image resolution.
+and, with ``min_mask_region_area``, SAM's clean-up: islands and holes smaller than that many pixels are removed
+and masks left smaller than it are dropped. Masks come back at full image resolution.
 """
 
 from __future__ import annotations
@@ -59,6 +60,26 @@ def box_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torc
         iou = inter / (area[i] + area - inter).clamp(min=1e-6)
         suppressed |= iou > threshold
     return torch.tensor(keep, dtype=torch.long)
+
+
+def remove_small_regions(mask: np.ndarray, min_area: int) -> np.ndarray:
+    """``mask`` without connected islands smaller than ``min_area`` pixels and with such holes filled (8-connected,
+    as SAM's post-processing)."""
+    from scipy import ndimage
+
+    structure = np.ones((3, 3), dtype=bool)
+    for keep_value in (False, True):  # first fill small holes, then drop small islands
+        region = mask == keep_value
+        labels, count = ndimage.label(region, structure=structure)
+        if count == 0:
+            continue
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)
+        small = np.flatnonzero(sizes < min_area)
+        small = small[small > 0]
+        if len(small):
+            mask = mask.copy()
+            mask[np.isin(labels, small)] = not keep_value
+    return mask
 
 
 def _crops(height: int, width: int, tile: int | None, overlap: int, settings: MaskGeneratorSettings):
@@ -158,11 +179,15 @@ def generate_masks(model, image: np.ndarray | Image.Image, settings: MaskGenerat
     records = []
     for index in keep:
         crop, layer, mask, score, box, point = found[index]
+        mask = mask.numpy()
+        if settings.min_mask_region_area > 0:
+            mask = remove_small_regions(mask, settings.min_mask_region_area)
+            box = _mask_box(torch.from_numpy(mask)[None])[0] + torch.tensor([crop.x0, crop.y0, crop.x0, crop.y0])
         area = int(mask.sum())
-        if area < settings.min_mask_region_area:
+        if area == 0 or area < settings.min_mask_region_area:
             continue
         full = np.zeros((height, width), dtype=bool)
-        full[crop.y0:crop.y1, crop.x0:crop.x1] = mask.numpy()
+        full[crop.y0:crop.y1, crop.x0:crop.x1] = mask
         x0, y0, x1, y1 = box.tolist()
         records.append({"segmentation": full, "area": area, "bbox": [x0, y0, x1 - x0, y1 - y0],
                         "predicted_iou": score, "point_coords": [list(map(float, point))],
