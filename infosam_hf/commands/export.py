@@ -1,4 +1,5 @@
-"""``infosam export ADAPTER OUT [--base_model B] [--revision R]``: merge an adapter into a plain ``SamModel``."""
+"""``infosam export ADAPTER OUT [--base_model B] [--revision R]``: merge an adapter into a plain ``SamModel``;
+``infosam export ADAPTER --onnx DIR``: ONNX encoder + prompt-decoder graphs, checked with onnxruntime."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..errors import UsageError
 from ..models.merge import export_merged
 from .common import run_main
 
@@ -18,7 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="infosam export",
         description="Merge an InfoSAM adapter into its base SAM and save a plain SamModel (Sam2Model for SAM 2).")
     parser.add_argument("adapter", help="adapter directory (a run's output_dir) or Hub repo id")
-    parser.add_argument("output_dir", help="where to save the merged model")
+    parser.add_argument("output_dir", nargs="?", default=None, help="where to save the merged model")
+    parser.add_argument("--onnx", default=None, help="also (or instead) export ONNX graphs to this folder")
+    parser.add_argument("--onnx_input_size", default=None,
+                        help="HxW encoder input of a dynamic-size model's ONNX graphs (default: its square size)")
     parser.add_argument("--base_model", default=None, help="base SAM (default: the adapter's recorded base)")
     parser.add_argument("--revision", default=None, help="revision of a Hub adapter")
     return parser
@@ -26,10 +31,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _export(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    with torch.no_grad():
-        out = export_merged(args.adapter, args.output_dir, args.base_model, args.revision)
-    print(f"Merged model saved to {out}")
+    if not args.output_dir and not args.onnx:
+        raise UsageError("give an output folder for the merged model, or --onnx DIR (or both)")
+    if args.onnx:
+        size = _parse_size(args.onnx_input_size)
+        from ..models.onnx_export import export_adapter_onnx
+
+        diffs = export_adapter_onnx(args.adapter, args.onnx, args.base_model, args.revision, input_size=size)
+        print(f"ONNX graphs saved to {args.onnx}; onnxruntime vs PyTorch max abs difference: "
+              + ", ".join(f"{key} {value:.2e}" for key, value in diffs.items()))
+    if args.output_dir:
+        with torch.no_grad():
+            out = export_merged(args.adapter, args.output_dir, args.base_model, args.revision)
+        print(f"Merged model saved to {out}")
     return 0
+
+
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--onnx_input_size {text!r}: expected HxW, e.g. 512x768") from None
+    return height, width
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from ..evaluation.predict import Prompt, check_prompt, find_images, parse_box, p
 from ..models.inference import load_for_inference, resolve_device, run_input_settings
 from ..models.multiclass import sam_num_classes
 from .common import adapter_parser, run_main
+from .predict_large import add_large_image_options, predict_large
 
 __all__ = ["build_parser", "parse_prompt", "main"]
 
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     prompts.add_argument("--auto", action="store_true", help="No prompt (for semantic-mode adapters).")
     parser.add_argument("--threshold", type=float, default=0.5, help="Foreground if probability > this (default 0.5).")
     parser.add_argument("--no_progress", action="store_true", help="Hide the progress bar.")
+    add_large_image_options(parser)
     parser.set_defaults(batch_size=4)
     return parser
 
@@ -81,6 +83,10 @@ def join_negative_values(argv: Sequence[str]) -> list[str]:
 
 def _predict(argv: list[str]) -> int:
     options = build_parser().parse_args(join_negative_values(argv))
+    if options.tile or options.onnx or options.everything:
+        return predict_large(options, parse_prompt(options, required=False))
+    if not options.adapter:
+        raise UsageError("give --adapter (or --onnx DIR to run an exported model)")
     prompt = parse_prompt(options, required=False)
     if options.batch_size < 1:
         raise UsageError(f"--batch_size must be >= 1, got {options.batch_size}")

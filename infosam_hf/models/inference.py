@@ -62,7 +62,9 @@ def load_for_inference(adapter: str | None, base_model: str | None = None, devic
             enable_dynamic_input_size(base)
         attach_relation_module(base)  # so the adapter's relation weights load too
         model = PeftModel.from_pretrained(base, adapter, revision=revision)
-    return model.to(device).eval()
+    from ..evaluation.everything import attach_generate_masks  # lazy: the evaluation package imports this module
+
+    return attach_generate_masks(model.to(device).eval())
 
 
 def _read_run_args(adapter: str | None) -> dict:
