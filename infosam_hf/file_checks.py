@@ -53,7 +53,7 @@ def _known_peft_types() -> set[str]:
 
     from . import tuners  # noqa: F401  (registers the project's tuners with peft)
 
-    return {str(name).upper() for name in PEFT_TYPE_TO_CONFIG_MAPPING}
+    return {str(getattr(name, "value", name)).upper() for name in PEFT_TYPE_TO_CONFIG_MAPPING}
 
 
 def check_adapter_dir(folder: str | os.PathLike) -> dict[str, Any]:

@@ -62,6 +62,7 @@ def resolve_resume_checkpoint(value: str | bool | None, output_dir: str, peft_ty
                               "a save that did not finish): resume from an earlier checkpoint")
     config = check_adapter_dir(checkpoint)
     saved_type = str(config.get("peft_type", ""))
+    peft_type = str(getattr(peft_type, "value", peft_type or ""))
     if peft_type and saved_type and saved_type.upper() != str(peft_type).upper():
         raise RecipeError(f"resume_from_checkpoint={str(checkpoint)!r} holds a {saved_type} adapter, but this run "
                           f"trains {peft_type}: resume with the recipe that wrote it")
