@@ -40,7 +40,8 @@ class MaskStats:
     empty: int = 0  # decoded without any foreground (binary) / any object class (multi-class)
     raw_nonempty_but_empty: int = 0  # had non-zero raw values, decoded empty
     all_void: int = 0  # multi-class: every pixel ignore_index
-    objects_to_ignore: int = 0  # multi-class: non-zero raw values that become ignore_index
+    objects_to_ignore: int = 0  # multi-class: masks with values outside the classes (and not void) -> ignore
+    nonzero_void: int = 0  # multi-class: masks with non-zero raw values read as ignore_index
     nan_images: int = 0  # float images holding NaN / Inf pixels
     square_rotated: int = 0  # square images with a rotating EXIF orientation (paired as displayed)
     swapped: int = 0  # the "mask" looks like a photo and the "image" like a mask
@@ -87,7 +88,9 @@ def split_mask_stats(name: str, dataset, data_args, seed: int = 0) -> MaskStats:
             void = decoded == data_args.ignore_index
             objects = (decoded > 0) & ~void
             stats.all_void += bool(void.all())
-            stats.objects_to_ignore += bool(((raw != 0) & void).any()) and not data_args.mask_value_map
+            intended = np.isin(raw, [0, data_args.ignore_index, *(data_args.mask_value_map or {})])
+            stats.objects_to_ignore += bool((void & ~intended).any())  # values no class id nor void maps to
+            stats.nonzero_void += bool((void & (raw != 0)).any())
             fractions.append(float(objects.mean()))
             empty = not objects.any()
         else:
@@ -120,8 +123,9 @@ def _problems(stats: MaskStats, data_args) -> tuple[list[str], list[str]]:
         errors.append(f"{where}: the masks look like photos and the images like masks in {stats.swapped} row(s): "
                       "are image_column and mask_column swapped?")
     if data_args.num_labels > 1:
-        if stats.objects_to_ignore == stats.read:
-            errors.append(f"{where}: every mask's objects become ignore_index={data_args.ignore_index}: values "
+        if stats.empty == stats.read and stats.nonzero_void:
+            errors.append(f"{where}: no mask holds a class 1..{data_args.num_labels - 1}, every object becomes "
+                          f"ignore_index={data_args.ignore_index}: values "
                           f"seen {_values(stats)}, but num_labels={data_args.num_labels} keeps only 0.."
                           f"{data_args.num_labels - 1}; map them with mask_value_map (e.g. {{255: 1}})")
         elif stats.objects_to_ignore:
