@@ -62,7 +62,7 @@ def check_adapter_dir(folder: str | os.PathLike) -> dict[str, Any]:
     folder = Path(folder)
     config_path = folder / ADAPTER_CONFIG
     if not config_path.is_file():
-        raise DamagedFileError(f"{folder}: no {ADAPTER_CONFIG} (not an adapter folder)")
+        raise DamagedFileError(f"{folder}: not a PEFT adapter (no {ADAPTER_CONFIG})")
     config = read_json_file(config_path, "the adapter config")
     if not isinstance(config, dict):
         raise DamagedFileError(f"{config_path}: the adapter config is not a JSON object")

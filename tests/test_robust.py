@@ -363,3 +363,31 @@ def test_target_modules_typo_stops_run_before_loading(tmp_path, monkeypatch):
     with pytest.raises(RecipeError, match="did you mean qkv"):
         run_training(*parse_train_args([DEMO, "--output_dir", str(tmp_path / "o"), *FAST,
                                         "--peft_config.target_modules", "[qvk]"]))
+
+
+def test_ctrl_c_ends_with_one_line_exit_130_and_a_resumable_checkpoint(tmp_path, monkeypatch, capsys):
+    import infosam_hf.training.run as pipeline
+    from transformers import TrainerCallback
+
+    class CtrlC(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                raise KeyboardInterrupt
+
+    class Interrupted(InfoSAMTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(CtrlC())
+
+    monkeypatch.setattr(pipeline, "InfoSAMTrainer", Interrupted)
+    out = tmp_path / "run"
+    argv = [DEMO, "--output_dir", str(out), *FAST, "--max_steps", "4", "--test_split", "null",
+            "--save_strategy", "steps", "--save_steps", "1"]
+    with pytest.raises(SystemExit) as stop:
+        run_training(*parse_train_args(argv))
+    assert stop.value.code == 130 and not (out / LOCK_NAME).exists()
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("interrupted at step 2; resume from checkpoint-1 with --resume_from_checkpoint true")
+    monkeypatch.undo()
+    run_training(*parse_train_args([*argv, "--resume_from_checkpoint", "true"]))
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 4

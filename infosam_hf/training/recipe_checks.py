@@ -53,7 +53,7 @@ def check_recipe_values(model_args, peft_args, data_args, args) -> None:
         raise RecipeError(f"max_grad_norm={args.max_grad_norm!r} must be finite (0 turns clipping off)")
     for key in ("r", "lora_alpha"):
         value = peft_args.peft_config.get(key)
-        if value is not None and (not isinstance(value, (int, float)) or value < 1):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 1:  # a non-number: typed check
             raise RecipeError(f"peft_config.{key}={value!r} must be >= 1")
     cache_dir = args.teacher_cache_dir
     if cache_dir and Path(cache_dir).exists() and not Path(cache_dir).is_dir():

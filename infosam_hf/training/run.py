@@ -308,6 +308,8 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     try:
         train_result = trainer.train(resume_from_checkpoint=resume)
     except KeyboardInterrupt:  # one line, exit status 130 (the shell's for Ctrl-C)
+        if lock is not None:
+            lock.release()
         print(interrupted_message(trainer.state.global_step, args.output_dir), file=sys.stderr)
         raise SystemExit(130) from None
     # Save without Trainer's push: the push comes last, with the model card and the test results.
