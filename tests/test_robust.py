@@ -2,6 +2,7 @@
 
 import errno
 import json
+import math
 import os
 import subprocess
 import sys
@@ -391,3 +392,15 @@ def test_ctrl_c_ends_with_one_line_exit_130_and_a_resumable_checkpoint(tmp_path,
     monkeypatch.undo()
     run_training(*parse_train_args([*argv, "--resume_from_checkpoint", "true"]))
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 4
+
+
+def test_all_empty_or_all_void_targets_never_score_silently(caplog):
+    from infosam_hf.evaluation.metrics import SegmentationMetrics
+
+    binary = SegmentationMetrics()
+    binary.update(torch.full((2, 1, 16, 16), -8.0), torch.zeros(2, 16, 16))
+    binary.compute()
+    assert "ground truth is all empty" in caplog.text
+    classes = SegmentationMetrics(num_labels=3, ignore_index=255)
+    classes.update(torch.zeros(1, 3, 8, 8), torch.full((1, 8, 8), 255))
+    assert math.isnan(classes.compute()["miou"]) and "every pixel is ignore_index=255" in caplog.text
