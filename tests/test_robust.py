@@ -336,7 +336,7 @@ def test_bad_recipe_values_are_one_line_before_loading(extra, message):
         check_recipe_values(*parse_train_args([DEMO, "--output_dir", "x", *extra]))
 
 
-def test_patch_multiple_inside_sam_config_and_cache_folder_that_is_a_file(tmp_path):
+def test_patch_multiple_inside_sam_config_and_cache_folder_that_is_a_file(tmp_path, monkeypatch):
     model, peft, data, args = parse_train_args([DEMO, "--output_dir", "x"])
     model.sam_config = {**model.sam_config, "vision_config": {**model.sam_config["vision_config"], "image_size": 100}}
     with pytest.raises(RecipeError, match="sam_config.vision_config.image_size=100 is not a multiple"):
@@ -345,6 +345,9 @@ def test_patch_multiple_inside_sam_config_and_cache_folder_that_is_a_file(tmp_pa
     model, peft, data, args = parse_train_args([DEMO, "--output_dir", "x", "--teacher_cache_dir", str(tmp_path / "file")])
     with pytest.raises(RecipeError, match="teacher_cache_dir=.* is a file"):
         check_recipe_values(model, peft, data, args)
+    monkeypatch.setenv("INFOSAM_TEACHER_CACHE_DIR", str(tmp_path / "file"))
+    with pytest.raises(RecipeError, match="INFOSAM_TEACHER_CACHE_DIR=.* is a file"):
+        check_recipe_values(*parse_train_args([DEMO, "--output_dir", "x"]))
 
 
 def test_target_modules_typo_gets_close_matches_and_drop_last_vs_rows():

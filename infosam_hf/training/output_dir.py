@@ -66,8 +66,10 @@ class OutputDirLock:
     def __init__(self, output_dir: str | os.PathLike):
         self.path = Path(output_dir) / LOCK_NAME
         self.held = False
+        self.created_folder = False
 
     def acquire(self) -> OutputDirLock:
+        self.created_folder = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = f"{os.getpid()} {socket.gethostname()}\n"
         for _ in range(2):
@@ -96,10 +98,14 @@ class OutputDirLock:
         if host != socket.gethostname():
             raise RecipeError(f"output_dir={str(self.path.parent)!r} is in use by a run on {host} (pid {pid}); "
                               f"if that run is gone, delete {self.path}")
-        logger.warning("Taking over the stale lock %s (its process %s is gone)", self.path, pid)
+        gone = "an earlier run in this process" if pid == os.getpid() else f"process {pid}, which is gone"
+        logger.warning("Taking over the stale lock %s (left by %s)", self.path, gone)
         self.path.unlink(missing_ok=True)
 
     def release(self) -> None:
+        """Remove the lock (and the folder, when the lock created it and nothing else was written there)."""
         if self.held:
             self.held = False
             self.path.unlink(missing_ok=True)
+            if self.created_folder and not any(self.path.parent.iterdir()):
+                self.path.parent.rmdir()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 from .recipe import RecipeError
+from .teacher_cache import CACHE_DIR_ENV
 
 __all__ = ["MIN_PATCHES", "PATCH_SIZE", "check_recipe_values", "check_drop_last", "check_peft_targets", "check_target_modules"]
 
@@ -27,21 +29,39 @@ def _check_side(key: str, value: Any, patch: int, multiple: bool) -> None:
                           f"{max(patch, round(value / patch) * patch)})")
 
 
+def _vision_config(model_args) -> dict[str, Any] | None:
+    """The ViT fields of the SAM a recipe names (``sam_config``, or the checkpoint's local config); None for a
+    SAM 2 (its Hiera input sizes are checked where it loads)."""
+    from ..models.sam2 import is_sam2
+
+    if model_args.sam_config:
+        return None if is_sam2(model_args.sam_config) else dict(model_args.sam_config.get("vision_config") or {})
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model_args.model_name_or_path, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not at hand: SAM's patch size
+        return {}
+    vision = getattr(config, "vision_config", None)
+    return None if config.model_type != "sam" or vision is None else {"patch_size": vision.patch_size}
+
+
 def check_recipe_values(model_args, peft_args, data_args, args) -> None:
     """Sizes, learning rate, step counts, PEFT rank and cache folder: one line per bad value, before any loading."""
-    sam_config = model_args.sam_config or {}
-    vision = sam_config.get("vision_config") or {}
-    patch = vision.get("patch_size", PATCH_SIZE)
-    if not isinstance(patch, int) or patch <= 0:
-        raise RecipeError(f"sam_config.vision_config.patch_size={patch!r} must be a positive integer")
-    if "image_size" in vision:
-        _check_side("sam_config.vision_config.image_size", vision["image_size"], patch, multiple=True)
-    if model_args.image_size is not None:
-        _check_side("image_size", model_args.image_size, patch, multiple=True)
-    for key in ("resize", "random_crop"):
-        value = getattr(data_args, key)
-        for side in value or ():
-            _check_side(key, side, patch, multiple=key == "random_crop" or not model_args.dynamic_input_size)
+    vision = _vision_config(model_args)
+    if vision is not None:
+        patch = vision.get("patch_size", PATCH_SIZE)
+        if not isinstance(patch, int) or patch <= 0:
+            raise RecipeError(f"sam_config.vision_config.patch_size={patch!r} must be a positive integer")
+        if "image_size" in vision:
+            _check_side("sam_config.vision_config.image_size", vision["image_size"], patch, multiple=True)
+        if model_args.image_size is not None:
+            _check_side("image_size", model_args.image_size, patch, multiple=True)
+        for key in ("resize", "random_crop"):
+            for side in getattr(data_args, key) or ():
+                _check_side(key, side, patch, multiple=key == "random_crop" or not model_args.dynamic_input_size)
+    elif model_args.image_size is not None and model_args.image_size <= 0:
+        raise RecipeError(f"image_size={model_args.image_size!r} must be a positive number of pixels")
     lr = args.learning_rate
     if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise RecipeError(f"learning_rate={lr!r} must be a finite number > 0")
@@ -55,9 +75,10 @@ def check_recipe_values(model_args, peft_args, data_args, args) -> None:
         value = peft_args.peft_config.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 1:  # a non-number: typed check
             raise RecipeError(f"peft_config.{key}={value!r} must be >= 1")
-    cache_dir = args.teacher_cache_dir
+    cache_dir, key = ((args.teacher_cache_dir, "teacher_cache_dir") if args.teacher_cache_dir
+                      else (os.environ.get(CACHE_DIR_ENV), CACHE_DIR_ENV))
     if cache_dir and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
-        raise RecipeError(f"teacher_cache_dir={cache_dir!r} is a file, not a folder")
+        raise RecipeError(f"{key}={cache_dir!r} is a file, not a folder")
     if not 0 <= data_args.ignore_index < max(data_args.num_labels, 2) or data_args.num_labels == 1:
         return
     raise RecipeError(f"ignore_index={data_args.ignore_index} is one of the num_labels={data_args.num_labels} class "

@@ -280,9 +280,14 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
         augment = parse_augment_names(data_args.augment)
         resolve_teacher_cache("on", pixel_changing_options(augment, data_args.random_crop))
     lock = OutputDirLock(args.output_dir).acquire() if int(os.environ.get("RANK", "0")) == 0 else None
-    student, teacher, image_size = build_models(model_args, peft_args, args.output_dir, args.seed,
-                                                data_args.num_labels,
-                                                need_teacher=args.lambda_r > 0 or args.lambda_d > 0)
+    try:  # a model that fails to build leaves no lock (nor a folder the lock created)
+        student, teacher, image_size = build_models(model_args, peft_args, args.output_dir, args.seed,
+                                                    data_args.num_labels,
+                                                    need_teacher=args.lambda_r > 0 or args.lambda_d > 0)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     sam2 = is_sam2(student)
     splits = build_datasets(data_args, image_size, seed=args.seed, splits=raw_splits, keep_aspect_ratio=not sam2)
     image_processor = build_image_processor(image_size, data_args.image_mean, data_args.image_std, sam2)
