@@ -407,3 +407,13 @@ def test_all_empty_or_all_void_targets_never_score_silently(caplog):
     classes = SegmentationMetrics(num_labels=3, ignore_index=255)
     classes.update(torch.zeros(1, 3, 8, 8), torch.full((1, 8, 8), 255))
     assert math.isnan(classes.compute()["miou"]) and "every pixel is ignore_index=255" in caplog.text
+
+
+def test_relation_from_a_truncated_adapter_names_the_file(tmp_path):
+    from infosam_hf.relation import load_relation_state_dict
+
+    folder = _adapter(tmp_path / "adapter")
+    weights = folder / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:30])
+    with pytest.raises(DamagedFileError, match="adapter_model.safetensors: damaged or truncated safetensors"):
+        load_relation_state_dict(str(folder))
