@@ -417,3 +417,13 @@ def test_relation_from_a_truncated_adapter_names_the_file(tmp_path):
     weights.write_bytes(weights.read_bytes()[:30])
     with pytest.raises(DamagedFileError, match="adapter_model.safetensors: damaged or truncated safetensors"):
         load_relation_state_dict(str(folder))
+
+
+def test_a_full_disk_stops_the_teacher_cache_not_the_run(tmp_path, monkeypatch, caplog):
+    import infosam_hf.training.teacher_cache as teacher_cache
+
+    cache = TeacherEmbeddingCache({"k": 2}, root=tmp_path)
+    monkeypatch.setattr(teacher_cache, "save_file", _enospc)
+    cache.put([0, 1], torch.ones(2, 4, 2, 2))
+    assert cache.disk_full and len(cache) == 0 and caplog.text.count("no space left on") == 1
+    assert not [p for p in cache.directory.iterdir() if p.name.startswith(".")]  # no temporary file left

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..io import atomic_write_with
+from ..io import DiskFullError, atomic_write_with
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +178,7 @@ class TeacherEmbeddingCache:
         self.hits = 0
         self.misses = 0
         self.entry_shape: tuple[int, ...] | None = None  # (C, H, W) of every entry, once one is seen
+        self.disk_full = False  # a write found the disk full: store nothing more
 
     def _path(self, index: int) -> Path:
         return self.directory / f"{int(index)}.safetensors"
@@ -229,7 +230,13 @@ class TeacherEmbeddingCache:
             path = self._path(index)
             if path.is_file():
                 continue
-            atomic_write_with(path, lambda tmp, row=row: save_file({_TENSOR_KEY: cpu[row].contiguous()}, tmp))
+            if self.disk_full:
+                return
+            try:
+                atomic_write_with(path, lambda tmp, row=row: save_file({_TENSOR_KEY: cpu[row].contiguous()}, tmp))
+            except DiskFullError as err:  # training goes on, computing the teacher's embeddings each step
+                self.disk_full = True
+                logger.warning("Teacher-embedding cache: %s; no further entries are stored", err)
 
     def __repr__(self) -> str:
         return f"TeacherEmbeddingCache({self.directory}, {len(self)} entries, {self.dtype})"
