@@ -18,7 +18,12 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageFilter  # noqa: E402
 
-from infosam_hf.evaluation.visualization import MASK_COLOR, _line_width, mask_contour, overlay_mask  # noqa: E402
+from infosam_hf.evaluation.visualization import (  # noqa: E402
+    MASK_COLOR,
+    _line_width,
+    mask_contour,
+    overlay_mask,
+)
 
 
 def reference_overlay(image: Image.Image, mask: np.ndarray, alpha: float = 0.45) -> tuple[Image.Image, np.ndarray]:

@@ -19,13 +19,25 @@ from infosam_hf.data import DataArguments
 from infosam_hf.data.decoding import DataError, decode_image
 from infosam_hf.data.mask_report import mask_report
 from infosam_hf.file_checks import DamagedFileError, check_adapter_dir, read_json_file
-from infosam_hf.io import DiskFullError, atomic_write_json, atomic_write_with, replace_files_from
+from infosam_hf.io import (
+    DiskFullError,
+    atomic_write_json,
+    atomic_write_with,
+    replace_files_from,
+)
 from infosam_hf.training import InfoSAMConfig, InfoSAMTrainer
 from infosam_hf.training.divergence import DivergenceError
 from infosam_hf.training.output_dir import LOCK_NAME, OutputDirLock, check_output_dir
 from infosam_hf.training.recipe import RecipeError
-from infosam_hf.training.recipe_checks import check_drop_last, check_recipe_values, check_target_modules
-from infosam_hf.training.resume_check import interrupted_message, resolve_resume_checkpoint
+from infosam_hf.training.recipe_checks import (
+    check_drop_last,
+    check_recipe_values,
+    check_target_modules,
+)
+from infosam_hf.training.resume_check import (
+    interrupted_message,
+    resolve_resume_checkpoint,
+)
 from infosam_hf.training.run import parse_train_args, run_training
 from infosam_hf.training.teacher_cache import TeacherEmbeddingCache
 from tests.tiny_sam import tiny_student
@@ -370,8 +382,9 @@ def test_target_modules_typo_stops_run_before_loading(tmp_path, monkeypatch):
 
 
 def test_ctrl_c_ends_with_one_line_exit_130_and_a_resumable_checkpoint(tmp_path, monkeypatch, capsys):
-    import infosam_hf.training.run as pipeline
     from transformers import TrainerCallback
+
+    import infosam_hf.training.run as pipeline
 
     class CtrlC(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
