@@ -440,3 +440,15 @@ def test_a_full_disk_stops_the_teacher_cache_not_the_run(tmp_path, monkeypatch, 
     cache.put([0, 1], torch.ones(2, 4, 2, 2))
     assert cache.disk_full and len(cache) == 0 and caplog.text.count("no space left on") == 1
     assert not [p for p in cache.directory.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_ctrl_c_outside_the_training_loop_is_one_line_too(tmp_path, monkeypatch, capsys):
+    import infosam_hf.commands.train as train_command
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_command, "run_training", interrupted)
+    assert train_command.main([DEMO, "--output_dir", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip() == ("interrupted; no checkpoint was saved yet, so a new run starts over "
+                                               "(save_steps sets how often checkpoints are written)")

@@ -85,11 +85,12 @@ def resolve_resume_checkpoint(value: str | bool | None, output_dir: str, peft_ty
     return os.fspath(checkpoint)
 
 
-def interrupted_message(step: int, output_dir: str) -> str:
+def interrupted_message(step: int | None, output_dir: str) -> str:
     """The one line a Ctrl-C ends a run with: the step, and how to resume from the last complete checkpoint."""
     checkpoint = _last_complete(output_dir)
+    where = "interrupted" if step is None else f"interrupted at step {step}"
     if checkpoint is None:
-        return (f"interrupted at step {step}; no checkpoint was saved yet, so a new run starts over "
+        return (f"{where}; no checkpoint was saved yet, so a new run starts over "
                 f"(save_steps sets how often checkpoints are written)")
-    return (f"interrupted at step {step}; resume from {checkpoint.name} with --resume_from_checkpoint true "
+    return (f"{where}; resume from {checkpoint.name} with --resume_from_checkpoint true "
             f"--output_dir {output_dir}")
