@@ -24,6 +24,7 @@ from peft.utils import PeftType
 from peft.utils import SAFETENSORS_WEIGHTS_NAME as ADAPTER_WEIGHTS_NAME
 
 from .evaluation.metrics import CLASS_IOU_PREFIX
+from .io import atomic_write_with
 from .models.inference import BASE_MODEL_DIR
 
 logger = logging.getLogger(__name__)
@@ -385,7 +386,8 @@ def training_args_dict(args: Any) -> dict[str, Any]:
 def write_model_card(output_dir: str | Path, repo_id: str | None = None, **kwargs) -> Path:
     """Build the card (see :func:`build_model_card`) and save it as ``output_dir/README.md``."""
     path = Path(output_dir) / "README.md"
-    build_model_card(output_dir, repo_id, **kwargs).save(path)
+    card = build_model_card(output_dir, repo_id, **kwargs)
+    atomic_write_with(path, card.save)
     return path
 
 

@@ -12,6 +12,8 @@ from peft.utils import SAFETENSORS_WEIGHTS_NAME
 from safetensors.torch import load_file
 from torch import nn
 
+from .file_checks import check_safetensors
+
 __all__ = [
     "RELATION_MODULE_NAME",
     "RelationModule",
@@ -116,4 +118,5 @@ def load_relation_state_dict(source: str | os.PathLike, revision: str | None = N
         except OSError as err:  # not found, offline, no access: one line, like a local miss
             raise FileNotFoundError(f"relation_from={source}: not a local path and no {SAFETENSORS_WEIGHTS_NAME} "
                                     f"could be fetched from the Hub ({type(err).__name__})") from None
+    check_safetensors(weights_path)  # a truncated or empty file: one line naming it
     return relation_state_from_adapter_weights(load_file(str(weights_path)), str(source))

@@ -239,8 +239,6 @@ def test_gpu_benchmark_runs_end_to_end_on_the_cpu_with_tiny(monkeypatch):
 
 
 def test_cache_key_follows_edited_image_files(tmp_path):
-    import os
-
     from datasets import Dataset, Image
     from PIL import Image as PILImage
 
@@ -253,11 +251,11 @@ def test_cache_key_follows_edited_image_files(tmp_path):
         PILImage.new("RGB", (8, 8), (i, 0, 0)).save(path)
         paths.append(str(path))
     transform = SamSegmentationTransform(64, train=True)
-    for dataset in (Dataset.from_dict({"image": paths}), Dataset.from_dict({"image": paths}).cast_column("image", Image())):
+    for edit, dataset in enumerate((Dataset.from_dict({"image": paths}),
+                                    Dataset.from_dict({"image": paths}).cast_column("image", Image()))):
         before = dataset_cache_key(dataset, transform)
         assert before["files"] is not None
-        stat = os.stat(paths[0])
-        os.utime(paths[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file was edited
+        PILImage.new("RGB", (8, 8), (200, edit, 0)).save(paths[0])  # the file's content was edited
         assert dataset_cache_key(dataset, transform)["files"] != before["files"]
     assert dataset_cache_key(dataset, SamSegmentationTransform(32, train=True))["transform"] != before["transform"]
 

@@ -17,6 +17,7 @@ from typing import Any
 from ..data import DataArguments
 from ..errors import UsageError
 from ..hub import ADAPTER_CONFIG_NAME
+from ..io import atomic_write_text
 from ..remote import check_pretrained_name
 from ..evaluation.evaluate import RESULTS_FILENAME, default_output_path, evaluate_adapter, format_results_table
 from ..training import parse_train_args
@@ -105,7 +106,7 @@ def _evaluate(argv: list[str]) -> int:
         num_workers=config.dataloader_num_workers, progress=not config.disable_tqdm,
     )
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
+    atomic_write_text(output, json.dumps(results, indent=2) + "\n")
     print(format_results_table(results, config.report_metrics))
     print(f"\nResults written to {output}")
     return 0

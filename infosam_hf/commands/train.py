@@ -10,6 +10,7 @@ import torch
 
 from ..training import RecipeError, parse_train_args, run_training
 from ..training.recipe import HELP_FLAGS, format_recipe_help, recipe_values, wants_help
+from ..training.resume_check import interrupted_message
 from ..training.run import RECIPE_DATACLASSES
 from .common import run_main
 
@@ -52,7 +53,11 @@ def _train(argv: list[str]) -> int:
         return 2
     model_args, peft_args, data_args, args = parse_train_args(argv)
     cpu_threads(args)
-    run_training(model_args, peft_args, data_args, args)
+    try:
+        run_training(model_args, peft_args, data_args, args)
+    except KeyboardInterrupt:  # outside the training loop (loading, caching, evaluating): one line too
+        print(interrupted_message(None, args.output_dir), file=sys.stderr)
+        return 130
     return 0
 
 

@@ -16,6 +16,7 @@ from .prompts import sample_box, sample_points
 from .sources import SourceSplits, load_splits
 from .synthetic import make_synthetic_dataset
 from .transforms import INDEX_COLUMN, SamSegmentationTransform, preprocess_image
+from .mask_report import mask_report
 from .validation import DataValidationError, validate_splits
 
 __all__ = [
@@ -89,6 +90,8 @@ def validate_data(data_args: DataArguments, splits: dict[str, Dataset | None], p
     validate_splits(splits, data_args.validate_data, num_labels=data_args.num_labels,
                     mask_threshold=data_args.mask_threshold, invert_mask=data_args.invert_mask,
                     ignore_index=data_args.ignore_index, progress=progress, value_map=data_args.mask_value_map)
+    if data_args.validate_data != "none" and data_args.preprocessing != "official":
+        mask_report(splits, data_args)  # objects the decoding would drop stop here; borderline sets warn once
 
 
 def select_splits(data_args: DataArguments, seed: int = 42, need_eval: bool = True) -> SegmentationSplits:

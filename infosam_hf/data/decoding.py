@@ -68,8 +68,11 @@ def open_image(value: Any) -> Image.Image:
 
 
 def _wide_to_uint8(array: np.ndarray) -> np.ndarray:
-    """Scale a 16-bit / 32-bit / float image to 0..255 by its own peak."""
+    """Scale a 16-bit / 32-bit / float image to 0..255 by its own peak (non-finite pixels read as 0)."""
     array = array.astype(np.float64)
+    finite = np.isfinite(array)
+    if not finite.all():  # NaN / Inf pixels read as 0 and do not set the scale (one would blacken the image)
+        array = np.where(finite, array, 0.0)
     low = min(float(array.min()), 0.0)
     peak = float(array.max()) - low
     return ((array - low) / (peak if peak > 0 else 1.0) * 255.0 + 0.5).astype(np.uint8)

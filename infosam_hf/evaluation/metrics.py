@@ -29,6 +29,7 @@ set at threshold 0.5 (G-SAM's number). Multi-class: ``miou`` / ``iou_class_{k}``
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -36,6 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from py_sod_metrics import Emeasure, Smeasure, WeightedFmeasure
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "CLASS_IOU_PREFIX",
@@ -346,6 +349,7 @@ class SegmentationMetrics:
         self.confusion = np.zeros((n, n), dtype=np.int64)
         self.sums = dict.fromkeys(self._image_keys(), 0.0)
         self.num_images = 0
+        self.empty_targets = 0  # binary: images whose ground truth has no foreground
 
     def _image_keys(self) -> tuple[str, ...]:
         if not self.binary:
@@ -363,6 +367,7 @@ class SegmentationMetrics:
                 values, conf = _evaluate_logits(pred, gt, self.metric_input, self.sod_metrics)
                 for k, v in values.items():
                     self.sums[k] += v
+                self.empty_targets += int(conf[1].sum() == 0)
             else:
                 conf = self._multiclass_confusion(pred, gt)
             self.confusion += conf
@@ -397,10 +402,24 @@ class SegmentationMetrics:
         for k in self.sums:
             self.sums[k] += other.sums.get(k, float("nan"))
         self.num_images += other.num_images
+        self.empty_targets += other.empty_targets
+
+    def _warn_degenerate(self) -> None:
+        """A set whose targets are all empty (or all ignore) gives numbers that mean nothing: say so."""
+        if self.binary and self.num_images and self.empty_targets == self.num_images:
+            logger.warning("Metrics over %d image(s) whose ground truth is all empty: IoU, Dice and the E-measure "
+                           "only score the absence of false positives here and are not comparable", self.num_images)
+        elif self.binary and self.empty_targets:
+            logger.warning("%d of %d ground-truth mask(s) are empty (scored as empty targets)", self.empty_targets,
+                           self.num_images)
+        elif not self.binary and self.num_images and not self.confusion.any():
+            logger.warning("Metrics over %d image(s) whose every pixel is ignore_index=%s: no pixel was scored (NaN)",
+                           self.num_images, self.ignore_index)
 
     def compute(self) -> dict[str, float]:
         """Dataset-level metrics: per-image means (binary) plus confusion-matrix ``miou``."""
         summary = miou_from_confusion(self.confusion)
+        self._warn_degenerate()
         if self.binary:
             n = self.num_images
             out = {k: (s / n if n else float("nan")) for k, s in self.sums.items()}

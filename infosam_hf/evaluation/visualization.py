@@ -56,6 +56,11 @@ def mask_contour(mask: np.ndarray, width: int = 1) -> np.ndarray:
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return mask.copy()
+    if width > 2:  # a (2w+1)² min filter costs w² per pixel: draw a 1-px outline at 1/w scale, scaled back up
+        height, full_width = mask.shape
+        small = Image.fromarray(mask.astype(np.uint8) * 255).reduce(width)  # box-averaged: > 0 where any pixel is
+        outline = Image.fromarray(mask_contour(np.asarray(small) > 0, 1).astype(np.uint8) * 255)
+        return mask & (np.asarray(outline.resize((full_width, height), Image.Resampling.NEAREST)) > 0)
     # Pad with background so that objects touching the image border get a contour there too.
     padded = np.pad(mask, width, constant_values=False)
     eroded = Image.fromarray(padded.astype(np.uint8) * 255).filter(ImageFilter.MinFilter(2 * width + 1))
@@ -91,12 +96,10 @@ def overlay_mask(
     mask = mask > (127 if mask.dtype == np.uint8 and mask.max() > 1 else 0)
     if mask.shape != (base.height, base.width):
         raise ValueError(f"mask shape {mask.shape} != image size {(base.height, base.width)} (H, W)")
-    pixels = np.asarray(base, dtype=np.float32).copy()
-    tint = np.asarray(color, dtype=np.float32)
-    pixels[mask] = (1.0 - alpha) * pixels[mask] + alpha * tint
     stroke = _line_width(base.height, base.width)
-    pixels[mask_contour(mask, stroke)] = tint
-    out = Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8))
+    tint = Image.new("RGB", base.size, tuple(color))  # blended in PIL's C loops: seconds, not a minute, at 6000x4000
+    out = Image.composite(Image.blend(base, tint, alpha), base, Image.fromarray(mask.astype(np.uint8) * 255))
+    out.paste(tint, mask=Image.fromarray(mask_contour(mask, stroke).astype(np.uint8) * 255))
     draw = ImageDraw.Draw(out)
     if box is not None:
         x0, y0, x1, y1 = (float(v) for v in box)

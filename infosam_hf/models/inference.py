@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import torch
 from peft import PeftConfig, PeftModel
+
+from ..file_checks import DamagedFileError, check_adapter_dir, read_json_file
 from ..remote import check_pretrained_name
 from .dynamic import enable_dynamic_input_size
 from .sam import attach_relation_module, load_pretrained_sam
@@ -47,6 +48,8 @@ def load_for_inference(adapter: str | None, base_model: str | None = None, devic
         model = load_pretrained_sam(base_model)
     else:
         check_pretrained_name(adapter, "adapter", marker_file="adapter_config.json")
+        if Path(adapter).is_dir():  # a damaged local adapter: one line naming the file, before any model loads
+            check_adapter_dir(adapter)
         try:
             config = PeftConfig.from_pretrained(adapter, revision=revision)
         except (OSError, ValueError) as err:
@@ -74,11 +77,10 @@ def _read_run_args(adapter: str | None) -> dict:
     path = Path(adapter) / RUN_ARGS_NAME if adapter else None
     if path is None or not path.is_file():
         return {}
-    try:
-        loaded = json.loads(path.read_text())
-    except ValueError:
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
+    loaded = read_json_file(path, "the run record")  # a damaged record is an error, not silently ignored
+    if not isinstance(loaded, dict):
+        raise DamagedFileError(f"{path}: the run record is not a JSON object")
+    return loaded
 
 
 def _run_was_dynamic(adapter: str) -> bool:

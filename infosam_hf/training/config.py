@@ -94,6 +94,12 @@ class InfoSAMConfig(TrainingArguments):
         default="local",
         metadata={"help": "Gram matrices over the per-device batch ('local') or over the batch of every process "
                           "('global', gathered with gradient)."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Train into an output_dir that holds an earlier run (its adapter and "
+                                         "checkpoints are replaced); without it such a run stops with one line."})
+    resume_model_only: bool = field(
+        default=False, metadata={"help": "Resume from a checkpoint without optimizer.pt / scheduler.pt: the weights "
+                                         "resume, the optimizer and schedule restart (else an error)."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the transform's columns."})
     ddp_find_unused_parameters: bool | None = field(
         default=False, metadata={"help": "Every trained parameter is used every step."})

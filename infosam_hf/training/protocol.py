@@ -16,6 +16,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from ..io import atomic_write_json
+
 __all__ = ["PROTOCOLS", "OFFICIAL_LAST_EPOCHS", "PROTOCOL_RESULTS_NAME", "BEST_ON_TEST_LABEL",
            "OfficialProtocolCallback", "official_epochs", "official_schedule_steps", "best_on_test", "leading_columns", "protocol_summary"]
 
@@ -117,6 +119,5 @@ class OfficialProtocolCallback(TrainerCallback):
     def write(self, output_dir: str | Path) -> dict[str, Any]:
         """Write ``protocol_results.json`` and return its content."""
         summary = protocol_summary(self.per_epoch, self.metric)
-        with open(Path(output_dir) / PROTOCOL_RESULTS_NAME, "w") as handle:
-            json.dump(summary, handle, indent=2)
+        atomic_write_json(Path(output_dir) / PROTOCOL_RESULTS_NAME, summary)
         return summary

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import os
@@ -27,6 +26,7 @@ from ..evaluation.loop import box_fill_logits, evaluate_segmentation
 from ..evaluation.metrics import CLASS_IOU_PREFIX
 from ..evaluation.visualization import TrainingCurvesCallback
 from ..hub import EVAL_SUMMARY_NAME, push_adapter_dir, training_args_dict, write_model_card
+from ..io import atomic_write_json
 from ..models import ModelArguments
 from ..models.inference import BASE_MODEL_DIR
 from ..models.multiclass import NEW_HEAD_ATTR
@@ -37,8 +37,11 @@ from ..remote import check_pretrained_name
 from ..tuners import PeftArguments, build_peft_config, build_student, parameter_groups
 from ..tuners.variants import VARIANTS, load_pretrained_parts
 from .config import InfoSAMConfig
+from .output_dir import OutputDirLock, check_output_dir
 from .protocol import OfficialProtocolCallback, format_protocol_table, leading_columns, official_epochs
 from .recipe import RecipeError, coerce_value, parse_recipe
+from .recipe_checks import check_drop_last, check_peft_targets, check_recipe_values
+from .resume_check import interrupted_message, resolve_resume_checkpoint
 from .teacher_cache import pixel_changing_options, resolve_teacher_cache
 from .trainer import InfoSAMTrainer
 
@@ -226,11 +229,9 @@ def finish_run(trainer: InfoSAMTrainer, args: InfoSAMConfig, results: dict[str, 
                summary: dict[str, dict[str, float]], run_args: dict[str, Any]) -> None:
     """Main process: write the run's arguments, summary and model card, then push if asked."""
     output_dir = Path(args.output_dir)
-    with open(output_dir / "run_args.json", "w") as handle:
-        json.dump(run_args, handle, indent=2, default=str)
+    atomic_write_json(output_dir / "run_args.json", run_args, default=str)
     if summary:
-        with open(output_dir / EVAL_SUMMARY_NAME, "w") as handle:
-            json.dump(summary, handle, indent=2)
+        atomic_write_json(output_dir / EVAL_SUMMARY_NAME, summary)
     repo_id = (getattr(trainer, "hub_model_id", None) or args.hub_model_id) if args.push_to_hub else None
     write_model_card(args.output_dir, repo_id, run_args=run_args, test_metrics=results.get("test", {}),
                      summary=summary)
@@ -277,10 +278,17 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     """Train, save the adapter to ``args.output_dir`` and evaluate on the test split. Returns metrics."""
     check_multiclass_recipe(model_args, data_args)
     check_protocol(args, data_args)
+    check_recipe_values(model_args, peft_args, data_args, args)
+    check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
     peft_args.peft_method = resolve_peft_method(model_args, peft_args)  # a model variant is its own peft method
     if peft_args.peft_method in VARIANTS:  # peft_method: gsam is model_variant: gsam
         model_args.model_variant = peft_args.peft_method
     check_peft_options(peft_args)
+    check_peft_targets(model_args, peft_args)
+    peft_config = build_peft_config(peft_args.peft_method, peft_args.peft_config)
+    resume = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir, peft_config.peft_type,
+                                       {"r": getattr(peft_config, "r", None)} if hasattr(peft_config, "r") else None,
+                                       model_only=args.resume_model_only)
     for key in ("model_name_or_path", "teacher_model_name_or_path"):  # a Hub id offline: seconds, not a minute
         if getattr(model_args, key):
             check_pretrained_name(getattr(model_args, key), key)
@@ -290,14 +298,21 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     need_eval = (args.eval_strategy != "no" or args.load_best_model_at_end) and args.protocol != "official"
     raw_splits = select_splits(data_args, seed=args.seed, need_eval=need_eval)
     check_protocol(args, data_args, raw_splits)
+    check_drop_last(min(len(raw_splits.train), data_args.max_train_samples or len(raw_splits.train)), args)
     augmenter_from_args(data_args)
     check_input_sizes(model_args, data_args)
     if args.teacher_cache == "on" and (args.lambda_r > 0 or args.lambda_d > 0):  # fail before loading any model
         augment = parse_augment_names(data_args.augment)
         resolve_teacher_cache("on", pixel_changing_options(augment, data_args.random_crop))
-    student, teacher, image_size = build_models(model_args, peft_args, args.output_dir, args.seed,
-                                                data_args.num_labels,
-                                                need_teacher=args.lambda_r > 0 or args.lambda_d > 0)
+    lock = OutputDirLock(args.output_dir).acquire() if int(os.environ.get("RANK", "0")) == 0 else None
+    try:  # a model that fails to build leaves no lock (nor a folder the lock created)
+        student, teacher, image_size = build_models(model_args, peft_args, args.output_dir, args.seed,
+                                                    data_args.num_labels,
+                                                    need_teacher=args.lambda_r > 0 or args.lambda_d > 0)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     sam2 = is_sam2(student)
     splits = build_datasets(data_args, image_size, seed=args.seed, splits=raw_splits, keep_aspect_ratio=not sam2)
     image_processor = build_image_processor(image_size, data_args.image_mean, data_args.image_std, sam2)
@@ -320,7 +335,13 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
         print(f"Trainable parameters ({peft_args.peft_method}): {sum(groups.values()):,} = "
               + ", ".join(f"{name} {count:,}" for name, count in groups.items()))
     summary = score_before_training(trainer, splits.test, data_args) if args.eval_before_training else {}
-    train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    try:
+        train_result = trainer.train(resume_from_checkpoint=resume)
+    except KeyboardInterrupt:  # one line, exit status 130 (the shell's for Ctrl-C)
+        if lock is not None:
+            lock.release()
+        print(interrupted_message(trainer.state.global_step, args.output_dir), file=sys.stderr)
+        raise SystemExit(130) from None
     # Save without Trainer's push: the push comes last, with the model card and the test results.
     trainer.save_model(_internal_call=True)
     trainer.log_metrics("train", train_result.metrics)
@@ -363,4 +384,6 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
                       f"{args.output_dir} --images {path} --box {','.join(map(str, box))} "
                       f"--out {Path(args.output_dir) / 'predictions'}")
     results["summary"] = summary
+    if lock is not None:
+        lock.release()
     return results

@@ -18,13 +18,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from ..io import DiskFullError, atomic_write_with
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def teacher_fingerprint(module: torch.nn.Module) -> str:
 
 
 def _file_stats_digest(dataset, column: str) -> str | None:
-    """A hash of (path, size, mtime) of the files a path-based image column points at (None when the
+    """A hash of the paths and contents of the files a path-based image column points at (None when the
     images are stored in the dataset itself, which its fingerprint covers)."""
     import pyarrow as pa
 
@@ -103,13 +104,21 @@ def _file_stats_digest(dataset, column: str) -> str | None:
     if not paths:
         return None
     digest = hashlib.sha256()
-    for path in paths:
-        try:
-            stat = os.stat(path)
-            digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-        except OSError:
-            digest.update(f"{path}:missing".encode())
+    for path in paths:  # the content, not only size and mtime: a file replaced in place changes the key
+        digest.update(f"{path}:{_content_digest(path)}".encode())
     return digest.hexdigest()[:16]
+
+
+def _content_digest(path: str) -> str:
+    """sha256 of a file's bytes (read in 1 MiB blocks), or 'missing'."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return "missing"
+    return digest.hexdigest()
 
 
 def dataset_cache_key(dataset, transform) -> dict[str, Any]:
@@ -165,20 +174,30 @@ class TeacherEmbeddingCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         key_file = self.directory / "key.json"
         if not key_file.exists():
-            self._atomic_write(key_file, lambda tmp: Path(tmp).write_text(text))
+            atomic_write_with(key_file, lambda tmp: Path(tmp).write_text(text))
         self.hits = 0
         self.misses = 0
+        self.entry_shape: tuple[int, ...] | None = None  # (C, H, W) of every entry, once one is seen
+        self.disk_full = False  # a write found the disk full: store nothing more
 
     def _path(self, index: int) -> Path:
         return self.directory / f"{int(index)}.safetensors"
 
-    @staticmethod
-    def _atomic_write(path: Path, write) -> None:
-        """``write(temporary_path)`` beside ``path``, then rename: readers never see a half-written file."""
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-        os.close(fd)
-        write(tmp)
-        os.replace(tmp, path)
+    def _load(self, path: Path) -> torch.Tensor | None:
+        """One entry, or None after removing it (with one warning) when it is truncated, empty or mis-shaped."""
+        try:
+            tensor = load_file(str(path)).get(_TENSOR_KEY)
+            problem = None if tensor is not None else f"no {_TENSOR_KEY!r} tensor"
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error type for damaged files
+            tensor, problem = None, f"unreadable ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        if tensor is not None and (tensor.ndim != 3 or (self.entry_shape and tuple(tensor.shape) != self.entry_shape)):
+            problem = f"shape {tuple(tensor.shape)}, expected {self.entry_shape or '(C, H, W)'}"
+        if problem is None:
+            self.entry_shape = self.entry_shape or tuple(tensor.shape)
+            return tensor
+        logger.warning("Teacher-embedding cache entry %s is damaged (%s): recomputing it", path, problem)
+        path.unlink(missing_ok=True)
+        return None
 
     def __contains__(self, index: int) -> bool:
         return self._path(index).is_file()
@@ -193,8 +212,12 @@ class TeacherEmbeddingCache:
         if not all(path.is_file() for path in paths):
             self.misses += 1
             return None
+        loaded = [self._load(path) for path in paths]
+        if any(tensor is None for tensor in loaded):
+            self.misses += 1
+            return None
         self.hits += 1
-        stacked = torch.stack([load_file(str(path))[_TENSOR_KEY] for path in paths])
+        stacked = torch.stack(loaded)
         if torch.device(device).type == "cuda":
             stacked = stacked.pin_memory()  # a pageable host buffer would make the copy wait for the GPU
         return stacked.to(device=device, non_blocking=True).to(dtype)
@@ -202,11 +225,18 @@ class TeacherEmbeddingCache:
     def put(self, indices: Sequence[int], embeddings: torch.Tensor) -> None:
         """Store ``embeddings[i]`` for ``indices[i]`` (entries already present are kept)."""
         cpu = embeddings.detach().to("cpu", self.dtype)
+        self.entry_shape = self.entry_shape or tuple(cpu.shape[1:])
         for row, index in enumerate(indices):
             path = self._path(index)
             if path.is_file():
                 continue
-            self._atomic_write(path, lambda tmp, row=row: save_file({_TENSOR_KEY: cpu[row].contiguous()}, tmp))
+            if self.disk_full:
+                return
+            try:
+                atomic_write_with(path, lambda tmp, row=row: save_file({_TENSOR_KEY: cpu[row].contiguous()}, tmp))
+            except DiskFullError as err:  # training goes on, computing the teacher's embeddings each step
+                self.disk_full = True
+                logger.warning("Teacher-embedding cache: %s; no further entries are stored", err)
 
     def __repr__(self) -> str:
         return f"TeacherEmbeddingCache({self.directory}, {len(self)} entries, {self.dtype})"

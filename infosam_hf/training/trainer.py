@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import warnings
 from typing import Any
 
@@ -17,12 +18,13 @@ from transformers import Trainer, TrainerCallback, get_scheduler
 from transformers.integrations import TensorBoardCallback
 from transformers.integrations.integration_utils import default_logdir
 from transformers.trainer_pt_utils import nested_gather
-from transformers.trainer_utils import EvalLoopOutput
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
 from ..data.collator import INDEX_KEY, SamPromptCollator
 from ..evaluation.gsam_metrics import GsamScores
 from ..evaluation.loop import PROMPT_KEYS, evaluate_segmentation, make_metrics, sam_logits, upsample_logits
 from ..evaluation.metrics import SegmentationMetrics
+from ..io import disk_full_error, is_disk_full, replace_files_from
 from ..losses import binary_segmentation_loss, class_cross_entropy, compression_loss, distillation_loss
 from ..models.capture import SamFeatureCapture, match_teacher_grid
 from ..models.multiclass import freeze_unused_head, sam_num_classes
@@ -31,6 +33,7 @@ from ..models.sam2 import is_sam2
 from ..tuners import pop_auxiliary_loss
 from .config import InfoSAMConfig
 from .diagnostics import RelationDiagnostics
+from .divergence import check_logged_losses, check_trainable_weights
 from .global_batch import gather_batch
 from .protocol import official_schedule_steps
 from .teacher_cache import (TeacherEmbeddingCache, dataset_cache_key, pixel_changing_options, resolve_teacher_cache,
@@ -424,8 +427,9 @@ class InfoSAMTrainer(Trainer):
         count, first = int(self._skipped_info_steps), int(self._first_skipped_step)
         self._skipped_info_steps = self._first_skipped_step = None
         if count:
-            warnings.warn(f"Skipping the information losses: non-finite on {count} micro-batch(es) since the last "
-                          f"log, first at step {first} (only the segmentation loss trained those steps)", stacklevel=2)
+            warnings.warn(f"The information losses were non-finite on {count} micro-batch(es) since the last log, "
+                          f"first at step {first}: they were left out of those steps, whose update came from the "
+                          "(finite) segmentation loss alone", stacklevel=2)
 
     def _accumulate(self, values: dict[str, torch.Tensor]) -> None:
         for name, value in values.items():
@@ -443,7 +447,6 @@ class InfoSAMTrainer(Trainer):
         """Add ``loss_seg``, ``loss_r`` and ``loss_d`` (averaged over the logging interval) to train logs;
         leave out ``total_flos`` (not counted for SAM)."""
         logs.pop("total_flos", None)
-        self._warn_skipped()
         mean_over_processes = self._mean_over_processes if self.args.world_size > 1 else _same
         if "loss" in logs and self._component_steps:
             names = [name for name in LOSS_COMPONENTS if name in self._component_sums]
@@ -453,7 +456,38 @@ class InfoSAMTrainer(Trainer):
             self._component_steps = 0
         if "loss" in logs and self.info_diagnostics is not None:
             logs.update(self.info_diagnostics.pop(mean_over_processes if self.args.world_size > 1 else None))
+        if "loss" in logs:  # a train log: divergence stops the run here (one host read per log, not per step)
+            check_logged_losses(self.state.global_step, logs, self.args)
+            check_trainable_weights(self.model, self.state.global_step, self.args)
+        self._warn_skipped()  # after the check: the segmentation loss was finite
         super().log(logs, start_time)
+
+    # ----------------------------------------------------------------- saving
+    def _trainable_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Trainer's save, written into a staging folder and renamed file by file into ``output_dir``: never a
+        non-finite adapter, and a failed save (disk full) leaves the files already there unchanged."""
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        check_trainable_weights(self.model, self.state.global_step, self.args)
+        if not self.args.should_save:
+            return super()._save(output_dir, state_dict)
+        replace_files_from(output_dir, lambda staging: super(InfoSAMTrainer, self)._save(str(staging), state_dict),
+                           needed_bytes=self._trainable_bytes())
+
+    def _save_checkpoint(self, model: nn.Module, trial) -> None:
+        """Trainer's checkpoint; one that fails to save (disk full) is removed whole, earlier ones are kept."""
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        existed = os.path.isdir(folder)
+        try:
+            super()._save_checkpoint(model, trial)
+        except Exception as err:
+            if not existed:
+                shutil.rmtree(folder, ignore_errors=True)
+            if is_disk_full(err):  # weights + two Adam moments
+                raise disk_full_error(os.path.dirname(folder), 3 * self._trainable_bytes()) from err
+            raise
 
     # ----------------------------------------------------------- evaluation
     def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False,
