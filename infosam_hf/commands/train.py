@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 
 from ..training import RecipeError, parse_train_args, run_training
+from ..training.dry_run import run_dry, wants_dry_run
 from ..training.recipe import HELP_FLAGS, format_recipe_help, recipe_values, wants_help
 from ..training.run import RECIPE_DATACLASSES
 from .common import run_main
@@ -20,7 +21,9 @@ usage: infosam train RECIPE.yaml [--key value ...]
        accelerate launch scripts/train.py RECIPE.yaml [--key value ...]   (python scripts/train.py: the same)
 
 Fine-tune SAM with InfoSAM. Every key below can be set in the recipe (key: value) or on the command line
-(--key value; a mapping key entry as --peft_config.r 16). `--help` after a recipe shows the values it sets."""
+(--key value; a mapping key entry as --peft_config.r 16). `--help` after a recipe shows the values it sets.
+--dry_run rehearses the recipe in about a minute on the CPU: a small random model of the same family and tuner,
+small inputs, a few examples of each split, one short epoch, evaluation, saving and reloading (no downloads)."""
 
 
 def cpu_threads(args) -> int | None:
@@ -50,10 +53,17 @@ def _train(argv: list[str]) -> int:
         print(USAGE + "\n\n`infosam train --help` lists every key; `infosam train recipes/demo.yaml` runs the demo.",
               file=sys.stderr)
         return 2
-    model_args, peft_args, data_args, args = parse_train_args(argv)
-    cpu_threads(args)
-    run_training(model_args, peft_args, data_args, args)
+    dry_run, argv = wants_dry_run(argv)
+    if dry_run:
+        run_dry(argv, parse_train_args, _run)
+        return 0
+    _run(*parse_train_args(argv))
     return 0
+
+
+def _run(model_args, peft_args, data_args, args):
+    cpu_threads(args)
+    return run_training(model_args, peft_args, data_args, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
