@@ -7,6 +7,9 @@ from typing import Any
 
 __all__ = ["ModelArguments"]
 
+# Path keys for which `none` / `null` on the command line or in a recipe mean "not set".
+UNSET_WORDS_KEYS = ("model_name_or_path", "teacher_model_name_or_path", "relation_from")
+
 
 @dataclass
 class ModelArguments:
@@ -41,5 +44,13 @@ class ModelArguments:
     freeze_relation: bool = field(default=False, metadata={"help": "Keep the relation module fixed."})
 
     def __post_init__(self):
+        for key in UNSET_WORDS_KEYS:  # `--model_name_or_path none` unsets the recipe's value; it is not a Hub id
+            value = getattr(self, key)
+            if isinstance(value, str) and value.strip().lower() in ("none", "null", ""):
+                setattr(self, key, None)
+        if self.model_name_or_path and self.sam_config:
+            raise ValueError(f"model_name_or_path={self.model_name_or_path!r} and sam_config are both set: a "
+                             "checkpoint or a random SAM from config fields, not both (on the command line, "
+                             "--model_name_or_path none drops the recipe's checkpoint)")
         if self.multiclass_head not in ("project", "gsam"):
             raise ValueError(f"multiclass_head={self.multiclass_head!r} is not one of project, gsam")
