@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
 from infosam_hf.commands.cli import main
 from infosam_hf.errors import UsageError
 from infosam_hf.models import ModelArguments
+from infosam_hf.training import parse_train_args
 from infosam_hf.models.preflight import activation_bytes, check_activation_memory, check_block_indices, vision_fields
 from tests.tiny_sam import TINY_SAM
 
@@ -32,9 +34,19 @@ def test_none_unsets_a_checkpoint_key(word):
 
 
 def test_checkpoint_and_sam_config_together_are_refused(capsys, tmp_path):
-    line = _error_of(["train", LEAF, "--sam_config", json.dumps(TINY_SAM), "--output_dir", str(tmp_path)], capsys)
+    both = tmp_path / "both.yaml"
+    both.write_text(Path(LEAF).read_text() + f"sam_config: {json.dumps(TINY_SAM)}\n")
+    line = _error_of(["train", str(both), "--output_dir", str(tmp_path)], capsys)
     assert "model_name_or_path='facebook/sam-vit-base' and sam_config are both set" in line
-    assert "--model_name_or_path none" in line
+
+
+def test_either_model_key_on_the_command_line_replaces_the_recipes_other(caplog):
+    with caplog.at_level("WARNING"):
+        model, *_ = parse_train_args([LEAF, "--sam_config", json.dumps(TINY_SAM)])
+    assert model.model_name_or_path is None and model.sam_config == TINY_SAM
+    assert "replaces the recipe's" in caplog.text and "model_name_or_path is not used" in caplog.text
+    model, *_ = parse_train_args(["recipes/demo.yaml", "--model_name_or_path", "facebook/sam-vit-base"])
+    assert model.model_name_or_path == "facebook/sam-vit-base" and model.sam_config is None
 
 
 def test_block_indices_beyond_the_depth_fail_before_any_model_is_built(capsys, tmp_path):

@@ -17,10 +17,14 @@ class ModelArguments:
 
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "SAM or SAM 2 checkpoint: a hub id such as facebook/sam-vit-base or "
-                                        "facebook/sam2.1-hiera-tiny, or a directory."})
+                                        "facebook/sam2.1-hiera-tiny, or a directory; on the command line it "
+                                        "replaces a recipe's sam_config ('none' unsets it).",
+                                "resets": "sam_config"})
     sam_config: dict[str, Any] | None = field(
         default=None, metadata={"help": "Build a random SAM from SamConfig fields instead (demo and tests); "
-                                        "with model_type: sam2, a SAM 2 from Sam2Config fields."})
+                                        "with model_type: sam2, a SAM 2 from Sam2Config fields. On the command "
+                                        "line it replaces a recipe's model_name_or_path.",
+                                "resets": "model_name_or_path"})
     image_size: int | None = field(
         default=None, metadata={"help": "Train at this fixed input size (default: the checkpoint's)."})
     dynamic_input_size: bool = field(
@@ -50,7 +54,7 @@ class ModelArguments:
                 setattr(self, key, None)
         if self.model_name_or_path and self.sam_config:
             raise ValueError(f"model_name_or_path={self.model_name_or_path!r} and sam_config are both set: a "
-                             "checkpoint or a random SAM from config fields, not both (on the command line, "
-                             "--model_name_or_path none drops the recipe's checkpoint)")
+                             "checkpoint or a random SAM from config fields, not both (either one on the command line "
+                             "replaces the recipe's other)")
         if self.multiclass_head not in ("project", "gsam"):
             raise ValueError(f"multiclass_head={self.multiclass_head!r} is not one of project, gsam")
