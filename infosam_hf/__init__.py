@@ -1,28 +1,58 @@
-"""infosam-hf: fine-tune Segment Anything with InfoSAM relation distillation, the HuggingFace way."""
+"""infosam-hf: fine-tune Segment Anything with InfoSAM relation distillation, the HuggingFace way.
 
-from .data import DataArguments
-from .losses import compression_loss, distillation_loss, structure_loss
-from .models import ModelArguments, attach_relation_module, load_for_inference, load_sam, resize_sam_input
-from .relation import RelationModule, load_official_relation_state_dict
-from .training import InfoSAMConfig, InfoSAMTrainer
-from .tuners import PeftArguments, build_student
+``import infosam_hf`` is cheap (no torch): the public names below load on first use, and the SAM tuners
+(``sam_adapter``, ``adaptformer``, ...) register with peft as soon as peft is imported — before or after this
+package — so ``PeftModel.from_pretrained`` / ``AutoPeftModel.from_pretrained`` load every adapter this project
+saves.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from .import_hooks import after_import
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DataArguments",
-    "InfoSAMConfig",
-    "InfoSAMTrainer",
-    "ModelArguments",
-    "PeftArguments",
-    "RelationModule",
-    "attach_relation_module",
-    "build_student",
-    "compression_loss",
-    "distillation_loss",
-    "load_for_inference",
-    "load_official_relation_state_dict",
-    "load_sam",
-    "resize_sam_input",
-    "structure_loss",
-]
+# public name -> the submodule that defines it (imported on first access)
+_LAZY = {
+    "DataArguments": ".data",
+    "compression_loss": ".losses",
+    "distillation_loss": ".losses",
+    "structure_loss": ".losses",
+    "ModelArguments": ".models",
+    "attach_relation_module": ".models",
+    "load_for_inference": ".models",
+    "load_sam": ".models",
+    "resize_sam_input": ".models",
+    "RelationModule": ".relation",
+    "load_official_relation_state_dict": ".relation",
+    "InfoSAMConfig": ".training",
+    "InfoSAMTrainer": ".training",
+    "PeftArguments": ".tuners",
+    "build_student": ".tuners",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+def _register_tuners() -> None:
+    """Import the tuners, whose modules register their peft types (a no-op once they are importing)."""
+    if f"{__name__}.tuners" not in sys.modules:
+        importlib.import_module(".tuners", __name__)
+
+
+after_import("peft", _register_tuners)

@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from ..errors import error_line
+from ..import_hooks import after_import
 
 __all__ = ["USER_ERRORS", "adapter_parser", "configure_logging", "run_main"]
 
@@ -17,10 +18,6 @@ __all__ = ["USER_ERRORS", "adapter_parser", "configure_logging", "run_main"]
 # RecipeError, DataError and BaseModelMismatchError are ValueErrors.
 USER_ERRORS = (ValueError, OSError)
 TRACEBACK_ENV = "INFOSAM_TRACEBACK"
-
-
-# Libraries that print through a handler of their own: their records must not reach ours too.
-LIBRARY_LOGGERS = ("huggingface_hub", "transformers")
 
 
 def configure_logging(level: int = logging.WARNING) -> None:
@@ -31,21 +28,36 @@ def configure_logging(level: int = logging.WARNING) -> None:
     bars (a second for a small model) and a deprecation warning peft triggers on transformers 5
     (``is_gradient_checkpointing``) tell the user nothing and are switched off.
     """
-    import huggingface_hub.utils.logging  # noqa: F401  (adds its handler now, so it is seen below)
-    import transformers.utils.logging as transformers_logging
-
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
     root.setLevel(level)
-    for name in LIBRARY_LOGGERS:
-        library = logging.getLogger(name)
-        if library.handlers:
-            library.propagate = False
-    transformers_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    # transformers takes seconds to import: quiet it when something imports it, so `--help` stays instant
+    after_import("huggingface_hub", _quiet_huggingface_hub)
+    after_import("transformers", _quiet_transformers)
+
+
+def _stop_propagating(name: str) -> None:
+    library = logging.getLogger(name)
+    if library.handlers:
+        library.propagate = False
+
+
+def _quiet_huggingface_hub() -> None:
+    import huggingface_hub.utils.logging  # noqa: F401  (adds its handler now, so it is seen below)
+
+    _stop_propagating("huggingface_hub")
+
+
+def _quiet_transformers() -> None:
+    import transformers.utils.logging as transformers_logging
+
+    transformers_logging.get_logger("transformers")  # adds its handler now, so it is seen below
+    _stop_propagating("transformers")
+    transformers_logging.disable_progress_bar()
 
 
 def run_main(body: Callable[[list[str]], int], argv: Sequence[str] | None) -> int:

@@ -7,6 +7,9 @@ from typing import Any
 
 __all__ = ["ModelArguments"]
 
+# Path keys for which `none` / `null` on the command line or in a recipe mean "not set".
+UNSET_WORDS_KEYS = ("model_name_or_path", "teacher_model_name_or_path", "relation_from")
+
 
 @dataclass
 class ModelArguments:
@@ -14,10 +17,14 @@ class ModelArguments:
 
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "SAM or SAM 2 checkpoint: a hub id such as facebook/sam-vit-base or "
-                                        "facebook/sam2.1-hiera-tiny, or a directory."})
+                                        "facebook/sam2.1-hiera-tiny, or a directory; on the command line it "
+                                        "replaces a recipe's sam_config ('none' unsets it).",
+                                "resets": "sam_config"})
     sam_config: dict[str, Any] | None = field(
         default=None, metadata={"help": "Build a random SAM from SamConfig fields instead (demo and tests); "
-                                        "with model_type: sam2, a SAM 2 from Sam2Config fields."})
+                                        "with model_type: sam2, a SAM 2 from Sam2Config fields. On the command "
+                                        "line it replaces a recipe's model_name_or_path.",
+                                "resets": "model_name_or_path"})
     image_size: int | None = field(
         default=None, metadata={"help": "Train at this fixed input size (default: the checkpoint's)."})
     dynamic_input_size: bool = field(
@@ -41,5 +48,13 @@ class ModelArguments:
     freeze_relation: bool = field(default=False, metadata={"help": "Keep the relation module fixed."})
 
     def __post_init__(self):
+        for key in UNSET_WORDS_KEYS:  # `--model_name_or_path none` unsets the recipe's value; it is not a Hub id
+            value = getattr(self, key)
+            if isinstance(value, str) and value.strip().lower() in ("none", "null", ""):
+                setattr(self, key, None)
+        if self.model_name_or_path and self.sam_config:
+            raise ValueError(f"model_name_or_path={self.model_name_or_path!r} and sam_config are both set: a "
+                             "checkpoint or a random SAM from config fields, not both (either one on the command line "
+                             "replaces the recipe's other)")
         if self.multiclass_head not in ("project", "gsam"):
             raise ValueError(f"multiclass_head={self.multiclass_head!r} is not one of project, gsam")

@@ -23,7 +23,8 @@ import yaml
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RecipeError", "load_recipe_file", "parse_recipe", "coerce_value", "recipe_values", "format_recipe_help", "wants_help"]
+__all__ = ["RecipeError", "load_recipe_file", "parse_recipe", "coerce_value", "recipe_values", "format_recipe_help", "recipe_help_schema",
+           "check_known_keys", "wants_help"]
 
 
 class RecipeError(ValueError):
@@ -221,10 +222,11 @@ def recipe_values(argv: Sequence[str], dataclass_types: Sequence[type],
     resets = {f.name: f.metadata["resets"] for cls in dataclass_types for f in dataclasses.fields(cls)
               if "resets" in f.metadata}
     for key, reset in resets.items():
-        if key in overrides and key in recipe and str(overrides[key]) != str(recipe[key]) and reset in merged:
+        changed = key in overrides and (key not in recipe or str(overrides[key]) != str(recipe[key]))
+        if changed and reset in recipe and reset not in overrides and reset in merged:
             del merged[reset]
-            logger.warning("--%s %s replaces the recipe's %s; its %s (written for that one) is not used",
-                           key, overrides[key], recipe[key], reset)
+            logger.warning("--%s %s replaces the recipe's %s; the recipe's %s is not used", key, overrides[key],
+                           recipe.get(key, "default"), reset)
     for key, value in overrides.items():
         base, dot, sub = key.partition(".")
         if dot:
@@ -302,29 +304,60 @@ def _default_text(field: dataclasses.Field) -> str:
     return str(value.value if isinstance(value, enum.Enum) else value)
 
 
-def format_recipe_help(dataclass_types: Sequence[type], usage: str, values: dict[str, Any] | None = None,
+def recipe_help_schema(dataclass_types: Sequence[type]) -> list[dict[str, Any]]:
+    """Every key of ``dataclass_types`` grouped by dataclass: ``{"group", "doc", "keys": [{"name", "type",
+    "default", "help", "bool"}]}`` (what ``--help`` prints; stored as JSON so help needs no torch)."""
+    groups, seen = [], set()
+    for cls in dataclass_types:
+        hints = typing.get_type_hints(cls)
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        keys = []
+        for field in dataclasses.fields(cls):
+            if not field.init or field.name in seen or field.name.startswith("_"):
+                continue
+            seen.add(field.name)
+            keys.append({"name": field.name, "type": _type_name(hints[field.name]), "default": _default_text(field),
+                         "help": " ".join(str(field.metadata.get("help", "")).split()),
+                         "bool": bool in _union_args(hints[field.name])})
+        groups.append({"group": cls.__name__, "doc": doc, "keys": keys})
+    return groups
+
+
+def format_recipe_help(schema: Sequence[dict[str, Any]], usage: str, values: dict[str, Any] | None = None,
                        width: int = 100) -> str:
-    """Every key of ``dataclass_types`` grouped by dataclass, with its type, default and help text.
+    """The keys of ``schema`` (see :func:`recipe_help_schema`) by group, with type, default and help text.
 
     With ``values`` (the keys a recipe and the command line set), those keys show their value too.
     """
     values = values or {}
     lines = [usage, ""]
-    seen: set[str] = set()
-    for cls in dataclass_types:
-        hints = typing.get_type_hints(cls)
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        lines.append(f"{cls.__name__}:" + (f" {doc}" if doc else ""))
-        for field in dataclasses.fields(cls):
-            if not field.init or field.name in seen or field.name.startswith("_"):
-                continue
-            seen.add(field.name)
-            lines.append(f"  --{field.name} {_type_name(hints[field.name])}")
-            text = " ".join(str(field.metadata.get("help", "")).split())
-            note = f"(default: {_default_text(field)}"
-            if field.name in values:
-                note += f"; set to: {values[field.name]}"
-            text = f"{text} {note})" if text else f"{note})"
+    for group in schema:
+        lines.append(f"{group['group']}:" + (f" {group['doc']}" if group["doc"] else ""))
+        for key in group["keys"]:
+            lines.append(f"  --{key['name']} {key['type']}")
+            note = f"(default: {key['default']}"
+            if key["name"] in values:
+                note += f"; set to: {values[key['name']]}"
+            text = f"{key['help']} {note})" if key["help"] else f"{note})"
             lines += textwrap.wrap(text, width=width, initial_indent=" " * 6, subsequent_indent=" " * 6)
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def check_known_keys(argv: Sequence[str], schema: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The raw values of ``[RECIPE.yaml] [--key value ...]``; an unknown key fails with the closest valid names.
+    Needs only the help schema, so a mistyped key is reported in a second, before any model code is imported."""
+    names = {key["name"] for group in schema for key in group["keys"]}
+    bool_keys = {key["name"] for group in schema for key in group["keys"] if key["bool"]}
+    argv = list(argv)
+    merged = load_recipe_file(Path(argv.pop(0))) if argv and not argv[0].startswith("--") else {}
+    merged.update(_parse_cli(argv, bool_keys))
+    for key in merged:
+        base = key.partition(".")[0]
+        if base in REPLACED_KEYS:
+            raise RecipeError(f"{base} was replaced: {REPLACED_KEYS[base]}")
+        if base not in names:
+            close = difflib.get_close_matches(base, sorted(names), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise RecipeError(f"unknown key {base!r}{hint}")
+    return merged

@@ -30,6 +30,7 @@ from ..io import atomic_write_json
 from ..models import ModelArguments
 from ..models.inference import BASE_MODEL_DIR
 from ..models.multiclass import NEW_HEAD_ATTR
+from ..models.preflight import check_activation_memory, check_block_indices, vision_fields
 from ..models.sam import CONFIG_CHANGED_ATTR, attach_relation_module, load_sam, set_decoder_layer_norm_eps
 from ..models.sam2 import Sam2ImageProcessorConfig, is_sam2, sam_input_size
 from ..relation import load_relation_state_dict
@@ -48,7 +49,7 @@ from .trainer import InfoSAMTrainer
 logger = logging.getLogger(__name__)
 
 __all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_peft_options", "check_input_sizes", "check_protocol",
-           "check_multiclass_recipe", "resolve_peft_method", "build_image_processor", "build_models",
+           "check_multiclass_recipe", "check_model_shape", "resolve_peft_method", "build_image_processor", "build_models",
            "score_before_training", "finish_run", "save_sample_images", "run_training"]
 
 RECIPE_DATACLASSES = (ModelArguments, PeftArguments, DataArguments, InfoSAMConfig)
@@ -87,6 +88,15 @@ def check_input_sizes(model_args: ModelArguments, data_args: DataArguments) -> N
                       or not model_args.image_size):
             raise RecipeError(f"{key}={list(value)} needs dynamic_input_size: true (the model otherwise takes only "
                               "its fixed square input)")
+
+
+def check_model_shape(model_args: ModelArguments, peft_args: PeftArguments, args: InfoSAMConfig) -> None:
+    """From the model's configuration alone: the tuner's ``block_indices`` exist, and on the CPU the image
+    encoder's activations at ``image_size`` fit in memory."""
+    vision = vision_fields(model_args.model_name_or_path, model_args.sam_config)
+    check_block_indices(peft_args.peft_config, vision, model_args.model_name_or_path or "the sam_config model")
+    on_cpu = args.use_cpu or not torch.cuda.is_available()
+    check_activation_memory(vision, model_args.image_size, args.per_device_train_batch_size, on_cpu)
 
 
 def build_image_processor(image_size: int, image_mean=None, image_std=None,
@@ -301,6 +311,7 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     check_drop_last(min(len(raw_splits.train), data_args.max_train_samples or len(raw_splits.train)), args)
     augmenter_from_args(data_args)
     check_input_sizes(model_args, data_args)
+    check_model_shape(model_args, peft_args, args)
     if args.teacher_cache == "on" and (args.lambda_r > 0 or args.lambda_d > 0):  # fail before loading any model
         augment = parse_augment_names(data_args.augment)
         resolve_teacher_cache("on", pixel_changing_options(augment, data_args.random_crop))
