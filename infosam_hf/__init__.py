@@ -2,6 +2,7 @@
 
 from .data import DataArguments
 from .losses import compression_loss, distillation_loss, structure_loss
+from .models import InfoSamImageProcessor  # registers the adapters' image processor with AutoImageProcessor
 from .models import ModelArguments, attach_relation_module, load_for_inference, load_sam, resize_sam_input
 from .relation import RelationModule, load_official_relation_state_dict
 from .training import InfoSAMConfig, InfoSAMTrainer
@@ -13,6 +14,7 @@ __all__ = [
     "DataArguments",
     "InfoSAMConfig",
     "InfoSAMTrainer",
+    "InfoSamImageProcessor",
     "ModelArguments",
     "PeftArguments",
     "RelationModule",

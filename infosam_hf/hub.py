@@ -20,7 +20,6 @@ from typing import Any
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from peft.utils import PeftType
 from peft.utils import SAFETENSORS_WEIGHTS_NAME as ADAPTER_WEIGHTS_NAME
 
 from .evaluation.metrics import CLASS_IOU_PREFIX
@@ -99,7 +98,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _is_hub_id(name: str | None) -> bool:
     """A string usable as a Hub repo id that is not also an existing local path."""
-    if not name or Path(name).exists():
+    if not name or name == BASE_MODEL_DIR or Path(name).exists():  # base_model: the folder beside the adapter
         return False
     try:
         validate_repo_id(name)
@@ -290,16 +289,18 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
 
     snippet_base = (f'{model_class}.from_pretrained("{adapter_ref}", subfolder="{BASE_MODEL_DIR}")' if base_in_repo
                     else f'{model_class}.from_pretrained("{base_ref}")')
-    # the project's own tuners (adapter_config.json peft_type other than a stock peft one) register at import
-    registers = [] if str(adapter_config.get("peft_type", "LORA")).upper() in PeftType.__members__ else [
-        "import infosam_hf  # registers this adapter's PEFT method with peft (pip install infosam-hf)"]
-    sections += ["", "## How to use", "", "```python", "import torch", *registers,
+    dynamic = bool((_read_json(output_dir / PREPROCESSOR_NAME) or {}).get("dynamic_input_size"))
+    sections += ["", "## How to use", "", "`pip install infosam-hf`; the import registers the SAM tuners with peft and "
+                 f"the adapter's image processor (its channel order, padding and input size) with `{processor_class}`.",
+                 "", "```python", "import torch", "import infosam_hf  # registers the SAM tuners with peft",
                  "from peft import AutoPeftModel, PeftModel", "from PIL import Image",
                  f"from transformers import {model_class}, {processor_class}", "",
                  f'processor = {processor_class}.from_pretrained("{adapter_ref}")',
                  f"base = {snippet_base}",
                  f'model = PeftModel.from_pretrained(base, "{adapter_ref}").eval()']
-    if not (local_base and repo_id):
+    if dynamic:
+        sections += ["infosam_hf.models.enable_dynamic_input_size(model.get_base_model())  # any H x W, as trained"]
+    if not local_base:
         sections += ["# or, in one step (loads the recorded base model):",
                      f'# model = AutoPeftModel.from_pretrained("{adapter_ref}").eval()']
     if sam2:
@@ -317,7 +318,8 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
                      "```", ""]
     else:
         sections += ["", 'image = Image.open("image.png").convert("RGB")',
-                     "inputs = processor(images=image, input_boxes=[[[x0, y0, x1, y1]]], return_tensors=\"pt\")",
+                     "box = [20, 20, 90, 90]  # x0, y0, x1, y1 of the object, in the image's pixels",
+                     "inputs = processor(images=image, input_boxes=[[box]], return_tensors=\"pt\")",
                      "with torch.no_grad():",
                      "    outputs = model(**inputs, multimask_output=False)",
                      "masks = processor.image_processor.post_process_masks(",

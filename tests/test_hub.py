@@ -80,7 +80,7 @@ def test_output_dir_is_an_adapter_repo_with_our_model_card(run):
     for name in ("adapter_config.json", "adapter_model.safetensors", "preprocessor_config.json", "README.md"):
         assert (out / name).is_file(), name
     config = json.loads((out / "adapter_config.json").read_text())
-    assert config["base_model_name_or_path"] == str((out / "base_model").resolve())
+    assert config["base_model_name_or_path"] == "base_model"  # relative to the adapter folder: it can move
     weights = load_file(str(out / "adapter_model.safetensors"))
     for part in ("lora_A", "lora_B", "mask_decoder", "relation_module"):
         assert any(part in key for key in weights), part

@@ -24,6 +24,7 @@ from ..data import DataArguments, SamPromptCollator, open_source, take_first, va
 from ..data.sources import SYNTHETIC
 from ..errors import UsageError
 from ..models.inference import load_for_inference, model_image_size, resolve_device
+from ..models.processor import read_input_settings
 from ..models.multiclass import sam_num_classes
 from ..models.sam2 import keeps_aspect_ratio
 from .loop import evaluate_segmentation, make_metrics, sam_logits
@@ -63,6 +64,7 @@ def evaluate_adapter(adapter: str, data_args: DataArguments, *, split: str = "te
     if adapter.lower() == "none" and not base_model:
         raise UsageError("--adapter none needs --base_model (the SAM checkpoint to evaluate zero-shot)")
     device = resolve_device(device)
+    data_args = _follow_adapter_inputs(data_args, adapter)
     # fail on data before the model loads
     dataset = take_first(open_source(data_args).get_split(split), data_args.max_eval_samples)
     validate_data(data_args, {split: dataset}, progress=progress)
@@ -95,6 +97,18 @@ def evaluate_adapter(adapter: str, data_args: DataArguments, *, split: str = "te
         "metric_set": metric_set,
     })
     return results
+
+
+def _follow_adapter_inputs(data_args: DataArguments, adapter: str) -> DataArguments:
+    """The data settings with the input preparation the adapter's saved image processor records (its channel
+    order, padding rule, fixed input frame and normalisation), which win over the recipe's."""
+    settings = read_input_settings(adapter)
+    changed = {key: value for key, value in settings.items()
+               if key != "dynamic_input_size" and getattr(data_args, key) != value}
+    if changed:
+        logger.info("Preparing inputs as %s's image processor records: %s", adapter,
+                    ", ".join(f"{key}={value}" for key, value in changed.items()))
+    return dataclasses.replace(data_args, **changed)
 
 
 def _follow_model_classes(data_args: DataArguments, classes: int) -> tuple[DataArguments, bool]:

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
 from peft import PeftConfig, PeftModel
+from ..quiet import peft_wrapping
 from ..remote import check_pretrained_name
 from .dynamic import enable_dynamic_input_size
+from .processor import read_input_settings
 from .sam import attach_relation_module, load_pretrained_sam
 from .sam2 import sam_input_size
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BASE_MODEL_DIR", "BaseModelMismatchError", "load_for_inference", "model_image_size", "resolve_device",
+__all__ = ["BASE_MODEL_DIR", "BaseModelMismatchError", "load_for_inference", "model_image_size", "record_base_beside",
+           "resolve_device",
            "run_input_settings"]
 
 BASE_MODEL_DIR = "base_model"  # where a run keeps a base that has no Hub id (built from config or resized)
@@ -51,53 +55,68 @@ def load_for_inference(adapter: str | None, base_model: str | None = None, devic
             config = PeftConfig.from_pretrained(adapter, revision=revision)
         except (OSError, ValueError) as err:
             raise OSError(f"adapter={adapter}: not a PEFT adapter ({str(err).splitlines()[0]})") from None
-        recorded = config.base_model_name_or_path
-        recorded_gone = bool(recorded) and Path(recorded).is_absolute() and not Path(recorded).exists()
+        recorded = _beside_adapter(adapter, config.base_model_name_or_path)
+        recorded_gone = bool(recorded) and not Path(recorded).exists() and (
+            Path(recorded).is_absolute() or recorded == BASE_MODEL_DIR)
         if base_model and recorded and not recorded_gone and not _same_model(base_model, recorded):
             raise BaseModelMismatchError(
                 f"adapter {adapter} was trained on base model {recorded!r}, not {base_model!r}; "
                 "omit the base model to use the recorded one")
         base = _load_base(adapter, base_model or recorded, revision)
-        if _run_was_dynamic(adapter):  # a base loaded by Hub id cannot record it in its config
+        if read_input_settings(adapter, revision).get("dynamic_input_size"):  # a Hub base cannot record it
             enable_dynamic_input_size(base)
         attach_relation_module(base)  # so the adapter's relation weights load too
-        model = PeftModel.from_pretrained(base, adapter, revision=revision)
+        with peft_wrapping():
+            model = PeftModel.from_pretrained(base, adapter, revision=revision)
     return model.to(device).eval()
 
 
-def _read_run_args(adapter: str | None) -> dict:
-    """The ``run_args.json`` a training run wrote beside its adapter (a local directory), or {}."""
-    from ..hub import RUN_ARGS_NAME  # the hub module imports this one
-
-    path = Path(adapter) / RUN_ARGS_NAME if adapter else None
-    if path is None or not path.is_file():
-        return {}
-    try:
-        loaded = json.loads(path.read_text())
-    except ValueError:
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
+def run_input_settings(adapter: str | None, revision: str | None = None) -> dict:
+    """The input settings (``resize``, ``image_mean``, ``image_std``, ``preprocessing``) ``adapter`` was trained
+    with, from its saved image processor, for preprocessing at inference; {} when unknown (SAM's defaults)."""
+    settings = read_input_settings(adapter, revision)
+    return {key: settings[key] for key in ("resize", "image_mean", "image_std", "preprocessing")
+            if settings.get(key) is not None}
 
 
-def _run_was_dynamic(adapter: str) -> bool:
-    """Whether the run that saved ``adapter`` trained with ``dynamic_input_size``: a base loaded by Hub id
-    has no saved config to record it, the run's ``run_args.json`` does."""
-    return bool((_read_run_args(adapter).get("model") or {}).get("dynamic_input_size", False))
+def _beside_adapter(adapter: str, recorded: str | None) -> str | None:
+    """A relative ``base_model_name_or_path`` (``base_model``: the folder a run saves its built base to) resolved
+    against the adapter folder, or its parent for a checkpoint inside a run; anything else as recorded."""
+    if not recorded or Path(recorded).is_absolute() or not Path(adapter).is_dir():
+        return recorded
+    for folder in (Path(adapter) / recorded, Path(adapter).parent / recorded):
+        if (folder / "config.json").is_file():
+            return str(folder)
+    return recorded
 
 
-def run_input_settings(adapter: str | None) -> dict:
-    """The input settings (``resize``, ``image_mean``, ``image_std``, ``preprocessing``) the run that saved
-    ``adapter`` trained with, for preprocessing at inference; {} when unknown (SAM's defaults)."""
-    data = _read_run_args(adapter).get("data") or {}
-    return {key: data[key] for key in ("resize", "image_mean", "image_std", "preprocessing")
-            if data.get(key) is not None}
+def record_base_beside(adapter_dir: str | Path) -> None:
+    """Rewrite a saved adapter's ``base_model_name_or_path`` that points at the run's own ``base_model/`` folder
+    (beside the adapter, or beside the checkpoint's run folder) as the relative ``base_model``, so the folder can
+    be moved, copied or pushed; other bases (Hub ids) stay as they are. Written to a temporary name, then renamed."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text())
+    recorded = config.get("base_model_name_or_path")
+    if not recorded or not Path(recorded).is_absolute():
+        return
+    beside = {(folder / BASE_MODEL_DIR).resolve() for folder in (Path(adapter_dir), Path(adapter_dir).parent)}
+    if Path(recorded).resolve() not in beside:
+        return
+    config["base_model_name_or_path"] = BASE_MODEL_DIR
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, path)
 
 
 def _load_base(adapter: str, base: str | None, revision: str | None) -> torch.nn.Module:
-    """The base SAM or SAM 2 (by its config's ``model_type``); a recorded local path that no longer exists (a
-    moved run, or an adapter from the Hub whose base was built locally) falls back to the ``base_model/`` folder
-    shipped beside the adapter."""
-    if base and (Path(base).exists() or not Path(base).is_absolute()):
+    """The base SAM or SAM 2 (by its config's ``model_type``). The ``base_model/`` folder a run ships beside its
+    adapter is found there (a moved run, or an adapter from the Hub), also when an old adapter recorded it by an
+    absolute path that no longer exists."""
+    if base and Path(base).exists():
+        return load_pretrained_sam(base)
+    if base and not Path(base).is_absolute() and base != BASE_MODEL_DIR:  # a Hub id
         return load_pretrained_sam(base)
     local_copy = Path(adapter) / BASE_MODEL_DIR
     if local_copy.is_dir():
@@ -108,7 +127,8 @@ def _load_base(adapter: str, base: str | None, revision: str | None) -> torch.nn
         except OSError:
             pass
     raise OSError(f"adapter {adapter}: its base model {base!r} is not on this machine and the adapter has no "
-                  f"{BASE_MODEL_DIR}/ folder; pass the base model explicitly")
+                  f"{BASE_MODEL_DIR}/ folder; pass the base model it was trained on (--base_model ID_OR_PATH, or "
+                  "load_for_inference(adapter, base_model=...))")
 
 
 def model_image_size(model: torch.nn.Module) -> int:

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import SamModel, set_seed
-from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
 
 from ..data import DataArguments, augmenter_from_args, build_datasets, decode_image, decode_mask, select_splits
 from ..data.augment import parse_augment_names
@@ -28,7 +27,9 @@ from ..evaluation.visualization import TrainingCurvesCallback
 from ..hub import EVAL_SUMMARY_NAME, push_adapter_dir, training_args_dict, write_model_card
 from ..models import ModelArguments
 from ..models.inference import BASE_MODEL_DIR
+from ..models.dynamic import is_dynamic_input_size
 from ..models.multiclass import NEW_HEAD_ATTR
+from ..models.processor import InfoSamImageProcessor, build_sam_image_processor
 from ..models.sam import attach_relation_module, load_sam
 from ..models.sam2 import Sam2ImageProcessorConfig, is_sam2, sam_input_size
 from ..relation import load_relation_state_dict
@@ -85,15 +86,15 @@ def check_input_sizes(model_args: ModelArguments, data_args: DataArguments) -> N
                               "its fixed square input)")
 
 
-def build_image_processor(image_size: int, image_mean=None, image_std=None,
-                          sam2: bool = False) -> SamImageProcessorPil | Sam2ImageProcessorConfig:
-    """SAM's (or SAM 2's) image processor configured for ``image_size``² inputs and the run's normalisation
-    (saved beside the adapter)."""
+def build_image_processor(image_size: int, image_mean=None, image_std=None, sam2: bool = False,
+                          preprocessing: str = "sam", resize=None, dynamic_input_size: bool = False,
+                          ) -> InfoSamImageProcessor | Sam2ImageProcessorConfig:
+    """The image processor saved beside the adapter: how its inputs are prepared (SAM: the run's normalisation,
+    channel order, padding rule and input frame, see :mod:`infosam_hf.models.processor`; SAM 2: its square)."""
     if sam2:
         return Sam2ImageProcessorConfig(image_size)
-    stats = {key: list(value) for key, value in (("image_mean", image_mean), ("image_std", image_std)) if value}
-    return SamImageProcessorPil(size={"longest_edge": image_size}, pad_size={"height": image_size, "width": image_size},
-                                **stats)
+    return build_sam_image_processor(image_size, image_mean, image_std, preprocessing=preprocessing, resize=resize,
+                                     dynamic_input_size=dynamic_input_size)
 
 
 def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_dir: str,
@@ -132,7 +133,7 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
         base_dir = Path(output_dir) / BASE_MODEL_DIR
         if int(os.environ.get("RANK", "0")) == 0:
             sam.save_pretrained(base_dir)
-        sam.name_or_path = str(base_dir.resolve())
+        sam.name_or_path = str(base_dir.resolve())  # saved adapters record it relative (see record_base_beside)
         sam.config._name_or_path = sam.name_or_path
     else:
         sam.name_or_path = model_args.model_name_or_path
@@ -275,7 +276,9 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
                                                 need_teacher=args.lambda_r > 0 or args.lambda_d > 0)
     sam2 = is_sam2(student)
     splits = build_datasets(data_args, image_size, seed=args.seed, splits=raw_splits, keep_aspect_ratio=not sam2)
-    image_processor = build_image_processor(image_size, data_args.image_mean, data_args.image_std, sam2)
+    image_processor = build_image_processor(image_size, data_args.image_mean, data_args.image_std, sam2,
+                                            data_args.preprocessing, data_args.resize,
+                                            is_dynamic_input_size(student.get_base_model()))
     protocol = None
     if args.protocol == "official":  # save and score the last epochs on the test split, as the official scripts
         if splits.test is None:
