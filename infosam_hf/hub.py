@@ -22,6 +22,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from peft.utils import SAFETENSORS_WEIGHTS_NAME as ADAPTER_WEIGHTS_NAME
 
+from .data.class_names import class_label
 from .evaluation.metrics import CLASS_IOU_PREFIX
 from .models.inference import BASE_MODEL_DIR
 
@@ -98,7 +99,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _is_hub_id(name: str | None) -> bool:
     """A string usable as a Hub repo id that is not also an existing local path."""
-    if not name or name == BASE_MODEL_DIR or Path(name).exists():  # base_model: the folder beside the adapter
+    if not name or Path(name).name == BASE_MODEL_DIR or Path(name).exists():  # a run's own base_model/ folder
         return False
     try:
         validate_repo_id(name)
@@ -220,6 +221,7 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
     model_name = (repo_id or output_dir.resolve().name).split("/")[-1]
     tags = list(CARD_TAGS) + [t for t in (peft_method,) if t and t not in CARD_TAGS]
     num_classes = int(data_args.get("num_labels") or 1)
+    class_names = (_read_json(output_dir / PREPROCESSOR_NAME) or {}).get("class_names") or None
 
     eval_results = [
         EvalResult(task_type="image-segmentation",
@@ -264,12 +266,15 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
         sections.append(f"- **Input size:** {image_size}×{image_size}")
     if num_classes > 1:
         sections.append(f"- **Classes:** {num_classes} (a multi-class head without prompts: class c is mask "
-                        f"token c + 1; ignore_index {data_args.get('ignore_index')})")
+                        f"token c + 1; ignore_index {data_args.get('ignore_index')})"
+                        + (": " + ", ".join(class_label(i, class_names) for i in range(num_classes)) if class_names
+                           else ""))
 
     sections += ["", "## Results", ""]
     if results:
         eval_prompt = data_args.get("eval_prompt", "box")
-        sections.append(f"Final evaluation on the `{test_split}` split with **{eval_prompt}** prompts (metrics of "
+        prompts = "no prompts" if eval_prompt == "none" else f"**{eval_prompt}** prompts"
+        sections.append(f"Final evaluation on the `{test_split}` split with {prompts} (metrics of "
                         "`infosam_hf.evaluation.metrics`" + ("; `mae` is lower-is-better" if "mae" in results else "") + "):")
         sections.append("")
         rows: dict[str, Mapping[str, float]] = {
@@ -280,7 +285,7 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
         sections.append(_metric_table(rows, [key for key in results if key not in class_keys]))
         if class_keys:  # multi-class: IoU per class (confusion matrix over the whole split), one row each
             sections += ["", "IoU per class:", ""]
-            per_class = {f"class {key.removeprefix(CLASS_IOU_PREFIX)}": {name: values[key] for name, values in
+            per_class = {class_label(int(key.removeprefix(CLASS_IOU_PREFIX)), class_names): {name: values[key] for name, values in
                                                                            rows.items() if key in values}
                          for key in class_keys}
             sections.append(_metric_table(per_class, list(rows)))

@@ -121,7 +121,8 @@ def test_card_records_a_hub_base_model_and_the_repo_in_the_snippet(run, tmp_path
 
 
 # ---------------------------------------------------------------------------------- exact reload
-def test_peft_and_auto_peft_reload_predict_exactly(run):
+def test_peft_and_auto_peft_reload_predict_exactly(run, monkeypatch):
+    monkeypatch.chdir(run.out)  # a run under an absolute output_dir records its base as "base_model"
     batch = sample_batch()
     masks, scores = predict(run.model, batch)
     base = SamModel.from_pretrained(str(run.out / "base_model"))
@@ -146,7 +147,7 @@ def test_auto_peft_reload_in_a_fresh_process(run, tmp_path):
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-c", code, str(run.out), str(tmp_path / "in.st"), str(tmp_path / "o.st")],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, env=env, timeout=120, cwd=run.out)  # base: "base_model"
     assert proc.returncode == 0, proc.stderr[-2000:]
     fresh = load_file(str(tmp_path / "o.st"))
     assert torch.equal(fresh["masks"], masks) and torch.equal(fresh["scores"], scores)

@@ -150,18 +150,23 @@ def test_an_old_folder_with_only_run_args_is_read_with_a_deprecation_line(tmp_pa
     assert run_input_settings(str(tmp_path)) == {"preprocessing": "sam"}
 
 
-def test_saved_adapters_record_their_own_base_folder_relative(tmp_path):
+def test_saved_adapters_record_their_own_base_folder_relative(tmp_path, monkeypatch):
     run = tmp_path / "run"
     (run / "base_model").mkdir(parents=True)
     for folder in (run, run / "epoch_3"):
         folder.mkdir(exist_ok=True)
         (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(run / "base_model")}))
-        record_base_beside(folder)
+        record_base_beside(folder, run)
         assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == "base_model"
     (run / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "facebook/sam-vit-base"}))
     record_base_beside(run)
     assert json.loads((run / "adapter_config.json").read_text())["base_model_name_or_path"] == "facebook/sam-vit-base"
     assert not list(run.glob(".*tmp"))
+    # a run started with a relative output_dir records the path as given: AutoPeftModel works from where it ran
+    monkeypatch.chdir(tmp_path)
+    (run / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(run / "base_model")}))
+    record_base_beside(run, "run")
+    assert json.loads((run / "adapter_config.json").read_text())["base_model_name_or_path"] == "run/base_model"
 
 
 def test_a_moved_random_base_run_loads_from_anywhere(tmp_path, monkeypatch):
@@ -219,3 +224,47 @@ def test_dataloader_settings_fit_the_host():
     fit_dataloader_to_host(args)
     assert args.dataloader_pin_memory is False
     assert 1 <= args.dataloader_num_workers < 10_000
+
+
+def test_class_names_from_recipe_classes_txt_or_classlabel(tmp_path):
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    from infosam_hf.data import DataArguments
+    from infosam_hf.data.class_names import class_label, parse_classes_file, resolve_class_names
+
+    (tmp_path / "classes.txt").write_text("0\tSky\n1\tBuilding\n2\tRoad\n3\tUnlabelled/void\n")
+    data = DataArguments(dataset_name_or_path=str(tmp_path), num_labels=3)
+    assert resolve_class_names(data) == ["Sky", "Building", "Road"]  # the trailing ignore class dropped
+    assert resolve_class_names(DataArguments(dataset_name_or_path=str(tmp_path), num_labels=3,
+                                             class_names=["a", "b", "c"])) == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="classes.txt: 4 class names for num_labels=5"):
+        resolve_class_names(DataArguments(dataset_name_or_path=str(tmp_path), num_labels=5))
+    (tmp_path / "bad.txt").write_text("0 a\n2 b\n")
+    with pytest.raises(ValueError, match="bad.txt:2: class id 2 out of order"):
+        parse_classes_file(tmp_path / "bad.txt")
+    split = Dataset.from_dict({"label": [0, 1]}, features=Features({"label": ClassLabel(names=["bg", "leaf"])}))
+    assert resolve_class_names(DataArguments(dataset_name_or_path="user/leaves", num_labels=2), split) == ["bg", "leaf"]
+    assert resolve_class_names(DataArguments(dataset_name_or_path="user/leaves", num_labels=1), split) is None
+    assert class_label(2, ["Sky", "Building", "Road"]) == "2 Road" and class_label(2, None) == "class 2"
+    camvid = Path("/work/shared/data/camvid/classes.txt")
+    if camvid.is_file():
+        assert parse_classes_file(camvid)[:2] == ["Sky", "Building"]
+
+
+def test_multiclass_outputs_name_their_classes_and_colour_a_real_class_0(tmp_path):
+    from infosam_hf.evaluation.class_map import class_legend, class_map_image, overlay_class_map
+
+    labels = np.zeros((40, 60), np.int64)
+    labels[10:30, 20:50] = 2
+    image = Image.new("RGB", (60, 40), (128, 128, 128))
+    background = overlay_class_map(image, labels, background=0)
+    assert np.asarray(background)[35, 5].tolist() == [128, 128, 128]  # background is not tinted
+    names = ["Sky", "Building", "Road"]
+    real = overlay_class_map(image, labels, class_names=names)
+    assert np.asarray(real)[35, 55].tolist() != [128, 128, 128]  # Sky (class 0) gets a colour
+    assert np.asarray(real)[2:10, 2:10].min() < 50  # the legend box
+    legend = class_legend(names, 3)
+    assert [entry["name"] for entry in legend] == names and legend[0]["color"] != [0, 0, 0]
+    assert class_legend(None, 2)[0]["color"] == [0, 0, 0]
+    palette = class_map_image(labels, names).getpalette()[:3]
+    assert palette == legend[0]["color"]

@@ -18,7 +18,7 @@ from .sam2 import sam_input_size
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BASE_MODEL_DIR", "BaseModelMismatchError", "load_for_inference", "model_image_size", "record_base_beside",
+__all__ = ["BASE_MODEL_DIR", "BaseModelMismatchError", "base_beside_adapter", "load_for_inference", "model_image_size", "record_base_beside",
            "resolve_device",
            "run_input_settings"]
 
@@ -55,9 +55,9 @@ def load_for_inference(adapter: str | None, base_model: str | None = None, devic
             config = PeftConfig.from_pretrained(adapter, revision=revision)
         except (OSError, ValueError) as err:
             raise OSError(f"adapter={adapter}: not a PEFT adapter ({str(err).splitlines()[0]})") from None
-        recorded = _beside_adapter(adapter, config.base_model_name_or_path)
+        recorded = base_beside_adapter(adapter, config.base_model_name_or_path)
         recorded_gone = bool(recorded) and not Path(recorded).exists() and (
-            Path(recorded).is_absolute() or recorded == BASE_MODEL_DIR)
+            Path(recorded).is_absolute() or Path(recorded).name == BASE_MODEL_DIR)
         if base_model and recorded and not recorded_gone and not _same_model(base_model, recorded):
             raise BaseModelMismatchError(
                 f"adapter {adapter} was trained on base model {recorded!r}, not {base_model!r}; "
@@ -79,32 +79,33 @@ def run_input_settings(adapter: str | None, revision: str | None = None) -> dict
             if settings.get(key) is not None}
 
 
-def _beside_adapter(adapter: str, recorded: str | None) -> str | None:
-    """A relative ``base_model_name_or_path`` (``base_model``: the folder a run saves its built base to) resolved
-    against the adapter folder, or its parent for a checkpoint inside a run; anything else as recorded."""
-    if not recorded or Path(recorded).is_absolute() or not Path(adapter).is_dir():
+def base_beside_adapter(adapter: str, recorded: str | None) -> str | None:
+    """A relative ``.../base_model`` (the folder a run saves its built base to) found beside the adapter folder,
+    or beside its run folder for a checkpoint inside a run; anything else as recorded."""
+    if not recorded or Path(recorded).is_absolute() or Path(recorded).name != BASE_MODEL_DIR:
         return recorded
-    for folder in (Path(adapter) / recorded, Path(adapter).parent / recorded):
-        if (folder / "config.json").is_file():
+    for folder in (Path(adapter) / BASE_MODEL_DIR, Path(adapter).parent / BASE_MODEL_DIR):
+        if Path(adapter).is_dir() and (folder / "config.json").is_file():
             return str(folder)
     return recorded
 
 
-def record_base_beside(adapter_dir: str | Path) -> None:
-    """Rewrite a saved adapter's ``base_model_name_or_path`` that points at the run's own ``base_model/`` folder
-    (beside the adapter, or beside the checkpoint's run folder) as the relative ``base_model``, so the folder can
-    be moved, copied or pushed; other bases (Hub ids) stay as they are. Written to a temporary name, then renamed."""
+def record_base_beside(adapter_dir: str | Path, run_dir: str | Path | None = None) -> None:
+    """Rewrite a saved adapter's absolute ``base_model_name_or_path`` that points at its run's own ``base_model/``
+    folder as a relative path: ``<run_dir>/base_model`` as the user named a relative ``run_dir`` (so
+    ``AutoPeftModel.from_pretrained("outputs/demo")`` works from where the run was started), else ``base_model``.
+    The project's loaders look beside the adapter first either way, so the folder can be moved, copied or pushed.
+    Hub ids stay as they are. Written to a temporary name, then renamed."""
     path = Path(adapter_dir) / "adapter_config.json"
     if not path.is_file():
         return
     config = json.loads(path.read_text())
     recorded = config.get("base_model_name_or_path")
-    if not recorded or not Path(recorded).is_absolute():
+    run_dir = Path(run_dir) if run_dir is not None else Path(adapter_dir)
+    if not recorded or not Path(recorded).is_absolute() or Path(recorded).resolve() != (
+            run_dir / BASE_MODEL_DIR).resolve():
         return
-    beside = {(folder / BASE_MODEL_DIR).resolve() for folder in (Path(adapter_dir), Path(adapter_dir).parent)}
-    if Path(recorded).resolve() not in beside:
-        return
-    config["base_model_name_or_path"] = BASE_MODEL_DIR
+    config["base_model_name_or_path"] = BASE_MODEL_DIR if run_dir.is_absolute() else str(run_dir / BASE_MODEL_DIR)
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     os.replace(temporary, path)
@@ -116,7 +117,7 @@ def _load_base(adapter: str, base: str | None, revision: str | None) -> torch.nn
     absolute path that no longer exists."""
     if base and Path(base).exists():
         return load_pretrained_sam(base)
-    if base and not Path(base).is_absolute() and base != BASE_MODEL_DIR:  # a Hub id
+    if base and not Path(base).is_absolute() and Path(base).name != BASE_MODEL_DIR:  # a Hub id
         return load_pretrained_sam(base)
     local_copy = Path(adapter) / BASE_MODEL_DIR
     if local_copy.is_dir():

@@ -34,7 +34,7 @@ from ..data.transforms import PREPROCESSING_MODES, preprocess_image
 logger = logging.getLogger(__name__)
 
 __all__ = ["InfoSamImageProcessor", "InputSettings", "build_sam_image_processor", "load_image_processor",
-           "read_input_settings"]
+           "read_class_names", "read_input_settings"]
 
 RUN_ARGS_NAME = "run_args.json"
 INPUT_KEYS = ("preprocessing", "resize", "image_mean", "image_std", "dynamic_input_size")
@@ -49,6 +49,7 @@ class InfoSamImageProcessorKwargs(SamImageProcessorKwargs, total=False):
     channel_order: str
     resize: list[int] | None
     dynamic_input_size: bool
+    class_names: list[str] | None
 
 
 class InfoSamImageProcessor(SamImageProcessorPil):
@@ -65,6 +66,7 @@ class InfoSamImageProcessor(SamImageProcessorPil):
     channel_order = "RGB"
     resize = None
     dynamic_input_size = False
+    class_names = None  # a multi-class adapter's names of classes 0, 1, ... (for outputs, not inputs)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -120,13 +122,14 @@ def _listed(value, default: tuple[float, ...] = ()) -> list[float] | None:
 
 
 def build_sam_image_processor(image_size: int, image_mean=None, image_std=None, preprocessing: str = "sam",
-                              resize=None, dynamic_input_size: bool = False) -> InfoSamImageProcessor:
+                              resize=None, dynamic_input_size: bool = False,
+                              class_names: list[str] | None = None) -> InfoSamImageProcessor:
     """The processor a SAM run saves beside its adapter (``image_mean`` / ``image_std`` on the [0, 1] scale)."""
     stats = {key: list(value) for key, value in (("image_mean", image_mean), ("image_std", image_std)) if value}
     return InfoSamImageProcessor(size={"longest_edge": image_size},
                                  pad_size={"height": image_size, "width": image_size},
                                  preprocessing=preprocessing, resize=list(resize) if resize else None,
-                                 dynamic_input_size=bool(dynamic_input_size), **stats)
+                                 dynamic_input_size=bool(dynamic_input_size), class_names=class_names, **stats)
 
 
 def _adapter_file(adapter: str, name: str, revision: str | None = None) -> Path | None:
@@ -162,6 +165,12 @@ def load_image_processor(adapter: str, revision: str | None = None) -> InfoSamIm
         return None
     return InfoSamImageProcessor.from_dict(
         {k: v for k, v in config.items() if k not in ("image_processor_type", "processor_class")})
+
+
+def read_class_names(adapter: str | None, revision: str | None = None) -> list[str] | None:
+    """A multi-class adapter's class names, as its saved image processor records them (None if it does not)."""
+    processor = load_image_processor(adapter, revision) if adapter and str(adapter).lower() != "none" else None
+    return list(processor.class_names) if processor is not None and processor.class_names else None
 
 
 def read_input_settings(adapter: str | None, revision: str | None = None) -> InputSettings:

@@ -21,6 +21,7 @@ from transformers import SamModel, set_seed
 
 from ..data import DataArguments, augmenter_from_args, build_datasets, decode_image, decode_mask, select_splits
 from ..data.augment import parse_augment_names
+from ..data.class_names import class_label, resolve_class_names
 from ..evaluation.loop import box_fill_logits, evaluate_segmentation
 from ..evaluation.metrics import CLASS_IOU_PREFIX
 from ..evaluation.visualization import TrainingCurvesCallback
@@ -88,13 +89,13 @@ def check_input_sizes(model_args: ModelArguments, data_args: DataArguments) -> N
 
 def build_image_processor(image_size: int, image_mean=None, image_std=None, sam2: bool = False,
                           preprocessing: str = "sam", resize=None, dynamic_input_size: bool = False,
-                          ) -> InfoSamImageProcessor | Sam2ImageProcessorConfig:
+                          class_names: list[str] | None = None) -> InfoSamImageProcessor | Sam2ImageProcessorConfig:
     """The image processor saved beside the adapter: how its inputs are prepared (SAM: the run's normalisation,
     channel order, padding rule and input frame, see :mod:`infosam_hf.models.processor`; SAM 2: its square)."""
     if sam2:
         return Sam2ImageProcessorConfig(image_size)
     return build_sam_image_processor(image_size, image_mean, image_std, preprocessing=preprocessing, resize=resize,
-                                     dynamic_input_size=dynamic_input_size)
+                                     dynamic_input_size=dynamic_input_size, class_names=class_names)
 
 
 def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_dir: str,
@@ -159,13 +160,15 @@ def resolve_peft_method(model_args: ModelArguments, peft_args: PeftArguments) ->
     return variant
 
 
-def _print_table(title: str, rows: dict[str, dict[str, float]], keys: Sequence[str]) -> None:
+def _print_table(title: str, rows: dict[str, dict[str, float]], keys: Sequence[str],
+                 labels: dict[str, str] | None = None) -> None:
     if len(keys) > 6:  # per-class IoU of a multi-class run: one row per metric, one column per run
-        width = max(len(key) for key in keys) + 2
+        labels = labels or {}
+        width = max(len(labels.get(key, key)) for key in keys) + 2
         print(f"\n{title}")
         print(" " * width + "".join(f"{name:>20}" for name in rows))
         for key in keys:
-            print(f"{key:<{width}}" + "".join(f"{values.get(key, float('nan')):>20.4f}" for values in rows.values()))
+            print(f"{labels.get(key, key):<{width}}" + "".join(f"{values.get(key, float('nan')):>20.4f}" for values in rows.values()))
         return
     width = max(len(name) for name in rows) + 2
     print(f"\n{title}")
@@ -266,6 +269,7 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     # only when something evaluates during training.
     need_eval = (args.eval_strategy != "no" or args.load_best_model_at_end) and args.protocol != "official"
     raw_splits = select_splits(data_args, seed=args.seed, need_eval=need_eval)
+    class_names = resolve_class_names(data_args, raw_splits.train)
     augmenter_from_args(data_args)
     check_input_sizes(model_args, data_args)
     if args.teacher_cache == "on" and (args.lambda_r > 0 or args.lambda_d > 0):  # fail before loading any model
@@ -278,7 +282,7 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     splits = build_datasets(data_args, image_size, seed=args.seed, splits=raw_splits, keep_aspect_ratio=not sam2)
     image_processor = build_image_processor(image_size, data_args.image_mean, data_args.image_std, sam2,
                                             data_args.preprocessing, data_args.resize,
-                                            is_dynamic_input_size(student.get_base_model()))
+                                            is_dynamic_input_size(student.get_base_model()), class_names)
     protocol = None
     if args.protocol == "official":  # save and score the last epochs on the test split, as the official scripts
         if splits.test is None:
@@ -320,7 +324,10 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
             first = next(iter(summary.values()))
             keys = leading_columns(list(first), args.report_metrics, ("iou", "iou@0.5", "dice", "miou", "pixel_accuracy"))
             keys += [k for k in first if k.startswith(CLASS_IOU_PREFIX)]
-            _print_table(f"Test split ({len(splits.test)} images, {data_args.eval_prompt} prompts)", summary, keys)
+            prompts = "no prompts" if data_args.eval_prompt == "none" else f"{data_args.eval_prompt} prompts"
+            labels = {key: f"iou {class_label(int(key.removeprefix(CLASS_IOU_PREFIX)), class_names)}"
+                      for key in keys if key.startswith(CLASS_IOU_PREFIX) and class_names}
+            _print_table(f"Test split ({len(splits.test)} images, {prompts})", summary, keys, labels)
         if protocol is not None and protocol.per_epoch:
             protocol_summary = protocol.write(args.output_dir)
             results["protocol"] = protocol_summary

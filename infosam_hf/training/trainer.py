@@ -317,7 +317,7 @@ class InfoSAMTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict)
         if self.args.should_save:  # the run's own base_model/ recorded relative: the folder can move
-            record_base_beside(output_dir if output_dir is not None else self.args.output_dir)
+            record_base_beside(output_dir if output_dir is not None else self.args.output_dir, self.args.output_dir)
 
     def train(self, *args, **kwargs):
         """``Trainer.train``; first fills the teacher-embedding cache when ``teacher_cache_precompute``."""
