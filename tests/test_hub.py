@@ -101,7 +101,8 @@ def test_output_dir_is_an_adapter_repo_with_our_model_card(run):
     assert all(res.dataset_split == "test" for res in data.eval_results)
     text = card.text
     for needle in ("lambda_r", "lambda_d", "train_prompt", "eval_prompt", "prompt_point_prob", "image_size",
-                   "PeftModel.from_pretrained", "AutoPeftModel.from_pretrained", "@inproceedings", "ICML",
+                   "PeftModel.from_pretrained", 'subfolder="base_model"', "import infosam_hf  # registers",
+                   "@inproceedings", "ICML",
                    "InfoSAM: Fine-Tuning the Segment Anything Model from An Information-Theoretic Perspective",
                    "before training", "box-fill baseline"):
         assert needle in text, needle

@@ -213,7 +213,7 @@ def test_cli_train_reports_per_class_iou(multiclass_run, capsys):
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["best_metric"] is not None and state["best_model_checkpoint"]  # picked by eval_miou
     card = (out / "README.md").read_text()
-    assert "IoU per class" in card and f"| class {C - 1} |" in card and "multimask_output=True" in card
+    assert "IoU per class" in card and f"| {C - 1} ring |" in card and "multimask_output=True" in card  # named
 
 
 def test_cli_evaluate_reproduces_the_test_metrics(multiclass_run, tmp_path, capsys):
