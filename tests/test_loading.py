@@ -227,7 +227,7 @@ def test_dataloader_settings_fit_the_host():
 
 
 def test_class_names_from_recipe_classes_txt_or_classlabel(tmp_path):
-    from datasets import ClassLabel, Dataset, Features, Value
+    from datasets import ClassLabel, Dataset, Features
 
     from infosam_hf.data import DataArguments
     from infosam_hf.data.class_names import class_label, parse_classes_file, resolve_class_names
