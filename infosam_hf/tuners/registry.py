@@ -21,6 +21,7 @@ from torch import nn
 
 from ..models.sam import get_relation_module
 from ..models.sam2 import is_sam2
+from ..quiet import peft_wrapping
 from ..relation import RELATION_MODULE_NAME
 from . import adaptformer, bitfit, conv_lora, decoder_only, gsam_conv_lora, gsam_lora, sam_adapter, variants
 from .base import DECODER_MODULE_NAME, SamTunerConfig
@@ -122,7 +123,8 @@ def build_student(sam: nn.Module, method: str = "lora", options: dict[str, Any] 
                              f"{', '.join(SAM2_BLOCK_TUNERS)}, lora, bitfit, decoder_only or a stock peft method")
         if method in SAM2_BLOCK_TUNERS:
             options = {"blocks_path": SAM2_BLOCKS_PATH, **(options or {})}
-    model = get_peft_model(sam, build_peft_config(method, options))
+    with peft_wrapping():
+        model = get_peft_model(sam, build_peft_config(method, options))
     if freeze_relation:
         get_relation_module(model).requires_grad_(False)
     return model
