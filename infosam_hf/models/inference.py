@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from peft import PeftConfig, PeftModel
+from ..files import BASE_MODEL_DIR, RUN_ARGS_NAME
 from ..remote import check_pretrained_name
 from .dynamic import enable_dynamic_input_size
 from .sam import attach_relation_module, load_pretrained_sam
@@ -17,9 +18,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["BASE_MODEL_DIR", "BaseModelMismatchError", "load_for_inference", "model_image_size", "resolve_device",
            "run_input_settings"]
-
-BASE_MODEL_DIR = "base_model"  # where a run keeps a base that has no Hub id (built from config or resized)
-
 
 class BaseModelMismatchError(ValueError):
     """The adapter was trained on another base model than the one given."""
@@ -67,8 +65,6 @@ def load_for_inference(adapter: str | None, base_model: str | None = None, devic
 
 def _read_run_args(adapter: str | None) -> dict:
     """The ``run_args.json`` a training run wrote beside its adapter (a local directory), or {}."""
-    from ..hub import RUN_ARGS_NAME  # the hub module imports this one
-
     path = Path(adapter) / RUN_ARGS_NAME if adapter else None
     if path is None or not path.is_file():
         return {}
