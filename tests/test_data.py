@@ -626,9 +626,6 @@ def test_bad_folder_and_option_inputs(tmp_path):
     with pytest.raises(DataError) as err:
         build_datasets(_args("synthetic", augment=["hflip", "twirl"]), image_size=32)
     _check_one_line(err, "unknown augmentation 'twirl'")
-    with pytest.raises(DataError) as err:
-        build_augmenter(["crop"])
-    _check_one_line(err, "random_crop")
 
 
 # ============================================================================ download unpacking
