@@ -133,3 +133,11 @@ def test_runnable_block(path, lang, body, demo_folder):
         command = ["bash", "-e", "-c", f"infosam() {{ {sys.executable} -m infosam_hf \"$@\"; }}\n{body}"]
     result = subprocess.run(command, cwd=demo_folder, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, f"{path.name} block failed:\n{body}\n{result.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_loading_snippets_register_the_tuners(path):
+    """Without ``import infosam_hf`` peft raises KeyError: 'SAM_ADAPTER' on a sam_adapter directory."""
+    loading = [body for lang, body in FENCE.findall(path.read_text())
+               if lang.startswith("python") and re.search(r"Peft\w*\.from_pretrained", body)]
+    assert all("import infosam_hf" in body for body in loading), f"{path.name}: a loading snippet lacks the import"
