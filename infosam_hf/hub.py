@@ -20,12 +20,22 @@ from typing import Any
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from peft.utils import SAFETENSORS_WEIGHTS_NAME as ADAPTER_WEIGHTS_NAME
 
 from .data.class_names import class_label
 from .evaluation.metrics import CLASS_IOU_PREFIX
 from .io import atomic_write_with
-from .models.inference import BASE_MODEL_DIR
+from .files import (
+    ADAPTER_CONFIG_NAME,
+    BASE_MODEL_DIR,
+    EVAL_SUMMARY_NAME,
+    PREPROCESSOR_NAME,
+    RUN_ARGS_NAME,
+    TEST_RESULTS_NAME,
+    TRAINER_STATE_NAME,
+    AdapterDirError,
+    validate_adapter_dir,
+)
+from .files import read_json as _read_json
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +55,6 @@ __all__ = [
 
 CARD_TAGS = ("infosam", "segment-anything", "peft", "image-segmentation")
 PIPELINE_TAG = "mask-generation"
-ADAPTER_CONFIG_NAME = "adapter_config.json"
-PREPROCESSOR_NAME = "preprocessor_config.json"
-RUN_ARGS_NAME = "run_args.json"
-TEST_RESULTS_NAME = "test_results.json"
-EVAL_SUMMARY_NAME = "eval_summary.json"
-TRAINER_STATE_NAME = "trainer_state.json"
 # Like Trainer.push_to_hub: no private files and no intermediate checkpoints.
 PUSH_IGNORE_PATTERNS = ["_*", "checkpoint-*", ".*"]
 # Trainer bookkeeping in *_results.json that is not a segmentation metric.
@@ -79,23 +83,6 @@ PEFT_DISPLAY_NAMES = {"lora": "LoRA", "adapter": "Adapter", "adaptformer": "Adap
                       "conv_lora": "ConvLoRA", "sam_adapter": "Adapter", "gsam_lora": "G-SAM LoRA",
                       "gsam_conv_lora": "G-SAM ConvLoRA", "bitfit": "BitFit", "decoder_only": "decoder-only",
                       "gsam": "GSAM (G-SAM's model)", "samus": "SAMUS"}
-
-
-class AdapterDirError(ValueError):
-    """The directory is not a (safetensors) PEFT adapter written by a training run."""
-
-
-# ------------------------------------------------------------------------------------------ helpers
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        with open(path, encoding="utf-8") as handle:
-            value = json.load(handle)
-    except (OSError, ValueError) as err:
-        logger.warning("Could not read %s: %s", path, err)
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _is_hub_id(name: str | None) -> bool:
@@ -399,22 +386,6 @@ def write_model_card(output_dir: str | Path, repo_id: str | None = None, **kwarg
 
 
 # ------------------------------------------------------------------------------------------- push
-def validate_adapter_dir(path: str | Path) -> Path:
-    """Check that ``path`` is a finished run's adapter directory; raise :class:`AdapterDirError` if not."""
-    path = Path(path)
-    if not path.is_dir():
-        raise AdapterDirError(f"{path}: not a directory")
-    config = path / ADAPTER_CONFIG_NAME
-    if not config.is_file():
-        raise AdapterDirError(f"{path}: no {ADAPTER_CONFIG_NAME} (not a PEFT adapter directory)")
-    parsed = _read_json(config)
-    if parsed is None or "peft_type" not in parsed:
-        raise AdapterDirError(f"{config}: not a valid PEFT adapter config")
-    if not (path / ADAPTER_WEIGHTS_NAME).is_file():
-        raise AdapterDirError(f"{path}: no {ADAPTER_WEIGHTS_NAME} (only safetensors adapters are pushed)")
-    return path
-
-
 def _default_api() -> HfApi:
     from . import __version__
 

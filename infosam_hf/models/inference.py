@@ -11,6 +11,7 @@ import torch
 from peft import PeftConfig, PeftModel
 
 from ..file_checks import check_adapter_dir
+from ..files import BASE_MODEL_DIR
 from ..quiet import peft_wrapping
 from ..remote import check_pretrained_name
 from .dynamic import enable_dynamic_input_size
@@ -23,9 +24,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["BASE_MODEL_DIR", "BaseModelMismatchError", "base_beside_adapter", "load_for_inference", "model_image_size", "record_base_beside",
            "resolve_device",
            "run_input_settings"]
-
-BASE_MODEL_DIR = "base_model"  # where a run keeps a base that has no Hub id (built from config or resized)
-
 
 class BaseModelMismatchError(ValueError):
     """The adapter was trained on another base model than the one given."""

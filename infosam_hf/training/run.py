@@ -25,6 +25,7 @@ from ..evaluation.gsam_metrics import format_gsam_scores
 from ..evaluation.loop import box_fill_logits, evaluate_segmentation
 from ..evaluation.metrics import CLASS_IOU_PREFIX
 from ..evaluation.visualization import TrainingCurvesCallback
+from ..files import SAMPLES_DIR
 from ..hub import EVAL_SUMMARY_NAME, push_adapter_dir, training_args_dict, write_model_card
 from ..io import atomic_write_json
 from ..models import ModelArguments
@@ -265,7 +266,6 @@ def finish_run(trainer: InfoSAMTrainer, args: InfoSAMConfig, results: dict[str, 
         print(f"Pushed to {repo_id}")
 
 
-SAMPLES_DIR = "samples"
 
 
 def save_sample_images(dataset, folder: str | Path, count: int = 4) -> list[tuple[Path, tuple[int, int, int, int]]]:

@@ -381,9 +381,7 @@ class InfoSAMTrainer(Trainer):
                               "loss_d": torch.where(finite, loss_d, zero), **extra})
         elif model.training:
             self._accumulate({"loss_seg": loss_seg, **extra})
-        if return_outputs:
-            return loss, {"pred_masks": logits}
-        return loss
+        return loss  # return_outputs is never asked for: evaluation_loop below replaces Trainer's prediction_step
 
     def information_losses(self, teacher: dict[str, torch.Tensor],
                            student: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
