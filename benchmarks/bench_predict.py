@@ -112,7 +112,7 @@ def main() -> None:
         return
     torch.set_num_threads(1)
     from infosam_hf.evaluation.onnx_predict import OnnxSamPredictor
-    from infosam_hf.models.onnx_export import export_onnx
+    from infosam_hf.convert.onnx import export_onnx
 
     size = args.size
     model = small_model(size)

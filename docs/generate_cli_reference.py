@@ -29,9 +29,8 @@ def command_help(name: str) -> str:
     module = importlib.import_module(f"infosam_hf.commands.{name}")
     if name == "train":
         from infosam_hf.training.recipe import format_recipe_help
-        from infosam_hf.training.run import RECIPE_DATACLASSES
 
-        return format_recipe_help(RECIPE_DATACLASSES, module.USAGE, {})
+        return format_recipe_help(module.recipe_keys(), module.USAGE, {})
     if hasattr(module, "build_parser"):
         parser = module.build_parser()
         text = parser.format_help()

@@ -23,7 +23,7 @@ _LAZY = {
     "structure_loss": ".losses",
     "ModelArguments": ".models",
     "attach_relation_module": ".models",
-    "load_for_inference": ".models",
+    "load_for_inference": ".evaluation",  # the models' loader, with generate_masks attached
     "load_sam": ".models",
     "resize_sam_input": ".models",
     "RelationModule": ".relation",
@@ -50,15 +50,25 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
+def _importing(name: str) -> bool:
+    """Whether module ``name`` is in the middle of its own import (its names are not all defined yet)."""
+    module = sys.modules.get(name)
+    return module is not None and bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+
+
 def _register_tuners() -> None:
     """Import the tuners, whose modules register their peft types (a no-op once they are importing)."""
     if f"{__name__}.tuners" not in sys.modules:
         importlib.import_module(".tuners", __name__)
+    _register_image_processor()
 
 
 def _register_image_processor() -> None:
     """Import the adapters' image processor, which registers itself with ``AutoImageProcessor`` (so
-    ``SamProcessor.from_pretrained(adapter)`` prepares inputs exactly as training did)."""
+    ``SamProcessor.from_pretrained(adapter)`` prepares inputs exactly as training did). Deferred while peft or
+    this package's models are still importing: peft's hook, or the models package itself, imports it then."""
+    if _importing("peft") or _importing(f"{__name__}.models"):
+        return
     if f"{__name__}.models.processor" not in sys.modules:
         importlib.import_module(".models.processor", __name__)
 

@@ -49,9 +49,7 @@ def check_safetensors(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
 
 
 def _known_peft_types() -> set[str]:
-    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
-
-    from . import tuners  # noqa: F401  (registers the project's tuners with peft)
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING  # importing peft registers the SAM tuners (__init__)
 
     return {str(getattr(name, "value", name)).upper() for name in PEFT_TYPE_TO_CONFIG_MAPPING}
 

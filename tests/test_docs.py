@@ -27,8 +27,8 @@ FLAG = re.compile(r"(?<![\w-])--([A-Za-z][\w.-]*)")
 INLINE_SETTING = re.compile(r"`([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)?): [^`]+`")
 # named in prose as `key: value` but not recipe keys: a sam_config entry, the saved model config's class count,
 # and the placeholder `key` itself (peft_config entries are checked against peft's config classes)
-NESTED_KEYS = {"model_type", "infosam_num_classes", "key"}
-TRAIN_HELP_FLAGS = {"help", "h"}
+NESTED_KEYS = {"model_type", "infosam_num_classes", "key", "extends", "layer_norm_eps"}  # extends: the recipe parser's; layer_norm_eps: in sam_config
+TRAIN_HELP_FLAGS = {"help", "h", "dry_run"}  # flags of `infosam train` itself, not recipe keys
 
 
 def recipe_keys() -> set[str]:

@@ -158,7 +158,7 @@ def test_onnx_export_and_predict_match_pytorch(method, tmp_path, capsys):
 
 def test_onnx_export_of_a_dynamic_size_model_at_a_chosen_input(tmp_path):
     from infosam_hf.evaluation.onnx_predict import OnnxSamPredictor
-    from infosam_hf.models.onnx_export import export_onnx
+    from infosam_hf.convert.onnx import export_onnx
 
     model = load_sam(sam_config=TINY_SAM, seed=0, dynamic_input_size=True).eval()
     diffs = export_onnx(model, tmp_path / "onnx", input_size=(48, 96))

@@ -147,7 +147,7 @@ def test_an_old_folder_with_only_run_args_is_read_with_a_deprecation_line(tmp_pa
     assert "deprecated" in caplog.text
     # the saved processor wins over run_args.json
     build_sam_image_processor(64).save_pretrained(tmp_path)
-    assert run_input_settings(str(tmp_path)) == {"preprocessing": "sam"}
+    assert run_input_settings(str(tmp_path)) == {"preprocessing": "sam", "channel_order": "rgb"}
 
 
 def test_saved_adapters_record_their_own_base_folder_relative(tmp_path, monkeypatch):

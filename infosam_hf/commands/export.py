@@ -35,7 +35,7 @@ def _export(argv: list[str]) -> int:
         raise UsageError("give an output folder for the merged model, or --onnx DIR (or both)")
     if args.onnx:
         size = _parse_size(args.onnx_input_size)
-        from ..models.onnx_export import export_adapter_onnx
+        from ..convert.onnx import export_adapter_onnx
 
         diffs = export_adapter_onnx(args.adapter, args.onnx, args.base_model, args.revision, input_size=size)
         print(f"ONNX graphs saved to {args.onnx}; onnxruntime vs PyTorch max abs difference: "

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from ..data import preprocess_image
-from ..models.inference import model_image_size
+from ..models.inference import POST_LOAD_HOOKS, model_image_size
 from .loop import upsample_logits
 from .metrics import logits_to_original
 from .tiling import Tile, tile_grid
@@ -200,3 +200,7 @@ def attach_generate_masks(model: torch.nn.Module) -> torch.nn.Module:
     bound = functools.update_wrapper(functools.partial(generate_masks, model), generate_masks)  # picklable
     object.__setattr__(model, "generate_masks", bound)
     return model
+
+
+if attach_generate_masks not in POST_LOAD_HOOKS:  # every model load_for_inference returns can segment everything
+    POST_LOAD_HOOKS.append(attach_generate_masks)

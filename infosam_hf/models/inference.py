@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 import os
 from pathlib import Path
 
@@ -24,6 +25,11 @@ logger = logging.getLogger(__name__)
 __all__ = ["BASE_MODEL_DIR", "BaseModelMismatchError", "base_beside_adapter", "load_for_inference", "model_image_size", "record_base_beside",
            "resolve_device",
            "run_input_settings"]
+
+# Applied to every model load_for_inference returns. Layers above this one add theirs (segment everything adds a
+# ``generate_masks`` method when infosam_hf.evaluation is imported) without this module importing them.
+POST_LOAD_HOOKS: list[Callable[[torch.nn.Module], torch.nn.Module]] = []
+
 
 class BaseModelMismatchError(ValueError):
     """The adapter was trained on another base model than the one given."""
@@ -70,9 +76,10 @@ def load_for_inference(adapter: str | None, base_model: str | None = None, devic
         attach_relation_module(base)  # so the adapter's relation weights load too
         with peft_wrapping():
             model = PeftModel.from_pretrained(base, adapter, revision=revision)
-    from ..evaluation.everything import attach_generate_masks  # lazy: the evaluation package imports this module
-
-    return attach_generate_masks(model.to(device).eval())
+    model = model.to(device).eval()
+    for hook in POST_LOAD_HOOKS:
+        model = hook(model)
+    return model
 
 
 def run_input_settings(adapter: str | None, revision: str | None = None) -> dict:

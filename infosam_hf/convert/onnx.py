@@ -29,9 +29,10 @@ from torch import nn
 from transformers.utils import IMAGE_PROCESSOR_NAME as PREPROCESSOR_NAME
 
 from ..data.transforms import _pixel_stats
-from .dynamic import is_dynamic_input_size
-from .inference import load_for_inference, model_image_size, run_input_settings
-from .multiclass import sam_num_classes
+from ..models.dynamic import is_dynamic_input_size
+from ..models.inference import load_for_inference, model_image_size, run_input_settings
+from ..models.multiclass import sam_num_classes
+from ..tuners.variants import active_variant
 
 logger = logging.getLogger(__name__)
 
@@ -168,10 +169,6 @@ def export_onnx(model: nn.Module, output_dir: str | Path, *, input_settings: dic
         raise ValueError("ONNX export supports prompted (single-mask) models, not multi-class "
                          "heads")
     sam = sam_for_export(model).float().eval()
-    from ..tuners.variants import (
-        active_variant,  # lazy: the tuners import the models package
-    )
-
     variant = active_variant(sam)
     if variant is not None:
         raise ValueError(f"ONNX export covers SAM with adapter modules in its layers, not the "
