@@ -16,10 +16,10 @@ from typing import Any
 
 from ..data import DataArguments
 from ..errors import UsageError
+from ..evaluation.click_eval import CLICK_CURVE_FILENAME, plot_click_curve
 from ..hub import ADAPTER_CONFIG_NAME
 from ..io import atomic_write_text
 from ..remote import check_pretrained_name
-from ..evaluation.click_eval import CLICK_CURVE_FILENAME, plot_click_curve
 from ..evaluation.evaluate import RESULTS_FILENAME, default_output_path, evaluate_adapter, format_results_table
 from ..training import parse_train_args
 from .common import adapter_parser, run_main

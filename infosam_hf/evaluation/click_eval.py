@@ -101,7 +101,7 @@ def evaluate_clicks(model: nn.Module, batches: Iterable[dict[str, Any]], num_cli
     ious = np.concatenate(all_ious) if all_ious else np.zeros((0, num_clicks))
     dices = np.concatenate(all_dices) if all_dices else np.zeros((0, num_clicks))
     results: dict[str, Any] = dict(click_metrics_summary(ious, dices))
-    results.update({"num_clicks": num_clicks, "click_images": int(len(ious))})
+    results.update({"num_clicks": num_clicks, "click_images": len(ious)})
     return results
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
-__all__ = ["NOC_THRESHOLDS", "next_click", "number_of_clicks", "click_metrics_summary"]
+__all__ = ["NOC_THRESHOLDS", "click_metrics_summary", "next_click", "number_of_clicks"]
 
 NOC_THRESHOLDS = (0.85, 0.90)
 
