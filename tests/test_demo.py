@@ -99,3 +99,30 @@ def test_demo_page_in_headless_chromium(tmp_path):
     assert mask.shape == expected.shape == (48, 80)
     assert np.array_equal(mask, expected)
     assert (tmp_path / "demo.png").stat().st_size > 10_000
+
+
+def test_push_space_writes_a_runnable_space(tmp_path):
+    import runpy
+
+    import gradio as gr
+
+    from infosam_hf.commands.push import main as push
+
+    model = _model()
+    run = tmp_path / "run"
+    base = tmp_path / "base"
+    model.get_base_model().save_pretrained(base)
+    model.peft_config["default"].base_model_name_or_path = str(base)
+    model.save_pretrained(run)
+    (run / "samples").mkdir()
+    _image().save(run / "samples" / "test_0.png")
+    space = tmp_path / "space"
+    assert push([str(run), "--space", str(space)]) == 0
+    assert {p.name for p in space.iterdir()} == {"app.py", "requirements.txt", "README.md", "adapter"}
+    readme = (space / "README.md").read_text()
+    assert readme.startswith("---\n") and "sdk: gradio" in readme and "app_file: app.py" in readme
+    assert "infosam-hf[demo]" in (space / "requirements.txt").read_text()
+    app = runpy.run_path(str(space / "app.py"), run_name="space_app")  # builds the demo, does not launch
+    assert isinstance(app["demo"], gr.Blocks) and len(app["SAMPLES"]) == 1
+    assert push([str(run), "--space", str(space)]) == 2  # never overwrites a folder
+    assert push([str(run)]) == 2  # no repo id and no --space
