@@ -25,6 +25,7 @@ COMMANDS = {
     "predict": ("predict", "masks and overlays for new images"),
     "export": ("export", "merge an adapter into a plain SamModel (or Sam2Model)"),
     "convert": ("convert", "original SAM checkpoints (sam_vit_*.pth, MedSAM) -> a SamModel directory"),
+    "demo": ("demo", "a web page to try an adapter click by click, beside the base model"),
     "push": ("push", "push a finished run to the Hugging Face Hub"),
     "download": ("download", "fetch the public benchmark data sets"),
     "env": ("env", "print versions and the device, for bug reports"),

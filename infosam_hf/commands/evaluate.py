@@ -16,6 +16,7 @@ from typing import Any
 
 from ..data import DataArguments
 from ..errors import UsageError
+from ..evaluation.click_eval import CLICK_CURVE_FILENAME, plot_click_curve
 from ..hub import ADAPTER_CONFIG_NAME
 from ..io import atomic_write_text
 from ..remote import check_pretrained_name
@@ -37,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Recipe YAML giving the data and metric settings (default: ADAPTER/run_args.json's).")
     parser.add_argument("--output", default=None,
                         help=f"Results JSON (default: ADAPTER/{RESULTS_FILENAME} for a local adapter; required otherwise).")
+    parser.add_argument("--clicks", type=int, default=0, metavar="N",
+                        help="Also simulate N corrective clicks per image: IoU/Dice after each click, NoC@85/90 "
+                             f"and a {CLICK_CURVE_FILENAME} beside the results (default 0: off).")
     return parser
 
 
@@ -76,6 +80,8 @@ def parse_evaluate_args(argv: Sequence[str]) -> tuple[argparse.Namespace, DataAr
         if recorded is None:
             raise UsageError("--dataset_name_or_path is required (or give a --recipe that names the dataset, or an "
                              "adapter folder whose run_args.json records it)")
+    if options.clicks < 0:
+        raise UsageError(f"--clicks must be >= 0, got {options.clicks}")
     if options.batch_size is not None and options.batch_size < 1:
         raise UsageError(f"--batch_size must be >= 1, got {options.batch_size}")
     recipe_argv = ([options.recipe] if options.recipe else []) + list(overrides)
@@ -103,11 +109,13 @@ def _evaluate(argv: list[str]) -> int:
     results = evaluate_adapter(
         options.adapter, data_args, split=options.split, base_model=base_model, batch_size=options.batch_size,
         metric_input=config.metric_input, metric_set=config.metric_set, seed=config.seed, device=options.device,
-        num_workers=config.dataloader_num_workers, progress=not config.disable_tqdm,
+        num_workers=config.dataloader_num_workers, progress=not config.disable_tqdm, clicks=options.clicks,
     )
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, json.dumps(results, indent=2) + "\n")
     print(format_results_table(results, config.report_metrics))
+    if options.clicks and results.get("click_iou"):
+        plot_click_curve({options.adapter: results["click_iou"]}, output.with_name(CLICK_CURVE_FILENAME))
     print(f"\nResults written to {output}")
     return 0
 

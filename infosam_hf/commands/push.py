@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from huggingface_hub.utils import validate_repo_id
 
-from ..errors import error_line
+from ..errors import UsageError, error_line
 from ..hub import push_adapter_dir, validate_adapter_dir, write_model_card
 from ..remote import hub_unreachable_reason
 from .common import run_main
@@ -20,7 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="infosam push", description="Push a finished InfoSAM run (a PEFT adapter directory) to the Hub. "
                                          "The token comes from HF_TOKEN or `hf auth login`.")
     parser.add_argument("output_dir", help="the run's output_dir")
-    parser.add_argument("repo_id", help="target model repo, e.g. user/sam-vit-base-infosam-kvasir")
+    parser.add_argument("repo_id", nargs="?", help="target model repo, e.g. user/sam-vit-base-infosam-kvasir")
+    parser.add_argument("--space", default=None, metavar="DIR",
+                        help="instead of pushing, write a Gradio Space (app.py, requirements.txt, README.md, the "
+                             "adapter) to the new folder DIR, ready to push as a Space")
     parser.add_argument("--private", action="store_true", help="create the repo private (no effect if it exists)")
     parser.add_argument("--revision", default=None, help="branch to push to (created if missing)")
     parser.add_argument("--commit_message", default="Upload InfoSAM adapter")
@@ -32,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _push(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     output_dir = validate_adapter_dir(args.output_dir)
+    if args.space:
+        from ..interactive.space import write_space
+
+        print(f"Space files written to {write_space(output_dir, args.space)} (push it as a Gradio Space)")
+        return 0
+    if not args.repo_id:
+        raise UsageError("give the target REPO_ID (or --space DIR to write Space files)")
     validate_repo_id(args.repo_id)
     reason = hub_unreachable_reason()
     if reason:  # before the card is rewritten: nothing on disk changes when the push cannot start

@@ -27,6 +27,7 @@ from ..models.inference import base_beside_adapter, load_for_inference, model_im
 from ..models.processor import read_input_settings
 from ..models.multiclass import sam_num_classes
 from ..models.sam2 import keeps_aspect_ratio
+from .click_eval import evaluate_clicks
 from .loop import evaluate_segmentation, make_metrics, sam_logits
 
 logger = logging.getLogger(__name__)
@@ -56,12 +57,13 @@ def _base_model_name(model: torch.nn.Module, given: str | None, adapter: str) ->
 def evaluate_adapter(adapter: str, data_args: DataArguments, *, split: str = "test",
                      base_model: str | None = None, batch_size: int = 8, metric_input: str = "probability",
                      metric_set: str = "paper", seed: int = 42, device: str | torch.device | None = None,
-                     num_workers: int = 0, progress: bool = True) -> dict[str, Any]:
+                     num_workers: int = 0, progress: bool = True, clicks: int = 0) -> dict[str, Any]:
     """Score ``adapter`` (``"none"``: the base model alone) on ``split`` of ``data_args.dataset_name_or_path``.
 
     Returns the dataset-level metrics (keys as :class:`~infosam_hf.evaluation.metrics.SegmentationMetrics`
     produces them) plus ``num_images``, ``split``, ``dataset``, ``eval_prompt``, ``adapter``,
-    ``base_model``, ``metric_input`` and ``metric_set``.
+    ``base_model``, ``metric_input`` and ``metric_set``; with ``clicks=N`` also the click-by-click scores
+    of :func:`~infosam_hf.evaluation.click_eval.evaluate_clicks` (binary models only).
     """
     if adapter.lower() == "none" and not base_model:
         raise UsageError("--adapter none needs --base_model (the SAM checkpoint to evaluate zero-shot)")
@@ -98,6 +100,11 @@ def evaluate_adapter(adapter: str, data_args: DataArguments, *, split: str = "te
         "metric_input": metric_input,
         "metric_set": metric_set,
     })
+    if clicks:
+        if not metrics.binary:
+            raise UsageError("--clicks needs a binary (prompted) model, not a multi-class one")
+        batches = tqdm(loader, desc=f"{clicks} clicks on {split}", unit="batch", disable=not progress)
+        results.update(evaluate_clicks(model, batches, clicks, device))
     return results
 
 
@@ -131,7 +138,8 @@ def format_results_table(results: dict[str, Any], leading: list[str] | None = No
     ``leading`` (a recipe's ``report_metrics``) come first."""
     header = (f"{results['adapter']} on {results['dataset']} [{results['split']}]: {results['num_images']} images, "
               f"{'no' if results['eval_prompt'] == 'none' else results['eval_prompt']} prompts, metric_input={results['metric_input']}")
-    meta = {"num_images", "split", "dataset", "eval_prompt", "adapter", "base_model", "metric_input", "metric_set"}
+    meta = {"num_images", "split", "dataset", "eval_prompt", "adapter", "base_model", "metric_input", "metric_set",
+            "num_clicks", "click_images"}
     rows = [(key, value) for key, value in results.items() if key not in meta and isinstance(value, float)]
     order = {key: i for i, key in enumerate(leading or [])}
     rows.sort(key=lambda row: order.get(row[0], len(order)))  # stable: the others keep their order
@@ -139,4 +147,7 @@ def format_results_table(results: dict[str, Any], leading: list[str] | None = No
     lines = [header, f"  {'metric':<{width}}{'value':>10}", f"  {'-' * (width + 10)}"]
     for key, value in rows:
         lines.append(f"  {key:<{width}}{value:>10.4f}" if math.isfinite(value) else f"  {key:<{width}}{'nan':>10}")
+    if results.get("click_iou"):
+        lines.append(f"  IoU after each click ({results['click_images']} images): "
+                     + " ".join(f"{value:.3f}" for value in results["click_iou"]))
     return "\n".join(lines)

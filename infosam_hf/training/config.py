@@ -40,6 +40,10 @@ class InfoSAMConfig(TrainingArguments):
     lambda_object_score: float = field(
         default=0.0, metadata={"help": "SAM 2 only: weight of a BCE loss on the object-score logit (target: the "
                                        "mask is not empty); 0 leaves the object-score head untrained."})
+    iterative_rounds: int = field(
+        default=0, metadata={"help": "Iterative prompting: after each step's first prompt, R rounds that each add a "
+                                     "corrective click from the error region and feed the previous logits back as "
+                                     "the mask prompt; the loss averages all rounds (0: off)."})
     structure_loss_bce: str = field(
         default="weighted",
         metadata={"help": "'weighted' (published structure loss) or 'unweighted' (official code's BCE)."})
@@ -149,6 +153,8 @@ class InfoSAMConfig(TrainingArguments):
             raise ValueError("protocol_epochs is an option of protocol: official")
         if self.lambda_r < 0 or self.lambda_d < 0 or self.lambda_object_score < 0:
             raise ValueError("lambda_r, lambda_d and lambda_object_score must be >= 0")
+        if self.iterative_rounds < 0:
+            raise ValueError(f"iterative_rounds must be >= 0, got {self.iterative_rounds}")
         for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")

@@ -36,6 +36,7 @@ from .config import InfoSAMConfig
 from .diagnostics import RelationDiagnostics
 from .divergence import check_logged_losses, check_trainable_weights
 from .global_batch import gather_batch
+from .iterative import check_iterative_support, iterative_rounds_loss
 from .protocol import official_schedule_steps
 from .teacher_cache import (TeacherEmbeddingCache, dataset_cache_key, pixel_changing_options, resolve_teacher_cache,
                             teacher_fingerprint)
@@ -156,6 +157,7 @@ class InfoSAMTrainer(Trainer):
         # no find_unused_parameters.
         if args.lambda_object_score > 0 and not is_sam2(model):
             raise ValueError("lambda_object_score: only SAM 2 has an object-score head")
+        check_iterative_support(args.iterative_rounds, model_classes, is_sam2(model))
         freeze_unused_head(model)
         if args.lambda_object_score == 0:  # SAM 2's object-score head gets no loss then
             for name, param in model.named_parameters():
@@ -343,6 +345,7 @@ class InfoSAMTrainer(Trainer):
         inputs = dict(inputs)
         labels = inputs.pop("labels")
         indices = inputs.get(INDEX_KEY)
+        sizes, teacher = inputs.get("reshaped_input_sizes"), None
         for key in META_KEYS:
             inputs.pop(key, None)
         train_info = model.training and self.use_info_losses
@@ -381,6 +384,9 @@ class InfoSAMTrainer(Trainer):
                               "loss_d": torch.where(finite, loss_d, zero), **extra})
         elif model.training:
             self._accumulate({"loss_seg": loss_seg, **extra})
+        if model.training and self.args.iterative_rounds:
+            loss = iterative_rounds_loss(self, model, self._prompt_kwargs(inputs), labels, sizes, outputs, student,
+                                         teacher, loss)
         return loss  # return_outputs is never asked for: evaluation_loop below replaces Trainer's prediction_step
 
     def information_losses(self, teacher: dict[str, torch.Tensor],
