@@ -15,7 +15,7 @@ from infosam_hf.data.sources import load_splits
 from infosam_hf.data.validation import DataValidationError
 
 pytest.importorskip("pycocotools")
-from pycocotools import mask as mask_utils  # noqa: E402
+from pycocotools import mask as mask_utils
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 48
