@@ -3,7 +3,7 @@
 ``import infosam_hf`` is cheap (no torch): the public names below load on first use, and the SAM tuners
 (``sam_adapter``, ``adaptformer``, ...) register with peft as soon as peft is imported — before or after this
 package — so ``PeftModel.from_pretrained`` / ``AutoPeftModel.from_pretrained`` load every adapter this project
-saves.
+saves; likewise the adapters' image processor registers with ``AutoImageProcessor`` once transformers is imported.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ _LAZY = {
     "load_official_relation_state_dict": ".relation",
     "InfoSAMConfig": ".training",
     "InfoSAMTrainer": ".training",
+    "InfoSamImageProcessor": ".models",
     "PeftArguments": ".tuners",
     "build_student": ".tuners",
 }
@@ -55,4 +56,12 @@ def _register_tuners() -> None:
         importlib.import_module(".tuners", __name__)
 
 
+def _register_image_processor() -> None:
+    """Import the adapters' image processor, which registers itself with ``AutoImageProcessor`` (so
+    ``SamProcessor.from_pretrained(adapter)`` prepares inputs exactly as training did)."""
+    if f"{__name__}.models.processor" not in sys.modules:
+        importlib.import_module(".models.processor", __name__)
+
+
 after_import("peft", _register_tuners)
+after_import("transformers", _register_image_processor)

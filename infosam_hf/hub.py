@@ -20,12 +20,22 @@ from typing import Any
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from peft.utils import PeftType
-from peft.utils import SAFETENSORS_WEIGHTS_NAME as ADAPTER_WEIGHTS_NAME
 
+from .data.class_names import class_label
 from .evaluation.metrics import CLASS_IOU_PREFIX
 from .io import atomic_write_with
-from .models.inference import BASE_MODEL_DIR
+from .files import (
+    ADAPTER_CONFIG_NAME,
+    BASE_MODEL_DIR,
+    EVAL_SUMMARY_NAME,
+    PREPROCESSOR_NAME,
+    RUN_ARGS_NAME,
+    TEST_RESULTS_NAME,
+    TRAINER_STATE_NAME,
+    AdapterDirError,
+    validate_adapter_dir,
+)
+from .files import read_json as _read_json
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +55,6 @@ __all__ = [
 
 CARD_TAGS = ("infosam", "segment-anything", "peft", "image-segmentation")
 PIPELINE_TAG = "mask-generation"
-ADAPTER_CONFIG_NAME = "adapter_config.json"
-PREPROCESSOR_NAME = "preprocessor_config.json"
-RUN_ARGS_NAME = "run_args.json"
-TEST_RESULTS_NAME = "test_results.json"
-EVAL_SUMMARY_NAME = "eval_summary.json"
-TRAINER_STATE_NAME = "trainer_state.json"
 # Like Trainer.push_to_hub: no private files and no intermediate checkpoints.
 PUSH_IGNORE_PATTERNS = ["_*", "checkpoint-*", ".*"]
 # Trainer bookkeeping in *_results.json that is not a segmentation metric.
@@ -81,26 +85,9 @@ PEFT_DISPLAY_NAMES = {"lora": "LoRA", "adapter": "Adapter", "adaptformer": "Adap
                       "gsam": "GSAM (G-SAM's model)", "samus": "SAMUS"}
 
 
-class AdapterDirError(ValueError):
-    """The directory is not a (safetensors) PEFT adapter written by a training run."""
-
-
-# ------------------------------------------------------------------------------------------ helpers
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        with open(path, encoding="utf-8") as handle:
-            value = json.load(handle)
-    except (OSError, ValueError) as err:
-        logger.warning("Could not read %s: %s", path, err)
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def _is_hub_id(name: str | None) -> bool:
     """A string usable as a Hub repo id that is not also an existing local path."""
-    if not name or Path(name).exists():
+    if not name or Path(name).name == BASE_MODEL_DIR or Path(name).exists():  # a run's own base_model/ folder
         return False
     try:
         validate_repo_id(name)
@@ -222,6 +209,7 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
     model_name = (repo_id or output_dir.resolve().name).split("/")[-1]
     tags = list(CARD_TAGS) + [t for t in (peft_method,) if t and t not in CARD_TAGS]
     num_classes = int(data_args.get("num_labels") or 1)
+    class_names = (_read_json(output_dir / PREPROCESSOR_NAME) or {}).get("class_names") or None
 
     eval_results = [
         EvalResult(task_type="image-segmentation",
@@ -266,12 +254,15 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
         sections.append(f"- **Input size:** {image_size}×{image_size}")
     if num_classes > 1:
         sections.append(f"- **Classes:** {num_classes} (a multi-class head without prompts: class c is mask "
-                        f"token c + 1; ignore_index {data_args.get('ignore_index')})")
+                        f"token c + 1; ignore_index {data_args.get('ignore_index')})"
+                        + (": " + ", ".join(class_label(i, class_names) for i in range(num_classes)) if class_names
+                           else ""))
 
     sections += ["", "## Results", ""]
     if results:
         eval_prompt = data_args.get("eval_prompt", "box")
-        sections.append(f"Final evaluation on the `{test_split}` split with **{eval_prompt}** prompts (metrics of "
+        prompts = "no prompts" if eval_prompt == "none" else f"**{eval_prompt}** prompts"
+        sections.append(f"Final evaluation on the `{test_split}` split with {prompts} (metrics of "
                         "`infosam_hf.evaluation.metrics`" + ("; `mae` is lower-is-better" if "mae" in results else "") + "):")
         sections.append("")
         rows: dict[str, Mapping[str, float]] = {
@@ -282,7 +273,7 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
         sections.append(_metric_table(rows, [key for key in results if key not in class_keys]))
         if class_keys:  # multi-class: IoU per class (confusion matrix over the whole split), one row each
             sections += ["", "IoU per class:", ""]
-            per_class = {f"class {key.removeprefix(CLASS_IOU_PREFIX)}": {name: values[key] for name, values in
+            per_class = {class_label(int(key.removeprefix(CLASS_IOU_PREFIX)), class_names): {name: values[key] for name, values in
                                                                            rows.items() if key in values}
                          for key in class_keys}
             sections.append(_metric_table(per_class, list(rows)))
@@ -291,16 +282,18 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
 
     snippet_base = (f'{model_class}.from_pretrained("{adapter_ref}", subfolder="{BASE_MODEL_DIR}")' if base_in_repo
                     else f'{model_class}.from_pretrained("{base_ref}")')
-    # the project's own tuners (adapter_config.json peft_type other than a stock peft one) register at import
-    registers = [] if str(adapter_config.get("peft_type", "LORA")).upper() in PeftType.__members__ else [
-        "import infosam_hf  # registers this adapter's PEFT method with peft (pip install infosam-hf)"]
-    sections += ["", "## How to use", "", "```python", "import torch", *registers,
+    dynamic = bool((_read_json(output_dir / PREPROCESSOR_NAME) or {}).get("dynamic_input_size"))
+    sections += ["", "## How to use", "", "`pip install infosam-hf`; the import registers the SAM tuners with peft and "
+                 f"the adapter's image processor (its channel order, padding and input size) with `{processor_class}`.",
+                 "", "```python", "import torch", "import infosam_hf  # registers the SAM tuners with peft",
                  "from peft import AutoPeftModel, PeftModel", "from PIL import Image",
                  f"from transformers import {model_class}, {processor_class}", "",
                  f'processor = {processor_class}.from_pretrained("{adapter_ref}")',
                  f"base = {snippet_base}",
                  f'model = PeftModel.from_pretrained(base, "{adapter_ref}").eval()']
-    if not (local_base and repo_id):
+    if dynamic:
+        sections += ["infosam_hf.models.enable_dynamic_input_size(model.get_base_model())  # any H x W, as trained"]
+    if not local_base:
         sections += ["# or, in one step (loads the recorded base model):",
                      f'# model = AutoPeftModel.from_pretrained("{adapter_ref}").eval()']
     if sam2:
@@ -318,7 +311,8 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
                      "```", ""]
     else:
         sections += ["", 'image = Image.open("image.png").convert("RGB")',
-                     "inputs = processor(images=image, input_boxes=[[[x0, y0, x1, y1]]], return_tensors=\"pt\")",
+                     "box = [20, 20, 90, 90]  # x0, y0, x1, y1 of the object, in the image's pixels",
+                     "inputs = processor(images=image, input_boxes=[[box]], return_tensors=\"pt\")",
                      "with torch.no_grad():",
                      "    outputs = model(**inputs, multimask_output=False)",
                      "masks = processor.image_processor.post_process_masks(",
@@ -392,22 +386,6 @@ def write_model_card(output_dir: str | Path, repo_id: str | None = None, **kwarg
 
 
 # ------------------------------------------------------------------------------------------- push
-def validate_adapter_dir(path: str | Path) -> Path:
-    """Check that ``path`` is a finished run's adapter directory; raise :class:`AdapterDirError` if not."""
-    path = Path(path)
-    if not path.is_dir():
-        raise AdapterDirError(f"{path}: not a directory")
-    config = path / ADAPTER_CONFIG_NAME
-    if not config.is_file():
-        raise AdapterDirError(f"{path}: no {ADAPTER_CONFIG_NAME} (not a PEFT adapter directory)")
-    parsed = _read_json(config)
-    if parsed is None or "peft_type" not in parsed:
-        raise AdapterDirError(f"{config}: not a valid PEFT adapter config")
-    if not (path / ADAPTER_WEIGHTS_NAME).is_file():
-        raise AdapterDirError(f"{path}: no {ADAPTER_WEIGHTS_NAME} (only safetensors adapters are pushed)")
-    return path
-
-
 def _default_api() -> HfApi:
     from . import __version__
 

@@ -27,7 +27,7 @@ class HubUnreachableError(OSError):
     """A name that is neither a local folder nor reachable on the Hub."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hub_unreachable_reason() -> str | None:
     """Why the Hub cannot be reached (one short phrase), or ``None`` when it answers within a few seconds."""
     if constants.is_offline_mode():

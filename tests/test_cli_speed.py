@@ -42,3 +42,13 @@ def test_importing_peft_after_the_package_registers_the_sam_tuners():
     code_peft_first = ("from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING as M\nimport infosam_hf\n"
                        "assert 'SAM_ADAPTER' in M, sorted(M)")
     subprocess.run([sys.executable, "-c", code_peft_first], check=True)
+
+
+def test_stored_command_help_matches_the_parsers():
+    from infosam_hf.commands.cli import HELP_FILE, command_help
+
+    stored = json.loads(HELP_FILE.read_text())
+    assert stored == {name: command_help(name) for name in stored}, (
+        "infosam_hf/commands/command_help.json is stale: run python -c 'from infosam_hf.commands.cli import "
+        "write_command_help; write_command_help()'")
+    assert set(stored) == {"evaluate", "predict", "export", "convert", "push", "download"}

@@ -13,7 +13,7 @@ from transformers import AutoImageProcessor, SamConfig, SamModel
 from infosam_hf.commands.cli import main as cli_main
 from infosam_hf.models import load_sam
 from infosam_hf.models.sam import set_decoder_layer_norm_eps
-from infosam_hf.models.convert import (
+from infosam_hf.convert import (
     ORIGINAL_SAM_PRESETS,
     hf_to_original_state_dict,
     infer_sam_config,

@@ -11,7 +11,7 @@ from peft import AutoPeftModel
 
 import infosam_hf  # noqa: F401  (registers sam_adapter with peft)
 from infosam_hf.commands.cli import main as cli_main
-from infosam_hf.models.convert import (
+from infosam_hf.convert import (
     convert_official_infosam,
     convert_original_sam,
     resolve_checkpoint_file,

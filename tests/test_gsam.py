@@ -88,8 +88,6 @@ def test_crops_need_dynamic_input_size(tmp_path):
     with pytest.raises(RecipeError, match="dynamic_input_size"):
         run_training(*parse_train_args(argv))
     assert not (tmp_path / "run").exists()
-    with pytest.raises(RecipeError, match="random_crop"):
-        parse_train_args([str(RECIPES / "isbi" / "sam_lora.yaml"), "--crop_size", "64", "--output_dir", str(tmp_path)])
 
 
 @pytest.mark.parametrize("name", ["isbi", "kvasir", "mbuilding"])

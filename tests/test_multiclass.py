@@ -213,7 +213,7 @@ def test_cli_train_reports_per_class_iou(multiclass_run, capsys):
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["best_metric"] is not None and state["best_model_checkpoint"]  # picked by eval_miou
     card = (out / "README.md").read_text()
-    assert "IoU per class" in card and f"| class {C - 1} |" in card and "multimask_output=True" in card
+    assert "IoU per class" in card and f"| {C - 1} ring |" in card and "multimask_output=True" in card  # named
 
 
 def test_cli_evaluate_reproduces_the_test_metrics(multiclass_run, tmp_path, capsys):
@@ -301,3 +301,15 @@ def test_camvid_multiclass_trains_and_reports_per_class_iou(tmp_path):
     assert present and all(0 <= v <= 1 for v in present)
     assert test["test_miou"] == pytest.approx(float(np.mean(present)))
     print("CamVid per-class IoU", [round(v, 4) for v in per_class], "mIoU", round(test["test_miou"], 4))
+
+
+def test_the_multiclass_demo_recipe_has_its_own_output_dir():
+    from pathlib import Path
+
+    from infosam_hf.training.run import parse_train_args
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    _, _, data, args = parse_train_args([str(recipes / "demo_multiclass.yaml")])
+    _, _, _, binary = parse_train_args([str(recipes / "demo.yaml")])
+    assert data.num_labels == 5 and data.train_prompt == data.eval_prompt == "none"
+    assert Path(args.output_dir) != Path(binary.output_dir)

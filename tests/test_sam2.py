@@ -156,8 +156,9 @@ def sam2_run(tmp_path_factory):
     return SimpleNamespace(out=out, data_args=data_args, results=results)
 
 
-def test_demo_sam2_recipe_end_to_end_and_exact_reload(sam2_run):
+def test_demo_sam2_recipe_end_to_end_and_exact_reload(sam2_run, monkeypatch):
     out = sam2_run.out
+    monkeypatch.chdir(out)  # a run under an absolute output_dir records its base as "base_model" (see test_loading)
     assert {"before training", "box-fill baseline", "after training"} <= set(sam2_run.results["summary"])
     processor = json.loads((out / "preprocessor_config.json").read_text())
     assert processor["image_processor_type"] == "Sam2ImageProcessor"

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from infosam_hf.training.teacher_cache import (TeacherEmbeddingCache, model_fingerprint, pixel_changing_options,
+from infosam_hf.training.teacher_cache import (TeacherEmbeddingCache, teacher_fingerprint, pixel_changing_options,
                                                resolve_teacher_cache)
 
 
@@ -46,10 +46,15 @@ def test_auto_turns_on_exactly_when_valid_and_on_names_the_culprit():
         resolve_teacher_cache("sometimes", [])
 
 
-def test_model_fingerprint_follows_the_weights():
+def test_teacher_fingerprint_follows_the_frozen_weights_only():
     a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
     b.load_state_dict(a.state_dict())
-    assert model_fingerprint(a) == model_fingerprint(b)
+    for model in (a, b):
+        model.bias.requires_grad_(False)  # frozen: part of what the teacher computes with
+    assert teacher_fingerprint(a) == teacher_fingerprint(b)
+    with torch.no_grad():
+        b.weight[0, 0] += 1.0  # trained (requires_grad): not part of the teacher
+    assert teacher_fingerprint(a) == teacher_fingerprint(b)
     with torch.no_grad():
         b.bias[0] += 1e-6
-    assert model_fingerprint(a) != model_fingerprint(b)
+    assert teacher_fingerprint(a) != teacher_fingerprint(b)

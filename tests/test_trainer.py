@@ -114,7 +114,7 @@ def test_demo_recipe_end_to_end(tmp_path):
                  "trainer_state.json", "test_results.json", "base_model/config.json"):
         assert (out / name).is_file(), name
     config = json.loads((out / "adapter_config.json").read_text())
-    assert config["base_model_name_or_path"] == str((out / "base_model").resolve())
+    assert config["base_model_name_or_path"] == "base_model"  # beside the adapter: the run folder can move
     weights = load_file(str(out / "adapter_model.safetensors"))
     assert any("relation_module" in k for k in weights) and any("lora_A" in k for k in weights)
     assert any("mask_decoder" in k for k in weights)

@@ -337,11 +337,13 @@ def test_demo_recipe_trains_conv_lora_from_the_command_line(tmp_path, capsys):
     assert len(train_logs) == 2 and all(h["loss_aux"] >= 0 for h in train_logs)
 
 
-def test_model_card_imports_infosam_hf_only_for_the_projects_own_tuners(saved_runs):
+def test_model_card_imports_infosam_hf_for_every_tuner(saved_runs):
     from infosam_hf import hub
 
     root, _ = saved_runs
     own = hub.build_model_card(root / "sam_adapter" / "adapter", None).text
     stock = hub.build_model_card(root / "lora" / "adapter", None).text
-    assert "import infosam_hf" in own and "import infosam_hf" not in stock
+    # the project's tuners need the peft registration, every adapter its image processor's
+    line = "import infosam_hf  # registers the SAM tuners with peft"
+    assert line in own and line in stock
     assert "Adapter" in own

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
+import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "HELP_FILE", "command_help", "write_command_help", "main"]
+
+# `infosam COMMAND --help` for the commands whose modules import torch: the text their parsers print, stored by
+# write_command_help() (tests/test_cli_speed.py checks it is current), so help appears at once.
+HELP_FILE = Path(__file__).with_name("command_help.json")
+HELP_WIDTH = 100
 
 # command -> (module under infosam_hf.commands, one-line summary)
 COMMANDS = {
@@ -29,6 +39,35 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def command_help(name: str) -> str:
+    """What ``infosam NAME --help`` prints, computed by running the command's parser."""
+    module = importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")
+    out, columns = io.StringIO(), os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(HELP_WIDTH)  # argparse wraps at the terminal's width: store one width
+    try:
+        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            module.main(["--help"])
+    finally:
+        if columns is None:
+            os.environ.pop("COLUMNS")
+        else:
+            os.environ["COLUMNS"] = columns
+    return out.getvalue()
+
+
+def write_command_help() -> Path:
+    """Regenerate :data:`HELP_FILE` (after changing a command's options)."""
+    texts = {name: command_help(name) for name in COMMANDS if name not in ("train", "env")}
+    HELP_FILE.write_text(json.dumps(texts, indent=1, sort_keys=True) + "\n")
+    return HELP_FILE
+
+
+def _stored_help(name: str, rest: Sequence[str]) -> str | None:
+    if list(rest) not in (["-h"], ["--help"]) or not HELP_FILE.is_file():
+        return None
+    return json.loads(HELP_FILE.read_text()).get(name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -38,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    stored = _stored_help(name, rest)
+    if stored is not None:
+        print(stored, end="")
+        return 0
     module = importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")
     return module.main(rest)
 

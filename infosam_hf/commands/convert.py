@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..models.convert import (
+from ..convert import (
     DEFAULT_DECODER_HEADS,
     OFFICIAL_HUB_REPO,
     ORIGINAL_SAM_PRESETS,

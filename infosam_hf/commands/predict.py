@@ -19,6 +19,7 @@ from ..errors import UsageError
 from ..evaluation.predict import Prompt, check_prompt, find_images, parse_box, parse_points, predict_masks
 from ..models.inference import load_for_inference, resolve_device, run_input_settings
 from ..models.multiclass import sam_num_classes
+from ..models.processor import read_class_names
 from .common import adapter_parser, run_main
 from .predict_large import add_large_image_options, predict_large
 from .predict_objects import predict_objects_command
@@ -108,7 +109,7 @@ def _predict(argv: list[str]) -> int:
         parse_prompt(options)  # a binary model needs a prompt (or --auto)
     results = predict_masks(model, paths, prompt, options.out, batch_size=options.batch_size,
                             threshold=options.threshold, device=device, progress=not options.no_progress,
-                            **run_input_settings(options.adapter))
+                            class_names=read_class_names(options.adapter), **run_input_settings(options.adapter))
     written = [r for r in results if r.error is None]
     failed = [r for r in results if r.error is not None]
     print(f"Wrote masks and overlays of {len(written)} image(s) to {options.out}")

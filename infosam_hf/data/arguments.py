@@ -41,6 +41,9 @@ class DataArguments:
     num_labels: int = field(default=1, metadata={"help": "1 for binary masks, else the number of classes."})
     ignore_index: int = field(
         default=255, metadata={"help": "Label id ignored in multi-class masks; ids >= num_labels are mapped to it."})
+    class_names: list[str] | None = field(
+        default=None, metadata={"help": "Names of classes 0..num_labels-1 (default: classes.txt in the dataset folder, "
+                                        "or the dataset's ClassLabel feature); shown in tables, cards and overlays."})
     mask_value_map: dict[int, int] | None = field(
         default=None, metadata={"help": "Replace raw mask values before anything else, e.g. {85: 1, 255: 2} (Trans10k); "
                                         "multi-class colour masks are then read as the mean of R, G, B (G-SAM)."})

@@ -43,9 +43,6 @@ def parse_augment_names(names: str | Iterable[str] | None) -> list[str]:
             name = name.strip().lower()
             if name in ("", "none"):
                 continue
-            if name == "crop":
-                raise DataError("augment: 'crop' (and crop_size) was replaced by random_crop: [h, w], a train-only "
-                                "crop in model-input pixels taken after the resize")
             if name not in AUGMENTATIONS:
                 raise DataError(f"augment: unknown augmentation {name!r}; choose from {list(AUGMENTATIONS)}")
             if name not in parsed:

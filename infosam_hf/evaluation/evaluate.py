@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 from ..data import DataArguments, SamPromptCollator, open_source, take_first, validate_data, with_sam_transform
 from ..data.sources import SYNTHETIC
 from ..errors import UsageError
-from ..models.inference import load_for_inference, model_image_size, resolve_device
+from ..models.inference import base_beside_adapter, load_for_inference, model_image_size, resolve_device
+from ..models.processor import read_input_settings
 from ..models.multiclass import sam_num_classes
 from ..models.sam2 import keeps_aspect_ratio
 from .loop import evaluate_segmentation, make_metrics, sam_logits
@@ -43,10 +44,12 @@ def default_output_path(adapter: str) -> Path | None:
     return None
 
 
-def _base_model_name(model: torch.nn.Module, given: str | None) -> str | None:
+def _base_model_name(model: torch.nn.Module, given: str | None, adapter: str) -> str | None:
+    """The base the scores are of: a Hub id, or the local folder (a run's ``base_model/`` resolved)."""
     peft_config = getattr(model, "peft_config", None)
     if isinstance(peft_config, dict) and peft_config:
-        return next(iter(peft_config.values())).base_model_name_or_path
+        recorded = base_beside_adapter(adapter, next(iter(peft_config.values())).base_model_name_or_path)
+        return str(Path(recorded).resolve()) if recorded and Path(recorded).exists() else recorded
     return given
 
 
@@ -63,6 +66,7 @@ def evaluate_adapter(adapter: str, data_args: DataArguments, *, split: str = "te
     if adapter.lower() == "none" and not base_model:
         raise UsageError("--adapter none needs --base_model (the SAM checkpoint to evaluate zero-shot)")
     device = resolve_device(device)
+    data_args = _follow_adapter_inputs(data_args, adapter)
     # fail on data before the model loads
     dataset = take_first(open_source(data_args).get_split(split), data_args.max_eval_samples)
     validate_data(data_args, {split: dataset}, progress=progress)
@@ -90,11 +94,23 @@ def evaluate_adapter(adapter: str, data_args: DataArguments, *, split: str = "te
         "dataset": data_args.dataset_name_or_path,
         "eval_prompt": data_args.eval_prompt,
         "adapter": adapter,
-        "base_model": _base_model_name(model, base_model),
+        "base_model": _base_model_name(model, base_model, adapter),
         "metric_input": metric_input,
         "metric_set": metric_set,
     })
     return results
+
+
+def _follow_adapter_inputs(data_args: DataArguments, adapter: str) -> DataArguments:
+    """The data settings with the input preparation the adapter's saved image processor records (its channel
+    order, padding rule, fixed input frame and normalisation), which win over the recipe's."""
+    settings = read_input_settings(adapter)
+    changed = {key: value for key, value in settings.items()
+               if key != "dynamic_input_size" and getattr(data_args, key) != value}
+    if changed:
+        logger.info("Preparing inputs as %s's image processor records: %s", adapter,
+                    ", ".join(f"{key}={value}" for key, value in changed.items()))
+    return dataclasses.replace(data_args, **changed)
 
 
 def _follow_model_classes(data_args: DataArguments, classes: int) -> tuple[DataArguments, bool]:
@@ -114,7 +130,7 @@ def format_results_table(results: dict[str, Any], leading: list[str] | None = No
     """A two-column text table of the numeric metrics under a one-line header; the metrics named in
     ``leading`` (a recipe's ``report_metrics``) come first."""
     header = (f"{results['adapter']} on {results['dataset']} [{results['split']}]: {results['num_images']} images, "
-              f"{results['eval_prompt']} prompts, metric_input={results['metric_input']}")
+              f"{'no' if results['eval_prompt'] == 'none' else results['eval_prompt']} prompts, metric_input={results['metric_input']}")
     meta = {"num_images", "split", "dataset", "eval_prompt", "adapter", "base_model", "metric_input", "metric_set"}
     rows = [(key, value) for key, value in results.items() if key not in meta and isinstance(value, float)]
     order = {key: i for i, key in enumerate(leading or [])}

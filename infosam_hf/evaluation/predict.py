@@ -15,6 +15,7 @@ ids, shown in colour, and an overlay tinted by class.
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -33,13 +34,16 @@ from ..data.sources import IMAGE_EXTENSIONS
 from ..errors import UsageError, error_line
 from ..models.inference import model_image_size, resolve_device
 from ..models.multiclass import sam_num_classes
-from .class_map import class_map_image, overlay_class_map
+from ..data.class_names import is_background
+from .class_map import class_legend, class_map_image, overlay_class_map
 from ..models.sam2 import keeps_aspect_ratio
 from .loop import sam_logits
 from .metrics import logits_to_original
 from .visualization import overlay_mask
 
 logger = logging.getLogger(__name__)
+
+CLASSES_JSON = "classes.json"  # a multi-class prediction's legend: id, name and palette colour of each class
 
 __all__ = [
     "Prompt",
@@ -234,13 +238,16 @@ def predict_masks(model: torch.nn.Module, paths: Sequence[Path], prompt: Prompt,
                   batch_size: int = 4, threshold: float = 0.5, device: str | torch.device | None = None,
                   progress: bool = True, resize: Sequence[int] | None = None, image_mean: Sequence[float] | None = None,
                   image_std: Sequence[float] | None = None, preprocessing: str = "sam",
-                  channel_order: str = "rgb") -> list[PredictionResult]:
+                  channel_order: str = "rgb", class_names: list[str] | None = None) -> list[PredictionResult]:
     """Segment every image in ``paths`` with ``prompt`` and write its mask and overlay PNGs to ``out_dir``.
 
     ``resize`` / ``image_mean`` / ``image_std`` / ``preprocessing`` / ``channel_order`` are the training run's data
     settings (a
     fixed H×W input needs a ``dynamic_input_size`` model unless it is the model's square size; SAM 2 resizes
     to its square).
+
+    A multi-class model's outputs use ``class_names`` (the adapter's, see :mod:`infosam_hf.data.class_names`):
+    overlays get a legend, and ``classes.json`` in ``out_dir`` names the class of each palette colour.
 
     Unreadable images get a :class:`PredictionResult` with ``error`` set; the others are written. A
     prompt that does not fit an image fails before anything is written (see :func:`fit_prompt`); a
@@ -257,6 +264,10 @@ def predict_masks(model: torch.nn.Module, paths: Sequence[Path], prompt: Prompt,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     image_size = model_image_size(model)
+    if multiclass:
+        legend = class_legend(class_names, sam_num_classes(model))
+        (out_dir / CLASSES_JSON).write_text(json.dumps(legend, indent=2) + "\n")
+        background = 0 if is_background(class_names) else None
     if resize is None and not keeps_aspect_ratio(model):  # SAM 2: the whole square, no padding
         resize = (image_size, image_size)
     logit_threshold = math.log(threshold / (1.0 - threshold))
@@ -298,8 +309,8 @@ def predict_masks(model: torch.nn.Module, paths: Sequence[Path], prompt: Prompt,
                 full = logits_to_original(logits[i], logits.shape[-2:], reshaped[i], size)
                 classes = full.argmax(0).cpu().numpy()
                 map_path, overlay_path = out_dir / f"{stem}_classes.png", out_dir / f"{stem}_overlay.png"
-                class_map_image(classes).save(map_path)
-                overlay_class_map(image, classes).save(overlay_path)
+                class_map_image(classes, class_names).save(map_path)
+                overlay_class_map(image, classes, background=background, class_names=class_names).save(overlay_path)
                 results.append(PredictionResult(path, map_path, overlay_path,
                                                 foreground_fraction=float((classes != 0).mean())))
                 bar.update(1)

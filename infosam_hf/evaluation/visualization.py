@@ -214,7 +214,8 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | P
         if last_step > 0:
             margin = 0.03 * last_step
             ax.set_xlim(-margin, last_step + margin)
-        _label_panel(ax, "evaluation metrics (step 0: before training)", "", legend_size=7,
+        before = any(entry.get("step", 0) == 0 and any(key in entry for key in metrics) for entry in history)
+        _label_panel(ax, "evaluation metrics" + (" (step 0: before training)" if before else ""), "", legend_size=7,
                      columns=2 if len(metrics) > 6 else 1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

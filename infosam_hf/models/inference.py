@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 
 import torch
 from peft import PeftConfig, PeftModel
 
-from ..file_checks import DamagedFileError, check_adapter_dir, read_json_file
+from ..file_checks import check_adapter_dir
+from ..files import BASE_MODEL_DIR
+from ..quiet import peft_wrapping
 from ..remote import check_pretrained_name
 from .dynamic import enable_dynamic_input_size
+from .processor import read_input_settings
 from .sam import attach_relation_module, load_pretrained_sam
 from .sam2 import sam_input_size
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BASE_MODEL_DIR", "BaseModelMismatchError", "load_for_inference", "model_image_size", "resolve_device",
+__all__ = ["BASE_MODEL_DIR", "BaseModelMismatchError", "base_beside_adapter", "load_for_inference", "model_image_size", "record_base_beside",
+           "resolve_device",
            "run_input_settings"]
-
-BASE_MODEL_DIR = "base_model"  # where a run keeps a base that has no Hub id (built from config or resized)
-
 
 class BaseModelMismatchError(ValueError):
     """The adapter was trained on another base model than the one given."""
@@ -54,54 +57,72 @@ def load_for_inference(adapter: str | None, base_model: str | None = None, devic
             config = PeftConfig.from_pretrained(adapter, revision=revision)
         except (OSError, ValueError) as err:
             raise OSError(f"adapter={adapter}: not a PEFT adapter ({str(err).splitlines()[0]})") from None
-        recorded = config.base_model_name_or_path
-        recorded_gone = bool(recorded) and Path(recorded).is_absolute() and not Path(recorded).exists()
+        recorded = base_beside_adapter(adapter, config.base_model_name_or_path)
+        recorded_gone = bool(recorded) and not Path(recorded).exists() and (
+            Path(recorded).is_absolute() or Path(recorded).name == BASE_MODEL_DIR)
         if base_model and recorded and not recorded_gone and not _same_model(base_model, recorded):
             raise BaseModelMismatchError(
                 f"adapter {adapter} was trained on base model {recorded!r}, not {base_model!r}; "
                 "omit the base model to use the recorded one")
         base = _load_base(adapter, base_model or recorded, revision)
-        if _run_was_dynamic(adapter):  # a base loaded by Hub id cannot record it in its config
+        if read_input_settings(adapter, revision).get("dynamic_input_size"):  # a Hub base cannot record it
             enable_dynamic_input_size(base)
         attach_relation_module(base)  # so the adapter's relation weights load too
-        model = PeftModel.from_pretrained(base, adapter, revision=revision)
+        with peft_wrapping():
+            model = PeftModel.from_pretrained(base, adapter, revision=revision)
     from ..evaluation.everything import attach_generate_masks  # lazy: the evaluation package imports this module
 
     return attach_generate_masks(model.to(device).eval())
 
 
-def _read_run_args(adapter: str | None) -> dict:
-    """The ``run_args.json`` a training run wrote beside its adapter (a local directory), or {}."""
-    from ..hub import RUN_ARGS_NAME  # the hub module imports this one
-
-    path = Path(adapter) / RUN_ARGS_NAME if adapter else None
-    if path is None or not path.is_file():
-        return {}
-    loaded = read_json_file(path, "the run record")  # a damaged record is an error, not silently ignored
-    if not isinstance(loaded, dict):
-        raise DamagedFileError(f"{path}: the run record is not a JSON object")
-    return loaded
+def run_input_settings(adapter: str | None, revision: str | None = None) -> dict:
+    """The input settings (``resize``, ``image_mean``, ``image_std``, ``preprocessing``, ``channel_order``)
+    ``adapter`` was trained with, from its saved image processor, for preprocessing at inference; {} when unknown
+    (SAM's defaults)."""
+    settings = read_input_settings(adapter, revision)
+    return {key: settings[key] for key in ("resize", "image_mean", "image_std", "preprocessing", "channel_order")
+            if settings.get(key) is not None}
 
 
-def _run_was_dynamic(adapter: str) -> bool:
-    """Whether the run that saved ``adapter`` trained with ``dynamic_input_size``: a base loaded by Hub id
-    has no saved config to record it, the run's ``run_args.json`` does."""
-    return bool((_read_run_args(adapter).get("model") or {}).get("dynamic_input_size", False))
+def base_beside_adapter(adapter: str, recorded: str | None) -> str | None:
+    """A relative ``.../base_model`` (the folder a run saves its built base to) found beside the adapter folder,
+    or beside its run folder for a checkpoint inside a run; anything else as recorded."""
+    if not recorded or Path(recorded).is_absolute() or Path(recorded).name != BASE_MODEL_DIR:
+        return recorded
+    for folder in (Path(adapter) / BASE_MODEL_DIR, Path(adapter).parent / BASE_MODEL_DIR):
+        if Path(adapter).is_dir() and (folder / "config.json").is_file():
+            return str(folder)
+    return recorded
 
 
-def run_input_settings(adapter: str | None) -> dict:
-    """The input settings (``resize``, ``image_mean``, ``image_std``, ``preprocessing``, ``channel_order``) the run
-    that saved ``adapter`` trained with, for preprocessing at inference; {} when unknown (SAM's defaults)."""
-    data = _read_run_args(adapter).get("data") or {}
-    return {key: data[key] for key in ("resize", "image_mean", "image_std", "preprocessing", "channel_order")
-            if data.get(key) is not None}
+def record_base_beside(adapter_dir: str | Path, run_dir: str | Path | None = None) -> None:
+    """Rewrite a saved adapter's absolute ``base_model_name_or_path`` that points at its run's own ``base_model/``
+    folder as a relative path: ``<run_dir>/base_model`` as the user named a relative ``run_dir`` (so
+    ``AutoPeftModel.from_pretrained("outputs/demo")`` works from where the run was started), else ``base_model``.
+    The project's loaders look beside the adapter first either way, so the folder can be moved, copied or pushed.
+    Hub ids stay as they are. Written to a temporary name, then renamed."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text())
+    recorded = config.get("base_model_name_or_path")
+    run_dir = Path(run_dir) if run_dir is not None else Path(adapter_dir)
+    if not recorded or not Path(recorded).is_absolute() or Path(recorded).resolve() != (
+            run_dir / BASE_MODEL_DIR).resolve():
+        return
+    config["base_model_name_or_path"] = BASE_MODEL_DIR if run_dir.is_absolute() else str(run_dir / BASE_MODEL_DIR)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, path)
 
 
 def _load_base(adapter: str, base: str | None, revision: str | None) -> torch.nn.Module:
-    """The base SAM or SAM 2 (by its config's ``model_type``); a recorded local path that no longer exists (a
-    moved run, or an adapter from the Hub whose base was built locally) falls back to the ``base_model/`` folder
-    shipped beside the adapter."""
-    if base and (Path(base).exists() or not Path(base).is_absolute()):
+    """The base SAM or SAM 2 (by its config's ``model_type``). The ``base_model/`` folder a run ships beside its
+    adapter is found there (a moved run, or an adapter from the Hub), also when an old adapter recorded it by an
+    absolute path that no longer exists."""
+    if base and Path(base).exists():
+        return load_pretrained_sam(base)
+    if base and not Path(base).is_absolute() and Path(base).name != BASE_MODEL_DIR:  # a Hub id
         return load_pretrained_sam(base)
     local_copy = Path(adapter) / BASE_MODEL_DIR
     if local_copy.is_dir():
@@ -112,7 +133,8 @@ def _load_base(adapter: str, base: str | None, revision: str | None) -> torch.nn
         except OSError:
             pass
     raise OSError(f"adapter {adapter}: its base model {base!r} is not on this machine and the adapter has no "
-                  f"{BASE_MODEL_DIR}/ folder; pass the base model explicitly")
+                  f"{BASE_MODEL_DIR}/ folder; pass the base model it was trained on (--base_model ID_OR_PATH, or "
+                  "load_for_inference(adapter, base_model=...))")
 
 
 def model_image_size(model: torch.nn.Module) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 from transformers import AutoImageProcessor, Sam2Model, SamModel
 from transformers.utils import IMAGE_PROCESSOR_NAME as PREPROCESSOR_NAME
 
-from ..hub import validate_adapter_dir
+from ..files import validate_adapter_dir
 from ..relation import RELATION_MODULE_NAME
 from .inference import load_for_inference
 

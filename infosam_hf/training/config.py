@@ -10,6 +10,7 @@ from ..evaluation.gsam_metrics import ABSENT_CLASS_MODES
 from ..evaluation.loop import METRIC_SETS
 from ..evaluation.metrics import METRIC_INPUTS
 from ..losses import SEG_LOSSES, check_bce_form
+from .host import fit_dataloader_to_host
 from .protocol import PROTOCOLS
 from .teacher_cache import CACHE_DTYPES, TEACHER_CACHE_MODES
 
@@ -115,6 +116,7 @@ class InfoSAMConfig(TrainingArguments):
             # non-reentrant: gradients reach adapters even though the frozen patch embedding's output needs none
             self.gradient_checkpointing_kwargs = {"use_reentrant": False}
         super().__post_init__()
+        fit_dataloader_to_host(self)
         check_bce_form(self.structure_loss_bce)
         if self.seg_loss not in SEG_LOSSES:
             raise ValueError(f"seg_loss must be one of {', '.join(SEG_LOSSES)}, got {self.seg_loss!r}")

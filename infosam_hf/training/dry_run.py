@@ -120,7 +120,7 @@ def dry_run_overrides(model_args, peft_args, data_args, args, output_dir: str) -
             cli += _cli(key, None)
             notes.append(f"{key}: {getattr(model_args, key)} not loaded (the tiny student is its own teacher)")
     if (peft_args.peft_config or {}).get("resnet_weights"):
-        cli += [f"--peft_config.resnet_weights", "null"]
+        cli += ["--peft_config.resnet_weights", "null"]
         notes.append("peft_config.resnet_weights: random ResNet branch (nothing downloaded)")
     for key in ("resize", "random_crop"):
         value = getattr(data_args, key)

@@ -16,6 +16,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from ..files import EPOCH_DIR, PROTOCOL_RESULTS_NAME
 from ..io import atomic_write_json
 
 __all__ = ["PROTOCOLS", "OFFICIAL_LAST_EPOCHS", "PROTOCOL_RESULTS_NAME", "BEST_ON_TEST_LABEL",
@@ -23,8 +24,6 @@ __all__ = ["PROTOCOLS", "OFFICIAL_LAST_EPOCHS", "PROTOCOL_RESULTS_NAME", "BEST_O
 
 PROTOCOLS = ("default", "official", "gsam")  # gsam: see infosam_hf.evaluation.gsam_metrics
 OFFICIAL_LAST_EPOCHS = 5  # config/train/*.sh: `for epoch in {6..10}` after 10 epochs, {16..20} after 20
-PROTOCOL_RESULTS_NAME = "protocol_results.json"
-EPOCH_DIR = "epoch_{}"
 BEST_ON_TEST_LABEL = "best on test, as the official scripts allow"
 # Metrics where lower is better; every other reported metric is maximised.
 LOWER_IS_BETTER = ("mae", "loss")

@@ -146,11 +146,6 @@ def _yaml_scalar(text: str) -> Any:
         return text
 
 
-REPLACED_KEYS = {
-    "crop_size": "use random_crop: [h, w] (a train-only crop in model-input pixels, taken after the resize)",
-}
-
-
 def _load_yaml(path: Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text())
@@ -238,8 +233,6 @@ def recipe_values(argv: Sequence[str], dataclass_types: Sequence[type],
         else:
             merged[key] = value
     for key in merged:
-        if key in REPLACED_KEYS:
-            raise RecipeError(f"{key} was replaced: {REPLACED_KEYS[key]}")
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -354,8 +347,6 @@ def check_known_keys(argv: Sequence[str], schema: Sequence[dict[str, Any]]) -> d
     merged.update(_parse_cli(argv, bool_keys))
     for key in merged:
         base = key.partition(".")[0]
-        if base in REPLACED_KEYS:
-            raise RecipeError(f"{base} was replaced: {REPLACED_KEYS[base]}")
         if base not in names:
             close = difflib.get_close_matches(base, sorted(names), n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else ""

@@ -17,20 +17,23 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import SamModel, set_seed
-from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
 
 from ..data import DataArguments, augmenter_from_args, build_datasets, decode_image, decode_mask, select_splits
 from ..data.augment import parse_augment_names
+from ..data.class_names import class_label, resolve_class_names
 from ..evaluation.gsam_metrics import format_gsam_scores
 from ..evaluation.loop import box_fill_logits, evaluate_segmentation
 from ..evaluation.metrics import CLASS_IOU_PREFIX
 from ..evaluation.visualization import TrainingCurvesCallback
+from ..files import SAMPLES_DIR
 from ..hub import EVAL_SUMMARY_NAME, push_adapter_dir, training_args_dict, write_model_card
 from ..io import atomic_write_json
 from ..models import ModelArguments
 from ..models.inference import BASE_MODEL_DIR
+from ..models.dynamic import is_dynamic_input_size
 from ..models.multiclass import NEW_HEAD_ATTR
 from ..models.preflight import check_activation_memory, check_block_indices, vision_fields
+from ..models.processor import InfoSamImageProcessor, build_sam_image_processor
 from ..models.sam import CONFIG_CHANGED_ATTR, attach_relation_module, load_sam, set_decoder_layer_norm_eps
 from ..models.sam2 import Sam2ImageProcessorConfig, is_sam2, sam_input_size
 from ..relation import load_relation_state_dict
@@ -99,15 +102,17 @@ def check_model_shape(model_args: ModelArguments, peft_args: PeftArguments, args
     check_activation_memory(vision, model_args.image_size, args.per_device_train_batch_size, on_cpu)
 
 
-def build_image_processor(image_size: int, image_mean=None, image_std=None,
-                          sam2: bool = False) -> SamImageProcessorPil | Sam2ImageProcessorConfig:
-    """SAM's (or SAM 2's) image processor configured for ``image_size``² inputs and the run's normalisation
-    (saved beside the adapter)."""
+def build_image_processor(image_size: int, image_mean=None, image_std=None, sam2: bool = False,
+                          preprocessing: str = "sam", resize=None, dynamic_input_size: bool = False,
+                          class_names: list[str] | None = None,
+                          channel_order: str = "rgb") -> InfoSamImageProcessor | Sam2ImageProcessorConfig:
+    """The image processor saved beside the adapter: how its inputs are prepared (SAM: the run's normalisation,
+    channel order, padding rule and input frame, see :mod:`infosam_hf.models.processor`; SAM 2: its square)."""
     if sam2:
         return Sam2ImageProcessorConfig(image_size)
-    stats = {key: list(value) for key, value in (("image_mean", image_mean), ("image_std", image_std)) if value}
-    return SamImageProcessorPil(size={"longest_edge": image_size}, pad_size={"height": image_size, "width": image_size},
-                                **stats)
+    return build_sam_image_processor(image_size, image_mean, image_std, preprocessing=preprocessing, resize=resize,
+                                     dynamic_input_size=dynamic_input_size, class_names=class_names,
+                                     channel_order=channel_order)
 
 
 def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_dir: str,
@@ -149,7 +154,7 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
         base_dir = Path(output_dir) / BASE_MODEL_DIR
         if int(os.environ.get("RANK", "0")) == 0:
             sam.save_pretrained(base_dir)
-        sam.name_or_path = str(base_dir.resolve())
+        sam.name_or_path = str(base_dir.resolve())  # saved adapters record it relative (see record_base_beside)
         sam.config._name_or_path = sam.name_or_path
     else:
         sam.name_or_path = model_args.model_name_or_path
@@ -175,13 +180,15 @@ def resolve_peft_method(model_args: ModelArguments, peft_args: PeftArguments) ->
     return variant
 
 
-def _print_table(title: str, rows: dict[str, dict[str, float]], keys: Sequence[str]) -> None:
+def _print_table(title: str, rows: dict[str, dict[str, float]], keys: Sequence[str],
+                 labels: dict[str, str] | None = None) -> None:
     if len(keys) > 6:  # per-class IoU of a multi-class run: one row per metric, one column per run
-        width = max(len(key) for key in keys) + 2
+        labels = labels or {}
+        width = max(len(labels.get(key, key)) for key in keys) + 2
         print(f"\n{title}")
         print(" " * width + "".join(f"{name:>20}" for name in rows))
         for key in keys:
-            print(f"{key:<{width}}" + "".join(f"{values.get(key, float('nan')):>20.4f}" for values in rows.values()))
+            print(f"{labels.get(key, key):<{width}}" + "".join(f"{values.get(key, float('nan')):>20.4f}" for values in rows.values()))
         return
     width = max(len(name) for name in rows) + 2
     print(f"\n{title}")
@@ -259,7 +266,6 @@ def finish_run(trainer: InfoSAMTrainer, args: InfoSAMConfig, results: dict[str, 
         print(f"Pushed to {repo_id}")
 
 
-SAMPLES_DIR = "samples"
 
 
 def save_sample_images(dataset, folder: str | Path, count: int = 4) -> list[tuple[Path, tuple[int, int, int, int]]]:
@@ -309,6 +315,7 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
     raw_splits = select_splits(data_args, seed=args.seed, need_eval=need_eval)
     check_protocol(args, data_args, raw_splits)
     check_drop_last(min(len(raw_splits.train), data_args.max_train_samples or len(raw_splits.train)), args)
+    class_names = resolve_class_names(data_args, raw_splits.train)
     augmenter_from_args(data_args)
     check_input_sizes(model_args, data_args)
     check_model_shape(model_args, peft_args, args)
@@ -326,7 +333,10 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
         raise
     sam2 = is_sam2(student)
     splits = build_datasets(data_args, image_size, seed=args.seed, splits=raw_splits, keep_aspect_ratio=not sam2)
-    image_processor = build_image_processor(image_size, data_args.image_mean, data_args.image_std, sam2)
+    image_processor = build_image_processor(image_size, data_args.image_mean, data_args.image_std, sam2,
+                                            data_args.preprocessing, data_args.resize,
+                                            is_dynamic_input_size(student.get_base_model()), class_names,
+                                            data_args.channel_order)
     protocol = None
     if args.protocol == "official":  # save and score the last epochs on the test split, as the official scripts
         if splits.test is None:
@@ -374,7 +384,10 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
             first = next(iter(summary.values()))
             keys = leading_columns(list(first), args.report_metrics, ("iou", "iou@0.5", "dice", "miou", "pixel_accuracy"))
             keys += [k for k in first if k.startswith(CLASS_IOU_PREFIX)]
-            _print_table(f"Test split ({len(splits.test)} images, {data_args.eval_prompt} prompts)", summary, keys)
+            prompts = "no prompts" if data_args.eval_prompt == "none" else f"{data_args.eval_prompt} prompts"
+            labels = {key: f"iou {class_label(int(key.removeprefix(CLASS_IOU_PREFIX)), class_names)}"
+                      for key in keys if key.startswith(CLASS_IOU_PREFIX) and class_names}
+            _print_table(f"Test split ({len(splits.test)} images, {prompts})", summary, keys, labels)
         if args.protocol == "gsam" and "test" in results:
             print(f"\nG-SAM protocol, test split at the resized input (last partial batch of "
                   f"{args.per_device_eval_batch_size} dropped):\n" + format_gsam_scores(results["test"]))

@@ -35,7 +35,6 @@ __all__ = [
     "TeacherEmbeddingCache",
     "dataset_cache_key",
     "default_cache_root",
-    "model_fingerprint",
     "teacher_fingerprint",
     "pixel_changing_options",
     "resolve_teacher_cache",
@@ -66,11 +65,6 @@ def _tensors_digest(named_tensors) -> str:
         data = tensor.detach().to("cpu").contiguous()
         digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
     return digest.hexdigest()[:16]
-
-
-def model_fingerprint(module: torch.nn.Module) -> str:
-    """A hash of a module's parameters and buffers (names, shapes, dtypes and values)."""
-    return _tensors_digest(module.state_dict().items())
 
 
 def teacher_fingerprint(module: torch.nn.Module) -> str:

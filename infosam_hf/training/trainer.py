@@ -27,6 +27,7 @@ from ..evaluation.metrics import SegmentationMetrics
 from ..io import disk_full_error, is_disk_full, replace_files_from
 from ..losses import binary_segmentation_loss, class_cross_entropy, compression_loss, distillation_loss
 from ..models.capture import SamFeatureCapture, match_teacher_grid
+from ..models.inference import record_base_beside
 from ..models.multiclass import freeze_unused_head, sam_num_classes
 from ..models.sam import get_relation_module
 from ..models.sam2 import is_sam2
@@ -251,7 +252,7 @@ class InfoSAMTrainer(Trainer):
                "teacher": teacher_fingerprint(teacher.vision_encoder)}
         cache = TeacherEmbeddingCache(key, root=args.teacher_cache_dir, dtype=args.teacher_cache_dtype)
         if self.is_world_process_zero():
-            logger.warning("Teacher-embedding cache on (teacher_cache=%s): the encoder input is the same every epoch; "
+            logger.info("Teacher-embedding cache on (teacher_cache=%s): the encoder input is the same every epoch; "
                            "%s", args.teacher_cache, cache)
         return cache
 
@@ -320,6 +321,11 @@ class InfoSAMTrainer(Trainer):
                     continue
                 cache.put(indices, teacher_image_embeddings(sam, batch["pixel_values"]))
 
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:  # the run's own base_model/ recorded relative: the folder can move
+            record_base_beside(output_dir if output_dir is not None else self.args.output_dir, self.args.output_dir)
+
     def train(self, *args, **kwargs):
         """``Trainer.train``; first fills the teacher-embedding cache when ``teacher_cache_precompute``."""
         if self.teacher_cache is not None and self.args.teacher_cache_precompute:
@@ -375,9 +381,7 @@ class InfoSAMTrainer(Trainer):
                               "loss_d": torch.where(finite, loss_d, zero), **extra})
         elif model.training:
             self._accumulate({"loss_seg": loss_seg, **extra})
-        if return_outputs:
-            return loss, {"pred_masks": logits}
-        return loss
+        return loss  # return_outputs is never asked for: evaluation_loop below replaces Trainer's prediction_step
 
     def information_losses(self, teacher: dict[str, torch.Tensor],
                            student: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

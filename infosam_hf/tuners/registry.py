@@ -5,7 +5,7 @@ The menu: the project's tuners (``sam_adapter``, the paper's setting; ``adaptfor
 other peft method by its peft name (``loha``, ``lokr``, ``adalora``, ``ia3``, ``oft``, ``boft``, ``vera`` …;
 ``lora`` with ``use_dora: true`` is DoRA). Recipe keys override the defaults. Every method trains the mask
 decoder (``modules_to_save``) unless the recipe sets ``modules_to_save`` itself; the relation module is always
-added. :func:`register_peft_method` adds a builder under a new name.
+added. :func:`register_peft_builder` adds a builder under a new name.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from torch import nn
 
 from ..models.sam import get_relation_module
 from ..models.sam2 import is_sam2
+from ..quiet import peft_wrapping
 from ..relation import RELATION_MODULE_NAME
 from . import adaptformer, bitfit, conv_lora, decoder_only, gsam_conv_lora, gsam_lora, sam_adapter, variants
 from .base import DECODER_MODULE_NAME, SamTunerConfig
 
-__all__ = ["PEFT_METHODS", "register_peft_method", "build_peft_config", "build_student", "parameter_groups",
+__all__ = ["PEFT_METHODS", "register_peft_builder", "build_peft_config", "build_student", "parameter_groups",
            "available_methods"]
 
 PEFT_METHODS: dict[str, Callable[[dict[str, Any]], PeftConfig]] = {}
@@ -43,8 +44,9 @@ SAM2_BLOCK_TUNERS = ("sam_adapter", "adaptformer")
 VIT_ONLY_TUNERS = ("conv_lora", "gsam_lora", "gsam_conv_lora")
 
 
-def register_peft_method(name: str):
-    """Decorator registering ``fn(peft_config: dict) -> PeftConfig`` under ``name``."""
+def register_peft_builder(name: str):
+    """Decorator registering ``fn(peft_config: dict) -> PeftConfig`` under ``name`` in this package's menu
+    (named apart from peft's ``register_peft_method``, which registers a tuner class)."""
 
     def wrap(fn):
         PEFT_METHODS[name] = fn
@@ -62,11 +64,11 @@ def _make_config(config_cls: type[PeftConfig], defaults: dict[str, Any], options
 
 
 for _config_cls in PROJECT_TUNERS:
-    register_peft_method(_config_cls.peft_name)(
+    register_peft_builder(_config_cls.peft_name)(
         lambda options, _cls=_config_cls: _make_config(_cls, {}, options))
 
 
-@register_peft_method("lora")
+@register_peft_builder("lora")
 def lora_config(options: dict[str, Any]) -> LoraConfig:
     """LoRA r=4, alpha=4, no dropout, on the fused ``qkv`` of every image-encoder layer (``use_dora: true`` for
     DoRA), with the whole mask decoder trained."""
@@ -122,7 +124,8 @@ def build_student(sam: nn.Module, method: str = "lora", options: dict[str, Any] 
                              f"{', '.join(SAM2_BLOCK_TUNERS)}, lora, bitfit, decoder_only or a stock peft method")
         if method in SAM2_BLOCK_TUNERS:
             options = {"blocks_path": SAM2_BLOCKS_PATH, **(options or {})}
-    model = get_peft_model(sam, build_peft_config(method, options))
+    with peft_wrapping():
+        model = get_peft_model(sam, build_peft_config(method, options))
     if freeze_relation:
         get_relation_module(model).requires_grad_(False)
     return model
