@@ -146,16 +146,18 @@ def test_coco_problems_reported_at_once_one_line_each(tmp_path):
     data["annotations"][0]["bbox"] = [30, 30, 40, 40]  # outside the 48x48 image
     data["annotations"][1]["segmentation"] = {"size": [SIZE, SIZE], "counts": [SIZE * SIZE]}  # empty
     data["annotations"][2]["category_id"] = 7
+    data["annotations"][4]["segmentation"] = [[1, 1, 5, 5]]  # a "polygon" of two points: empty
     (root / "train.json").write_text(json.dumps(data))
     with pytest.raises(DataValidationError) as info:
         load_splits(str(root))["train"]
     lines = str(info.value).splitlines()
-    assert lines[0].startswith("validate_data=headers found 4 problem(s)")
+    assert lines[0].startswith("validate_data=headers found 5 problem(s)")
     text = "\n".join(lines)
     assert "image 9: image file not found:" in text and "missing.png" in text
     assert "annotation 1 " in text and "lies outside its 48x48 image" in text
     assert "annotation 2 " in text and "empty object" in text
     assert "annotation 3 " in text and "unknown category_id 7" in text
+    assert "annotation 5 " in text and text.count("empty object") == 2
 
 
 def test_instance_csv_missing_file_named(tmp_path):

@@ -96,3 +96,6 @@ def test_prompts_file_json_and_csv(tmp_path, capsys):
     (tmp_path / "bad.json").write_text(json.dumps([{"image": "a.png", "box": [5, 5, 1, 1]}]))
     assert predict_cmd.main(argv) == 2
     assert "bad.json: entry 0: --box" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text(json.dumps([{"image": "b.png", "box": [100, 100, 120, 120]}]))
+    assert predict_cmd.main(argv) == 2
+    assert "lies entirely outside image" in capsys.readouterr().err

@@ -87,10 +87,10 @@ def _segmentation_mask(segmentation: Any, height: int, width: int, name: str) ->
         bbox = _polygon_bbox(segmentation)
         if bbox is not None and _outside(bbox, height, width):
             raise DataError(f"{name}: polygon reaches outside its {width}x{height} image (bbox {bbox})")
-        if not segmentation or bbox is None:
+        polygons = [[float(v) for v in p] for p in segmentation if len(p) >= 6]  # a polygon needs 3 points
+        if not polygons:
             return np.zeros((height, width), bool)
-        rle = mask_utils.merge(mask_utils.frPyObjects([p for p in segmentation if len(p) >= 6] or segmentation,
-                                                      height, width))
+        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
     elif isinstance(segmentation, dict) and "counts" in segmentation:
         size = [int(v) for v in segmentation.get("size", (height, width))]
         if size != [height, width]:

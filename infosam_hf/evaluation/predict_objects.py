@@ -31,7 +31,8 @@ from ..models.sam2 import keeps_aspect_ratio
 from .instance_output import coco_dataset, write_instance_outputs, write_json_atomic
 from .loop import upsample_logits
 from .metrics import logits_to_original
-from .predict import PredictionResult, Prompt, _output_names, _prompt_tensors, fit_prompt, parse_box, parse_points
+from .predict import (PredictionResult, Prompt, _output_names, _prompt_tensors, check_prompt, fit_prompt, parse_box,
+                      parse_points)
 
 __all__ = ["ObjectPrompt", "check_object_prompts", "objects_from_options", "predict_objects", "read_prompts_file"]
 
@@ -114,10 +115,13 @@ def _objects_of(path: Path, objects: Sequence[ObjectPrompt]) -> list[ObjectPromp
 
 
 def check_object_prompts(paths: Sequence[Path], objects: Sequence[ObjectPrompt]) -> None:
-    """Every image named in a prompts file is among ``paths`` (one line naming the first that is not)."""
+    """Every image named in a prompts file is among ``paths`` and every prompt fits its images (headers only);
+    one line naming the first problem."""
     for obj in objects:
-        if obj.image is not None and not any(_objects_of(p, [obj]) for p in paths):
+        mine = [p for p in paths if _objects_of(p, [obj])]
+        if obj.image is not None and not mine:
             raise UsageError(f"--prompts: image {obj.image!r} (object {obj.object_id}) is not among --images")
+        check_prompt(obj.prompt, mine)
 
 
 @torch.no_grad()
