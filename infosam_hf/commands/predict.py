@@ -22,6 +22,7 @@ from ..models.multiclass import sam_num_classes
 from ..models.processor import read_class_names
 from .common import adapter_parser, run_main
 from .predict_large import add_large_image_options, predict_large
+from .predict_objects import predict_objects_command
 
 __all__ = ["build_parser", "parse_prompt", "main"]
 
@@ -40,10 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "<stem>_classes.png) and <stem>_overlay.png.")
     prompts = parser.add_argument_group("prompt (one of --box / --points, both together, or --auto; none for a "
                                         "multi-class model)")
-    prompts.add_argument("--box", default=None, help="x0,y0,x1,y1 in original image pixels.")
-    prompts.add_argument("--points", default=None,
+    prompts.add_argument("--box", default=None, action="append",
+                         help="x0,y0,x1,y1 in original image pixels; repeat it for several objects per image.")
+    prompts.add_argument("--points", default=None, action="append",
                          help="'x,y[,label];x,y[,label]...' in original pixels; label 1 = foreground (default), "
-                              "0 = background.")
+                              "0 = background; repeat it for several objects per image.")
+    prompts.add_argument("--prompts", default=None,
+                         help="JSON or CSV of per-object prompts (image, object_id, box, points): writes "
+                              "<stem>_instances.png, <stem>_overlay.png and COCO results.json.")
     prompts.add_argument("--auto", action="store_true", help="No prompt (for semantic-mode adapters).")
     parser.add_argument("--threshold", type=float, default=0.5, help="Foreground if probability > this (default 0.5).")
     parser.add_argument("--no_progress", action="store_true", help="Hide the progress bar.")
@@ -84,6 +89,9 @@ def join_negative_values(argv: Sequence[str]) -> list[str]:
 
 def _predict(argv: list[str]) -> int:
     options = build_parser().parse_args(join_negative_values(argv))
+    if options.prompts or len(options.box or []) + len(options.points or []) > 1:
+        return predict_objects_command(options)
+    options.box, options.points = (options.box or [None])[0], (options.points or [None])[0]
     if options.tile or options.onnx or options.everything:
         return predict_large(options, parse_prompt(options, required=False))
     if not options.adapter:

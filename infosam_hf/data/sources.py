@@ -13,6 +13,9 @@ One entry point, :func:`load_splits`, takes a recipe's ``dataset_name_or_path``:
   bmp), with optional split subfolders (``root/train/images`` or ``root/images/train``);
 * anything else ``datasets.load_dataset(name, split=...)`` can read: a Hub id or a local
   Hub-style folder of parquet files. ``image_column`` / ``mask_column`` pick the columns.
+* an instance set (many objects per image; :mod:`infosam_hf.data.instances`): a COCO instance JSON, instance-id
+  masks (``image,instances`` CSV or ``images/`` + ``instances/``), or a dataset with an ``objects`` column; it
+  comes back with one row per object.
 
 Every split comes back with exactly two columns, ``image`` and ``label``, both
 ``Image(decode=False)``: rows hold a path (or the encoded bytes) and pixels are decoded only when
@@ -30,6 +33,7 @@ from datasets import Dataset, DatasetDict, Features, Image, Value, load_dataset,
 from datasets import get_dataset_split_names
 
 from .decoding import DataError
+from . import instances
 from .synthetic import make_synthetic_dataset
 
 __all__ = [
@@ -117,6 +121,8 @@ def standardize_columns(dataset: Dataset, where: str, image_column: str = "image
                         mask_column: str = "label") -> Dataset:
     """Keep the chosen image and mask columns, renamed to ``image`` / ``label``, as lazy Image columns."""
     columns = dataset.column_names
+    if mask_column not in columns and "objects" in columns:  # an instance set: one row per object
+        return instances.expand_objects_column(dataset, where, image_column)
     for option, column in (("image_column", image_column), ("mask_column", mask_column)):
         if column not in columns:
             raise DataError(f"{where}: {option}={column!r} not found; columns found: {columns}")
@@ -362,6 +368,23 @@ def _has_data_files(root: Path) -> bool:
     return False
 
 
+# ----------------------------------------------------------------------------- instance sets
+
+def _instance_splits(path: Path) -> SourceSplits | None:
+    """A COCO JSON, an ``image,instances`` CSV or an ``images/`` + ``instances/`` folder (see data/instances.py)."""
+    coco = instances.coco_split_files(path)
+    if coco:
+        return SourceSplits(str(path), list(coco), lambda name: instances.load_coco_split(path, coco[name]))
+    csv_splits = instances.instance_csv_files(path)
+    if csv_splits:
+        return SourceSplits(str(path), list(csv_splits),
+                            lambda name: instances.load_instance_csv_split(path, csv_splits[name]))
+    layout = instances.instance_folder_layout(path)
+    if layout:
+        return SourceSplits(str(path), list(layout), lambda name: instances.load_instance_folder_split(*layout[name]))
+    return None
+
+
 # ----------------------------------------------------------------------------- entry point
 
 def load_splits(dataset_name_or_path: str, synthetic_kwargs: dict | None = None, *, image_column: str = "image",
@@ -385,6 +408,9 @@ def load_splits(dataset_name_or_path: str, synthetic_kwargs: dict | None = None,
         return _load_from_disk_splits(path, image_column, mask_column)
     if _has_metadata(path):
         return _imagefolder_splits(path, image_column, mask_column)
+    instance_splits = _instance_splits(path)
+    if instance_splits is not None:
+        return instance_splits
     if _csv_files(path):
         return load_csv_folder(path)
     if _folder_layout(path):
