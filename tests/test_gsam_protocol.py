@@ -310,7 +310,7 @@ def _tiny_run(recipe, out, *extra):
 @pytest.mark.skipif(not (SHARED / "camvid").exists(), reason=f"{SHARED / 'camvid'} not present")
 def test_camvid_lora_recipe_trains_with_g_sam_s_head(tmp_path):
     out = tmp_path / "camvid"
-    argv = _tiny_run(RECIPES / "camvid" / "sam_lora.yaml", out, "--resize", "[48, 64]")
+    argv = _tiny_run(RECIPES / "camvid" / "sam_lora.yaml", out, "--resize", "[64, 80]")
     argv[argv.index("--dataset_name_or_path") + 1] = str(SHARED / "camvid")
     results = run_training(*parse_train_args(argv))
     assert math.isfinite(results["test"]["test_miou"]) and 0 < results["test"]["test_gsam_soft_iou"] < 1

@@ -444,11 +444,12 @@ def test_a_full_disk_stops_the_teacher_cache_not_the_run(tmp_path, monkeypatch, 
 
 def test_ctrl_c_outside_the_training_loop_is_one_line_too(tmp_path, monkeypatch, capsys):
     import infosam_hf.commands.train as train_command
+    import infosam_hf.training as training
 
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_command, "run_training", interrupted)
+    monkeypatch.setattr(training, "run_training", interrupted)  # the command imports it when it runs
     assert train_command.main([DEMO, "--output_dir", str(tmp_path)]) == 130
     assert capsys.readouterr().err.strip() == ("interrupted; no checkpoint was saved yet, so a new run starts over "
                                                "(save_steps sets how often checkpoints are written)")

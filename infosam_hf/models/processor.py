@@ -16,7 +16,6 @@ Hub cache. Folders saved before this file existed are read from their ``run_args
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from transformers.models.sam.image_processing_pil_sam import SamImageProcessorKw
 from transformers.utils import IMAGE_PROCESSOR_NAME
 
 from ..data.transforms import PREPROCESSING_MODES, preprocess_image
+from ..file_checks import DamagedFileError, read_json_file
 
 logger = logging.getLogger(__name__)
 
@@ -158,11 +158,11 @@ def _adapter_file(adapter: str, name: str, revision: str | None = None) -> Path 
 def _read_json(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    return value if isinstance(value, dict) else {}
+    what = "the run record" if path.name == RUN_ARGS_NAME else "the image processor config"
+    value = read_json_file(path, what)  # a damaged file is one line naming it, never silently ignored
+    if not isinstance(value, dict):
+        raise DamagedFileError(f"{path}: {what} is not a JSON object")
+    return value
 
 
 def load_image_processor(adapter: str, revision: str | None = None) -> InfoSamImageProcessor | None:

@@ -323,11 +323,6 @@ class InfoSAMTrainer(Trainer):
                     continue
                 cache.put(indices, teacher_image_embeddings(sam, batch["pixel_values"]))
 
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        super()._save(output_dir, state_dict)
-        if self.args.should_save:  # the run's own base_model/ recorded relative: the folder can move
-            record_base_beside(output_dir if output_dir is not None else self.args.output_dir, self.args.output_dir)
-
     def train(self, *args, **kwargs):
         """``Trainer.train``; first fills the teacher-embedding cache when ``teacher_cache_precompute``."""
         if self.teacher_cache is not None and self.args.teacher_cache_precompute:
@@ -483,8 +478,11 @@ class InfoSAMTrainer(Trainer):
         check_trainable_weights(self.model, self.state.global_step, self.args)
         if not self.args.should_save:
             return super()._save(output_dir, state_dict)
-        replace_files_from(output_dir, lambda staging: super(InfoSAMTrainer, self)._save(str(staging), state_dict),
-                           needed_bytes=self._trainable_bytes())
+        def save_into(staging) -> None:
+            super(InfoSAMTrainer, self)._save(str(staging), state_dict)
+            record_base_beside(staging, self.args.output_dir)  # the run's own base_model/ relative: the folder can move
+
+        replace_files_from(output_dir, save_into, needed_bytes=self._trainable_bytes())
 
     def _save_checkpoint(self, model: nn.Module, trial) -> None:
         """Trainer's checkpoint; one that fails to save (disk full) is removed whole, earlier ones are kept."""
