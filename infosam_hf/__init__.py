@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from .import_hooks import after_import
+from .import_hooks import after_import, lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -38,16 +38,7 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 def _importing(name: str) -> bool:

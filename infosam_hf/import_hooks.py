@@ -6,12 +6,13 @@ logging, only once those (slow to import) packages are imported by whatever need
 
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import importlib.util
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-__all__ = ["after_import"]
+__all__ = ["after_import", "lazy_attributes"]
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
@@ -51,3 +52,21 @@ def after_import(name: str, callback: Callable[[], None]) -> None:
         sys.meta_path.insert(0, hook)
     if callback not in hook.callbacks:
         hook.callbacks.append(callback)
+
+
+def lazy_attributes(package: str, names: Mapping[str, str]) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
+    """A package's ``__getattr__`` and ``__dir__`` (PEP 562) that import each public name from its submodule
+    (``names``: name -> relative module, e.g. ``".training"``) on first access, then keep it."""
+    module = sys.modules[package]
+
+    def __getattr__(name: str):
+        if name in names:
+            value = getattr(importlib.import_module(names[name], package), name)
+            setattr(module, name, value)
+            return value
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return sorted(set(vars(module)) | set(names))
+
+    return __getattr__, __dir__

@@ -4,7 +4,7 @@ The names below load on first use, so the recipe parser (``infosam_hf.training.r
 library only) can be imported by ``--help`` and usage checks without torch.
 """
 
-import importlib
+from ..import_hooks import lazy_attributes
 
 # public name -> the submodule that defines it
 _LAZY = {
@@ -21,13 +21,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
