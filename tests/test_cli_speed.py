@@ -51,4 +51,4 @@ def test_stored_command_help_matches_the_parsers():
     assert stored == {name: command_help(name) for name in stored}, (
         "infosam_hf/commands/command_help.json is stale: run python -c 'from infosam_hf.commands.cli import "
         "write_command_help; write_command_help()'")
-    assert set(stored) == {"evaluate", "predict", "export", "convert", "push", "download"}
+    assert set(stored) == {"evaluate", "predict", "export", "convert", "push", "download", "demo"}

@@ -10,7 +10,7 @@ import torch
 
 from infosam_hf.data import DataArguments, SamPromptCollator, open_source, with_sam_transform
 from infosam_hf.evaluation.click_eval import click_curves, evaluate_clicks
-from infosam_hf.interactive.clicks import click_metrics_summary, next_click, number_of_clicks
+from infosam_hf.evaluation.clicks import click_metrics_summary, next_click, number_of_clicks
 from tests.tiny_sam import tiny_student
 
 

@@ -1,6 +1,6 @@
 """Click-by-click evaluation (``infosam evaluate --clicks N``): IoU / Dice after each simulated click, NoC@85/90.
 
-Every click is simulated (see :mod:`infosam_hf.interactive.clicks`): the first is a positive click at the
+Every click is simulated (see :mod:`infosam_hf.evaluation.clicks`): the first is a positive click at the
 interior of the object, each next one in the larger error region of the current prediction, and the
 previous low-resolution logits go back in as SAM's mask prompt. Clicks are placed on the model-input
 frame; IoU and Dice are scored at each image's original resolution (logits > 0). Images without
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..interactive.clicks import click_metrics_summary, next_click
+from .clicks import click_metrics_summary, next_click
 from .loop import upsample_logits
 from .metrics import logits_to_original
 

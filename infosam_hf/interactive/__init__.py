@@ -1,5 +1,5 @@
-"""Interactive use of SAM: corrective-click simulation and click-by-click evaluation."""
+"""Interactive use of SAM: the click session behind ``infosam demo`` (the Gradio app) and the Space files.
 
-from .clicks import NOC_THRESHOLDS, click_metrics_summary, next_click, number_of_clicks
-
-__all__ = ["NOC_THRESHOLDS", "click_metrics_summary", "next_click", "number_of_clicks"]
+The corrective-click simulation and click-by-click evaluation live in :mod:`infosam_hf.evaluation.clicks` and
+:mod:`infosam_hf.evaluation.click_eval`.
+"""

@@ -2,7 +2,7 @@
 
 Per step the first prompt is the batch's usual one (``train_prompt``: box, point, or ``mixed`` with
 ``prompt_point_prob``). Then R rounds each add one corrective click per example -- placed by
-:func:`~infosam_hf.interactive.clicks.next_click` in the larger error region of the previous prediction,
+:func:`~infosam_hf.evaluation.clicks.next_click` in the larger error region of the previous prediction,
 at its interior -- and feed the previous low-resolution logits back as SAM's mask prompt
 (``input_masks``). The image encoder runs once per step (student and teacher); each round runs only the
 prompt encoder and mask decoder on the stored embeddings. The teacher follows the same prompts (the
@@ -26,7 +26,7 @@ from torch import nn
 
 from ..data.collator import PAD_POINT_LABEL
 from ..evaluation.loop import upsample_logits
-from ..interactive.clicks import next_click
+from ..evaluation.clicks import next_click
 from ..losses import binary_segmentation_loss
 
 if TYPE_CHECKING:
