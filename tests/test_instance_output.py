@@ -14,8 +14,8 @@ from infosam_hf.evaluation.instance_output import (
     instance_png,
     overlay_instances,
     write_instance_outputs,
-    write_json_atomic,
 )
+from infosam_hf.io import atomic_write_json
 
 
 def _objects(height=40, width=60):
@@ -48,9 +48,9 @@ def test_coco_results_reload_with_pycocotools(tmp_path):
     image = Image.fromarray(np.full((40, 60, 3), 128, np.uint8))
     results = write_instance_outputs(tmp_path, "img", image, masks, scores=[0.9, 0.8, 0.7], image_id=7)
     assert (tmp_path / "img_instances.png").is_file() and (tmp_path / "img_overlay.png").is_file()
-    write_json_atomic(tmp_path / "results.json", results)
+    atomic_write_json(tmp_path / "results.json", results)
     gt = coco_dataset([{"id": 7, "file_name": "img.png", "height": 40, "width": 60}], results)
-    write_json_atomic(tmp_path / "dataset.json", gt)
+    atomic_write_json(tmp_path / "dataset.json", gt)
     coco = COCO(str(tmp_path / "dataset.json"))
     loaded = coco.loadRes(str(tmp_path / "results.json"))
     for index, annotation in enumerate(loaded.loadAnns(loaded.getAnnIds(imgIds=[7]))):

@@ -106,8 +106,8 @@ def _everything(options: argparse.Namespace, prompt, paths) -> int:
     from ..evaluation.instance_output import (
         coco_dataset,
         write_instance_outputs,
-        write_json_atomic,
     )
+    from ..io import atomic_write_json
     from ..evaluation.predict import _output_names
 
     if not prompt.empty or options.onnx:
@@ -140,7 +140,7 @@ def _everything(options: argparse.Namespace, prompt, paths) -> int:
                                           scores=[r["predicted_iou"] for r in records], image_id=image_id)
         images.append({"id": image_id, "file_name": path.name, "height": height, "width": width})
         print(f"{path}: {len(records)} object(s)")
-    write_json_atomic(Path(options.out) / "everything_coco.json", coco_dataset(images, results))
+    atomic_write_json(Path(options.out) / "everything_coco.json", coco_dataset(images, results))
     print(f"Wrote instance maps, overlays and everything_coco.json to {options.out}")
     for line in failed:
         print(f"  {line}", file=sys.stderr)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..io import atomic_write_with
 from .clicks import click_metrics_summary, next_click
 from .loop import upsample_logits
 from .metrics import logits_to_original
@@ -125,7 +126,5 @@ def plot_click_curve(curves: dict[str, list[float]], path: str | Path) -> Path |
     ax.legend(fontsize=8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    canvas.print_png(str(tmp))
-    tmp.replace(path)
+    atomic_write_with(path, lambda temporary: canvas.print_png(temporary))
     return path

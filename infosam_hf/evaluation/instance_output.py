@@ -5,22 +5,20 @@
 * :func:`overlay_instances` tints each object of the map in its own colour and outlines it.
 * :func:`coco_results` / :func:`coco_dataset` give the objects in COCO's results format (compressed RLE,
   ``pycocotools.mask``), the second as a whole data set that ``pycocotools.coco.COCO`` and annotation tools load.
-* :func:`write_json_atomic` writes a JSON file through a temporary name, so a reader never sees half a file.
 * :func:`write_instance_outputs` writes the PNG and the overlay of one image and returns its COCO results.
 """
 
 from __future__ import annotations
 
 import colorsys
-import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from ..io import atomic_open
 
 __all__ = [
     "instance_colors",
@@ -30,7 +28,6 @@ __all__ = [
     "mask_to_rle",
     "coco_results",
     "coco_dataset",
-    "write_json_atomic",
     "write_instance_outputs",
 ]
 
@@ -180,38 +177,19 @@ def coco_dataset(images: Sequence[dict[str, Any]], results: Sequence[dict[str, A
     return {"images": list(images), "annotations": annotations, "categories": list(categories)}
 
 
-def _write_atomic(path: str | Path, write) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json_atomic(path: str | Path, payload: Any) -> Path:
-    """Write ``payload`` as JSON to ``path`` through a temporary file in the same folder and a rename."""
-    return _write_atomic(path, lambda file: file.write(json.dumps(payload).encode()))
-
-
 def write_instance_outputs(out_dir: str | Path, stem: str, image: Image.Image,
                            masks: np.ndarray | Sequence[np.ndarray], *, scores: Sequence[float] | None = None,
                            category_ids: Sequence[int] | None = None, image_id: int = 0) -> list[dict[str, Any]]:
     """Write ``<stem>_instances.png`` (ids) and ``<stem>_overlay.png`` (colours) for one image's objects into
-    ``out_dir`` and return their COCO results (collect them over images, then :func:`write_json_atomic`)."""
+    ``out_dir`` and return their COCO results (collect them over images, then :func:`infosam_hf.io.atomic_write_json`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     masks = _as_masks(masks)
     if masks.shape[1:] != (image.height, image.width):
         raise ValueError(f"masks of {masks.shape[1:]} (H, W) for an image of {(image.height, image.width)}")
     id_map = instance_id_map(masks, scores)
-    _write_atomic(out_dir / f"{stem}_instances.png", lambda file: instance_png(id_map).save(file, format="PNG"))
-    overlay = overlay_instances(image, id_map)
-    _write_atomic(out_dir / f"{stem}_overlay.png", lambda file: overlay.save(file, format="PNG"))
+    with atomic_open(out_dir / f"{stem}_instances.png", "wb") as file:
+        instance_png(id_map).save(file, format="PNG")
+    with atomic_open(out_dir / f"{stem}_overlay.png", "wb") as file:
+        overlay_instances(image, id_map).save(file, format="PNG")
     return coco_results(image_id, masks, scores, category_ids)

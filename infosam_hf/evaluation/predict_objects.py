@@ -28,7 +28,8 @@ from ..data import DataError, decode_image, preprocess_image
 from ..errors import UsageError, error_line
 from ..models.inference import model_image_size
 from ..models.sam2 import keeps_aspect_ratio
-from .instance_output import coco_dataset, write_instance_outputs, write_json_atomic
+from ..io import atomic_write_json
+from .instance_output import coco_dataset, write_instance_outputs
 from .loop import upsample_logits
 from .metrics import logits_to_original
 from .predict import (PredictionResult, Prompt, _output_names, _prompt_tensors, check_prompt, fit_prompt, parse_box,
@@ -171,6 +172,6 @@ def predict_objects(model: torch.nn.Module, paths: Sequence[Path], objects: Sequ
         images.append({"id": image_id, "file_name": path.name, "height": size[0], "width": size[1]})
         results.append(PredictionResult(path, out_dir / f"{stem}_instances.png", out_dir / f"{stem}_overlay.png",
                                         foreground_fraction=float(np.any(masks, axis=0).mean())))
-    write_json_atomic(out_dir / "results.json", coco)
-    write_json_atomic(out_dir / "instances.json", coco_dataset(images, coco))
+    atomic_write_json(out_dir / "results.json", coco)
+    atomic_write_json(out_dir / "instances.json", coco_dataset(images, coco))
     return results

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-import os
 from pathlib import Path
 
 import torch
 from peft import PeftConfig, PeftModel
 
 from ..file_checks import check_adapter_dir
+from ..io import atomic_write_json
 from ..files import BASE_MODEL_DIR
 from ..quiet import peft_wrapping
 from ..remote import check_pretrained_name
@@ -118,9 +118,7 @@ def record_base_beside(adapter_dir: str | Path, run_dir: str | Path | None = Non
             run_dir / BASE_MODEL_DIR).resolve():
         return
     config["base_model_name_or_path"] = BASE_MODEL_DIR if run_dir.is_absolute() else str(run_dir / BASE_MODEL_DIR)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
+    atomic_write_json(path, config, indent=2, sort_keys=True)
 
 
 def _load_base(adapter: str, base: str | None, revision: str | None) -> torch.nn.Module:
