@@ -10,8 +10,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from peft.utils import SAFETENSORS_WEIGHTS_NAME as ADAPTER_WEIGHTS_NAME
-
 logger = logging.getLogger(__name__)
 
 __all__ = ["ADAPTER_CONFIG_NAME", "ADAPTER_WEIGHTS_NAME", "BASE_MODEL_DIR", "EPOCH_DIR", "EVAL_SUMMARY_NAME",
@@ -19,6 +17,9 @@ __all__ = ["ADAPTER_CONFIG_NAME", "ADAPTER_WEIGHTS_NAME", "BASE_MODEL_DIR", "EPO
            "TRAINER_STATE_NAME", "AdapterDirError", "read_json", "validate_adapter_dir"]
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"
+# peft's SAFETENSORS_WEIGHTS_NAME, spelled out: importing peft here would register the tuners while this module
+# is half-initialised (tests/test_import_layers.py checks both the value and that every module imports first)
+ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 PREPROCESSOR_NAME = "preprocessor_config.json"
 RUN_ARGS_NAME = "run_args.json"
 TEST_RESULTS_NAME = "test_results.json"

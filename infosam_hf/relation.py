@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from peft.utils import SAFETENSORS_WEIGHTS_NAME
+from .files import ADAPTER_WEIGHTS_NAME as SAFETENSORS_WEIGHTS_NAME
 from safetensors.torch import load_file
 from torch import nn
 
