@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from infosam_hf.commands.train import TRAIN_KEYS_FILE
 from infosam_hf.training.recipe import recipe_help_schema
 from infosam_hf.training.run import RECIPE_DATACLASSES
 
+ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "peft", "datasets", "accelerate")
 
 
@@ -35,6 +37,25 @@ def test_help_and_a_usage_error_import_no_heavy_package():
     assert _heavy_modules_after(help_run) == []
     typo = "from infosam_hf.commands.cli import main\nassert main(['train', 'recipes/demo.yaml', '--learnin_rate', '1']) == 2"
     assert _heavy_modules_after(typo) == []
+
+
+def test_every_help_and_usage_error_of_the_benchmark_imports_no_heavy_package(tmp_path, monkeypatch):
+    """The cases benchmarks/bench_cli.py times: each ``--help`` exits 0 and each usage error exits 2 with one
+    ``error:`` line, without torch, transformers, peft, datasets or accelerate (what made them take seconds)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from cli_cases import HELP_CASES, usage_error_cases
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    monkeypatch.chdir(ROOT)
+    cases = [(argv, 0) for argv in HELP_CASES] + [(argv, 2) for argv in usage_error_cases(tmp_path).values()]
+    for argv, status in cases:
+        code = (f"import contextlib, io\nfrom infosam_hf.commands.cli import main\nerr = io.StringIO()\n"
+                f"with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):\n"
+                f"    try:\n        code = main({argv!r})\n    except SystemExit as exit:\n        code = exit.code\n"
+                f"assert code == {status}, (code, err.getvalue())\n"
+                f"assert {status} == 0 or err.getvalue().count('error:') == 1, err.getvalue()")
+        assert _heavy_modules_after(code) == [], argv
 
 
 def test_importing_peft_after_the_package_registers_the_sam_tuners():

@@ -252,9 +252,9 @@ def test_predict_maps_prompts_from_original_pixels(demo_adapter, image_folder, t
         return torch.zeros(batch["pixel_values"].shape[0], 1, size, size)
 
     monkeypatch.setattr(predict_lib, "sam_logits", fake_logits)
-    prompt = predict.Prompt(box=(12.0, 8.0, 60.0, 40.0), points=[(30.0, 20.0), (3.0, 4.0)], labels=[1, 0])
+    prompt = predict_lib.Prompt(box=(12.0, 8.0, 60.0, 40.0), points=[(30.0, 20.0), (3.0, 4.0)], labels=[1, 0])
     paths = [image_folder / "wide.png", image_folder / "tall.png"]  # 120x80 and 60x90 (WxH)
-    results = predict.predict_masks(model, paths, prompt, tmp_path, batch_size=2, progress=False)
+    results = predict_lib.predict_masks(model, paths, prompt, tmp_path, batch_size=2, progress=False)
     assert [r.error for r in results] == [None, None]
     batch = seen[0]
     scales = torch.tensor([128 / 120, 128 / 90]).view(2, 1, 1)
@@ -306,7 +306,9 @@ def test_predict_boxes_outside_the_image(demo_adapter, image_folder, tmp_path, m
     def no_model(*args, **kwargs):
         pytest.fail("the model was loaded for a box outside the image")
 
-    monkeypatch.setattr(predict, "load_for_inference", no_model)
+    from infosam_hf.models import inference
+
+    monkeypatch.setattr(inference, "load_for_inference", no_model)  # the command imports it once the options pass
     assert predict.main([*common, "--box", "500,500,900,900", "--out", str(tmp_path / "outside")]) == 2
     err = capsys.readouterr().err
     assert "--box 500,500,900,900 lies entirely outside image" in err and "wide.png (120x80, WxH)" in err

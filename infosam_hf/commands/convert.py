@@ -6,17 +6,10 @@ an official InfoSAM checkpoint into a ``sam_adapter`` adapter directory."""
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 
-import torch
-
-from ..convert import (
-    DEFAULT_DECODER_HEADS,
-    OFFICIAL_HUB_REPO,
-    ORIGINAL_SAM_PRESETS,
-    convert_official_infosam,
-    convert_original_sam,
-)
+from ..convert.presets import DEFAULT_DECODER_HEADS, OFFICIAL_HUB_REPO, ORIGINAL_SAM_PRESETS
 from .common import run_main
 
 __all__ = ["build_parser", "main"]
@@ -60,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _convert(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    _check_local_files(args)
+    import torch
+
+    from ..convert import convert_official_infosam, convert_original_sam
+
     with torch.no_grad():
         if args.kind == "infosam":
             out = convert_official_infosam(args.checkpoint, args.output_dir, args.base, args.relation, args.repo_id,
@@ -69,6 +67,14 @@ def _convert(argv: list[str]) -> int:
         out = convert_original_sam(args.checkpoint, args.output_dir, args.model_type, args.decoder_heads)
     print(f"SamModel saved to {out} (use it as model_name_or_path)")
     return 0
+
+
+def _check_local_files(args: argparse.Namespace) -> None:
+    """A checkpoint that is meant as a local file (not hf://, no --repo_id) must exist: one line, before torch loads."""
+    for value in [args.checkpoint] + ([args.relation] if getattr(args, "relation", None) else []):
+        remote = value.startswith("hf://") or getattr(args, "repo_id", None)
+        if not remote and not os.path.isfile(value):
+            raise FileNotFoundError(f"{value}: no such checkpoint file")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

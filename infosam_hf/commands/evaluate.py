@@ -8,23 +8,20 @@ recipe key (data and metric settings).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data import DataArguments
 from ..errors import UsageError
-from ..evaluation.click_eval import CLICK_CURVE_FILENAME, plot_click_curve
-from ..hub import ADAPTER_CONFIG_NAME
+from ..files import ADAPTER_CONFIG_NAME, CLICK_CURVE_NAME, EVAL_RESULTS_NAME, RUN_ARGS_NAME
 from ..io import atomic_write_text
 from ..remote import check_pretrained_name
-from ..evaluation.evaluate import RESULTS_FILENAME, default_output_path, evaluate_adapter, format_results_table
-from ..training import parse_train_args
+from ..training.recipe import check_known_keys
 from .common import adapter_parser, run_main
+from .train import recipe_keys
 
-__all__ = ["build_parser", "parse_evaluate_args", "run_recipe", "main"]
+__all__ = ["build_parser", "default_output_path", "parse_evaluate_args", "run_recipe", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,10 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recipe", default=None,
                         help="Recipe YAML giving the data and metric settings (default: ADAPTER/run_args.json's).")
     parser.add_argument("--output", default=None,
-                        help=f"Results JSON (default: ADAPTER/{RESULTS_FILENAME} for a local adapter; required otherwise).")
+                        help=f"Results JSON (default: ADAPTER/{EVAL_RESULTS_NAME} for a local adapter; required otherwise).")
     parser.add_argument("--clicks", type=int, default=0, metavar="N",
                         help="Also simulate N corrective clicks per image: IoU/Dice after each click, NoC@85/90 "
-                             f"and a {CLICK_CURVE_FILENAME} beside the results (default 0: off).")
+                             f"and a {CLICK_CURVE_NAME} beside the results (default 0: off).")
     return parser
 
 
@@ -50,21 +47,29 @@ RUN_TRAINING_KEYS = ("metric_input", "metric_set", "seed", "per_device_eval_batc
 
 def run_recipe(adapter: str) -> dict[str, Any] | None:
     """The data and metric keys a local run recorded in ``ADAPTER/run_args.json`` (None when there is none)."""
-    path = Path(adapter) / "run_args.json"
+    path = Path(adapter) / RUN_ARGS_NAME
     if adapter.lower() == "none" or not path.is_file():
         return None
     try:
         recorded = json.loads(path.read_text())
     except ValueError as err:
         raise UsageError(f"{path}: not valid JSON ({err})") from None
-    known = {field.name for field in dataclasses.fields(DataArguments)}
+    known = {key["name"] for group in recipe_keys() if group["group"] == "DataArguments" for key in group["keys"]}
     values = {k: v for k, v in (recorded.get("data") or {}).items() if v is not None and k in known}
     training = recorded.get("training") or {}
     values.update({k: training[k] for k in RUN_TRAINING_KEYS if training.get(k) is not None})
     return values
 
 
-def parse_evaluate_args(argv: Sequence[str]) -> tuple[argparse.Namespace, DataArguments, Any, Any]:
+def default_output_path(adapter: str) -> Path | None:
+    """``ADAPTER/eval_results.json`` when the adapter is a local directory, else None (give an output path):
+    results never land in the current folder unasked."""
+    if adapter.lower() != "none" and Path(adapter).is_dir():
+        return Path(adapter) / EVAL_RESULTS_NAME
+    return None
+
+
+def parse_evaluate_args(argv: Sequence[str]) -> tuple[argparse.Namespace, Any, Any, Any]:
     """Split ``argv`` into the command's options and recipe keys.
 
     Without ``--recipe`` and ``--dataset_name_or_path``, a local adapter's ``run_args.json`` gives the
@@ -87,6 +92,9 @@ def parse_evaluate_args(argv: Sequence[str]) -> tuple[argparse.Namespace, DataAr
     recipe_argv = ([options.recipe] if options.recipe else []) + list(overrides)
     if options.dataset_name_or_path is not None:
         recipe_argv += ["--dataset_name_or_path", options.dataset_name_or_path]
+    check_known_keys(recipe_argv, recipe_keys())  # a mistyped key: one line, before torch is imported
+    from ..training import parse_train_args
+
     model_args, _, data_args, config = parse_train_args(recipe_argv, defaults=recorded)
     if options.split is None:
         options.split = data_args.test_split or "test"
@@ -106,6 +114,8 @@ def _evaluate(argv: list[str]) -> int:
     if output is None:
         raise UsageError(f"--adapter {options.adapter}: give --output FILE.json for the results (they are written "
                          "beside a local adapter, never into the current folder)")
+    from ..evaluation.click_eval import plot_click_curve
+    from ..evaluation.evaluate import evaluate_adapter, format_results_table
     results = evaluate_adapter(
         options.adapter, data_args, split=options.split, base_model=base_model, batch_size=options.batch_size,
         metric_input=config.metric_input, metric_set=config.metric_set, seed=config.seed, device=options.device,
@@ -115,7 +125,7 @@ def _evaluate(argv: list[str]) -> int:
     atomic_write_text(output, json.dumps(results, indent=2) + "\n")
     print(format_results_table(results, config.report_metrics))
     if options.clicks and results.get("click_iou"):
-        plot_click_curve({options.adapter: results["click_iou"]}, output.with_name(CLICK_CURVE_FILENAME))
+        plot_click_curve({options.adapter: results["click_iou"]}, output.with_name(CLICK_CURVE_NAME))
     print(f"\nResults written to {output}")
     return 0
 

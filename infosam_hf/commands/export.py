@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from collections.abc import Sequence
 
-import torch
-
 from ..errors import UsageError
-from ..models.merge import export_merged
+from ..files import ADAPTER_CONFIG_NAME
+from ..remote import check_pretrained_name
 from .common import run_main
 
 __all__ = ["build_parser", "main"]
@@ -33,14 +33,21 @@ def _export(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if not args.output_dir and not args.onnx:
         raise UsageError("give an output folder for the merged model, or --onnx DIR (or both)")
+    size = _parse_size(args.onnx_input_size)
+    check_pretrained_name(args.adapter, "adapter", marker_file=ADAPTER_CONFIG_NAME)  # before torch is imported
+    if Path(args.adapter).is_dir() and not (Path(args.adapter) / ADAPTER_CONFIG_NAME).is_file():
+        raise UsageError(f"{args.adapter}: not a PEFT adapter (no {ADAPTER_CONFIG_NAME})")
     if args.onnx:
-        size = _parse_size(args.onnx_input_size)
         from ..convert.onnx import export_adapter_onnx
 
         diffs = export_adapter_onnx(args.adapter, args.onnx, args.base_model, args.revision, input_size=size)
         print(f"ONNX graphs saved to {args.onnx}; onnxruntime vs PyTorch max abs difference: "
               + ", ".join(f"{key} {value:.2e}" for key, value in diffs.items()))
     if args.output_dir:
+        import torch
+
+        from ..models.merge import export_merged
+
         with torch.no_grad():
             out = export_merged(args.adapter, args.output_dir, args.base_model, args.revision)
         print(f"Merged model saved to {out}")

@@ -16,10 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import UsageError
-from ..evaluation.predict import Prompt, check_prompt, find_images, parse_box, parse_points, predict_masks
-from ..models.inference import load_for_inference, resolve_device, run_input_settings
-from ..models.multiclass import sam_num_classes
-from ..models.processor import read_class_names
+from ..evaluation.prompt_input import Prompt, check_prompt, find_images, parse_box, parse_points
 from .common import adapter_parser, run_main
 from .predict_large import add_large_image_options, predict_large
 from .predict_objects import predict_objects_command
@@ -103,6 +100,11 @@ def _predict(argv: list[str]) -> int:
     check_prompt(prompt, paths)  # a prompt outside an image fails before the model loads
     if options.adapter.lower() == "none" and not options.base_model:
         raise UsageError("--adapter none needs --base_model")
+    from ..evaluation.predict import predict_masks  # torch: only once the options are known to be good
+    from ..models.inference import load_for_inference, resolve_device, run_input_settings
+    from ..models.multiclass import sam_num_classes
+    from ..models.processor import read_class_names
+
     device = resolve_device(options.device)
     model = load_for_inference(options.adapter, options.base_model, device=device)
     if sam_num_classes(model) == 1:

@@ -9,11 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
-from ..evaluation.per_image import predict_each_image
-from ..evaluation.predict import find_images
-from ..evaluation.tiling import predict_tiled
-from ..models.inference import load_for_inference, resolve_device, run_input_settings
-from ..models.multiclass import sam_num_classes
+from ..evaluation.prompt_input import find_images
 
 __all__ = ["add_large_image_options", "predict_large"]
 
@@ -53,6 +49,11 @@ def predict_large(options: argparse.Namespace, prompt) -> int:
     paths = find_images(options.images)
     if options.everything:
         return _everything(options, prompt, paths)
+    from ..evaluation.per_image import predict_each_image  # torch: only once the options are known to be good
+    from ..evaluation.tiling import predict_tiled
+    from ..models.inference import load_for_inference, resolve_device, run_input_settings
+    from ..models.multiclass import sam_num_classes
+
     if options.onnx:
         from ..evaluation.onnx_predict import OnnxSamPredictor
 
@@ -101,21 +102,23 @@ def predict_large(options: argparse.Namespace, prompt) -> int:
 
 
 def _everything(options: argparse.Namespace, prompt, paths) -> int:
-    from ..data import DataError, decode_image
-    from ..evaluation.everything import MaskGeneratorSettings, generate_masks
-    from ..evaluation.instance_output import (
-        coco_dataset,
-        write_instance_outputs,
-    )
-    from ..io import atomic_write_json
-    from ..evaluation.predict import _output_names
-
     if not prompt.empty or options.onnx:
         raise UsageError("--everything places its own point grid; drop --box / --points / --onnx")
     if not options.adapter:
         raise UsageError("--everything needs --adapter")
     if options.points_per_side < 1:
         raise UsageError(f"--points_per_side must be >= 1, got {options.points_per_side}")
+    from ..data import DataError, decode_image
+    from ..evaluation.everything import MaskGeneratorSettings, generate_masks
+    from ..evaluation.instance_output import (
+        coco_dataset,
+        write_instance_outputs,
+    )
+    from ..evaluation.predict import _output_names
+    from ..io import atomic_write_json
+    from ..models.inference import load_for_inference, resolve_device, run_input_settings
+    from ..models.multiclass import sam_num_classes
+
     settings = MaskGeneratorSettings(points_per_side=options.points_per_side, pred_iou_thresh=options.pred_iou_thresh,
                                      stability_score_thresh=options.stability_score_thresh,
                                      crop_n_layers=options.crop_n_layers,

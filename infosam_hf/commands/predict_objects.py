@@ -6,10 +6,7 @@ import argparse
 import sys
 
 from ..errors import UsageError
-from ..evaluation.predict import find_images
-from ..evaluation.predict_objects import (check_object_prompts, objects_from_options, predict_objects,
-                                          read_prompts_file)
-from ..models.inference import load_for_inference, resolve_device, run_input_settings
+from ..evaluation.prompt_input import check_object_prompts, find_images, objects_from_options, read_prompts_file
 
 __all__ = ["predict_objects_command"]
 
@@ -26,7 +23,10 @@ def predict_objects_command(options: argparse.Namespace) -> int:
     objects = read_prompts_file(options.prompts) if options.prompts else objects_from_options(options.box,
                                                                                              options.points)
     paths = find_images(options.images)
-    check_object_prompts(paths, objects)  # before the model loads
+    check_object_prompts(paths, objects)  # before the model loads (and before torch is imported)
+    from ..evaluation.predict_objects import predict_objects
+    from ..models.inference import load_for_inference, resolve_device, run_input_settings
+
     device = resolve_device(options.device)
     model = load_for_inference(options.adapter, options.base_model, device=device)
     results = predict_objects(model, paths, objects, options.out, threshold=options.threshold, device=device,

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from huggingface_hub.utils import validate_repo_id
-
 from ..errors import UsageError, error_line
-from ..hub import push_adapter_dir, validate_adapter_dir, write_model_card
+from ..files import validate_adapter_dir
 from ..remote import hub_unreachable_reason
 from .common import run_main
 
@@ -42,6 +40,10 @@ def _push(argv: list[str]) -> int:
         return 0
     if not args.repo_id:
         raise UsageError("give the target REPO_ID (or --space DIR to write Space files)")
+    from huggingface_hub.utils import validate_repo_id
+
+    from ..hub import push_adapter_dir, write_model_card
+
     validate_repo_id(args.repo_id)
     reason = hub_unreachable_reason()
     if reason:  # before the card is rewritten: nothing on disk changes when the push cannot start

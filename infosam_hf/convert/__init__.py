@@ -1,39 +1,30 @@
-"""Checkpoint converters: original ``segment_anything`` SAM (:mod:`.sam`) and official InfoSAM (:mod:`.infosam`).
+"""Checkpoint converters: original ``segment_anything`` SAM (:mod:`.sam`) and official InfoSAM (:mod:`.infosam`);
+ONNX export (:mod:`.onnx`).
 
-A subpackage above ``models`` and ``tuners``: the InfoSAM converter builds a peft student."""
+A subpackage above ``models`` and ``tuners``: the InfoSAM converter builds a peft student. The names below load
+on first use (:mod:`.presets` needs no torch)."""
 
-from .infosam import (
-    OFFICIAL_HUB_REPO,
-    convert_official_infosam,
-    official_infosam_to_peft,
-    resolve_checkpoint_file,
-    split_official_infosam_state,
-)
-from .sam import (
-    DEFAULT_DECODER_HEADS,
-    ORIGINAL_SAM_PRESETS,
-    CheckpointLayoutError,
-    convert_original_sam,
-    hf_to_original_state_dict,
-    infer_sam_config,
-    load_original_state_dict,
-    original_to_hf_state_dict,
-    sam_from_original_state_dict,
-)
+from ..import_hooks import lazy_attributes
 
-__all__ = [
-    "DEFAULT_DECODER_HEADS",
-    "OFFICIAL_HUB_REPO",
-    "ORIGINAL_SAM_PRESETS",
-    "CheckpointLayoutError",
-    "convert_official_infosam",
-    "convert_original_sam",
-    "hf_to_original_state_dict",
-    "infer_sam_config",
-    "load_original_state_dict",
-    "official_infosam_to_peft",
-    "original_to_hf_state_dict",
-    "resolve_checkpoint_file",
-    "sam_from_original_state_dict",
-    "split_official_infosam_state",
-]
+# public name -> the submodule that defines it
+_LAZY = {
+    "DEFAULT_DECODER_HEADS": ".presets",
+    "OFFICIAL_HUB_REPO": ".presets",
+    "ORIGINAL_SAM_PRESETS": ".presets",
+    "convert_official_infosam": ".infosam",
+    "official_infosam_to_peft": ".infosam",
+    "resolve_checkpoint_file": ".infosam",
+    "split_official_infosam_state": ".infosam",
+    "CheckpointLayoutError": ".sam",
+    "convert_original_sam": ".sam",
+    "hf_to_original_state_dict": ".sam",
+    "infer_sam_config": ".sam",
+    "load_original_state_dict": ".sam",
+    "original_to_hf_state_dict": ".sam",
+    "sam_from_original_state_dict": ".sam",
+}
+
+__all__ = sorted(_LAZY)
+
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -12,6 +12,7 @@ import torch
 from transformers import SamModel
 
 from ..models.inference import BaseModelMismatchError
+from .presets import OFFICIAL_HUB_REPO
 from .sam import (
     PIXEL_STAT_KEYS,
     CheckpointLayoutError,
@@ -27,7 +28,6 @@ __all__ = ["convert_official_infosam", "official_infosam_to_peft", "resolve_chec
            "split_official_infosam_state"]
 
 HUB_PREFIX = "hf://"
-OFFICIAL_HUB_REPO = "MuyaoYuan/InfoSAM"
 # The official Block's series adapters: Space_Adapter_Series after the attention, MLP_Adapter_Series after the MLP,
 # each Linear D_fc1 (d -> ratio·d), GELU, Linear D_fc2 (ratio·d -> d), plus the skip connection.
 _OFFICIAL_ADAPTER = re.compile(r"image_encoder\.blocks\.(\d+)\.(Space|MLP)_Adapter_(Series|Parallel)\.D_fc([12])\."

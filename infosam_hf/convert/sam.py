@@ -17,6 +17,7 @@ import torch
 from transformers import SamConfig, SamModel
 
 from ..models.sam import ORIGINAL_DECODER_LAYER_NORM_EPS, build_sam_config
+from .presets import DEFAULT_DECODER_HEADS, ORIGINAL_SAM_PRESETS
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +32,6 @@ __all__ = [
     "sam_from_original_state_dict",
 ]
 
-# model_type -> (embed dim, depth, heads, global attention indexes) of the released SAM checkpoints.
-ORIGINAL_SAM_PRESETS = {
-    "vit_b": (768, 12, 12, (2, 5, 8, 11)),
-    "vit_l": (1024, 24, 16, (5, 11, 17, 23)),
-    "vit_h": (1280, 32, 16, (7, 15, 23, 31)),
-}
-# Not stored in a checkpoint: every released SAM-format model uses 8 heads in the two-way transformer.
-DEFAULT_DECODER_HEADS = 8
 # Non-persistent buffers of the original ``Sam``, present in some saved files; they set the image processor.
 PIXEL_STAT_KEYS = ("pixel_mean", "pixel_std")
 SHARED_EMBEDDING = "shared_image_embedding.positional_embedding"

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")  # what folders of images are read for
+
 __all__ = ["DataError", "open_image", "decode_image", "decode_mask", "decode_mask_official", "source_name", "header_sizes",
            "size_mismatch", "EXIF_ORIENTATION", "IMAGE_MODES", "CLASS_ID_MODES", "READ_ERRORS"]
 

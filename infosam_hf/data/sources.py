@@ -32,7 +32,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict, Features, Image, Value, load_dataset, load_from_disk
 from datasets import get_dataset_split_names
 
-from .decoding import DataError
+from .decoding import IMAGE_EXTENSIONS, DataError
 from . import instances
 from .synthetic import make_synthetic_dataset
 
@@ -43,7 +43,6 @@ __all__ = [
 
 SYNTHETIC = "synthetic"
 CSV_COLUMNS = ("image", "label")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_SUFFIXES = ("", "_mask", "_segmentation", "_label", "_gt")  # tried in order after the image stem
 METADATA_FILES = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
 _DATA_FILE_SUFFIXES = (".parquet", ".arrow", ".jsonl", ".json")

@@ -1,24 +1,29 @@
-"""Evaluation: metrics, the streamed evaluation loop, scoring and predicting with an adapter, pictures."""
+"""Evaluation: metrics, the streamed evaluation loop, scoring and predicting with an adapter, pictures.
 
-from . import everything  # noqa: F401  (load_for_inference's models get generate_masks)
-from .evaluate import evaluate_adapter, format_results_table
-from .loop import box_fill_logits, evaluate_segmentation, make_metrics, sam_logits, upsample_logits
-from .metrics import SegmentationMetrics, compute_binary_metrics
-from .predict import Prompt, predict_masks
+The names below load on first use, so light modules (``prompt_input``: reading and checking ``predict``'s images and
+prompts) import without torch. ``load_for_inference`` comes through :mod:`.everything`, which gives every model it
+loads ``generate_masks``.
+"""
 
-from ..models.inference import load_for_inference
+from ..import_hooks import lazy_attributes
 
-__all__ = [
-    "load_for_inference",
-    "Prompt",
-    "SegmentationMetrics",
-    "box_fill_logits",
-    "compute_binary_metrics",
-    "evaluate_adapter",
-    "evaluate_segmentation",
-    "format_results_table",
-    "make_metrics",
-    "predict_masks",
-    "sam_logits",
-    "upsample_logits",
-]
+# public name -> the submodule that defines it
+_LAZY = {
+    "load_for_inference": ".everything",
+    "evaluate_adapter": ".evaluate",
+    "format_results_table": ".evaluate",
+    "box_fill_logits": ".loop",
+    "evaluate_segmentation": ".loop",
+    "make_metrics": ".loop",
+    "sam_logits": ".loop",
+    "upsample_logits": ".loop",
+    "SegmentationMetrics": ".metrics",
+    "compute_binary_metrics": ".metrics",
+    "Prompt": ".prompt_input",
+    "predict_masks": ".predict",
+}
+
+__all__ = sorted(_LAZY)
+
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ..data import DataArguments, SamPromptCollator, open_source, take_first, validate_data, with_sam_transform
 from ..data.sources import SYNTHETIC
 from ..errors import UsageError
+from ..files import EVAL_RESULTS_NAME
 from ..models.inference import base_beside_adapter, load_for_inference, model_image_size, resolve_device
 from ..models.processor import read_input_settings
 from ..models.multiclass import sam_num_classes
@@ -32,17 +33,9 @@ from .loop import evaluate_segmentation, make_metrics, sam_logits
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RESULTS_FILENAME", "default_output_path", "evaluate_adapter", "format_results_table"]
+__all__ = ["RESULTS_FILENAME", "evaluate_adapter", "format_results_table"]
 
-RESULTS_FILENAME = "eval_results.json"
-
-
-def default_output_path(adapter: str) -> Path | None:
-    """``ADAPTER/eval_results.json`` when the adapter is a local directory, else None (give an output path):
-    results never land in the current folder unasked."""
-    if adapter.lower() != "none" and Path(adapter).is_dir():
-        return Path(adapter) / RESULTS_FILENAME
-    return None
+RESULTS_FILENAME = EVAL_RESULTS_NAME
 
 
 def _base_model_name(model: torch.nn.Module, given: str | None, adapter: str) -> str | None:

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from ..data import preprocess_image
-from ..models.inference import POST_LOAD_HOOKS, model_image_size
+from ..models.inference import POST_LOAD_HOOKS, load_for_inference, model_image_size  # noqa: F401  (re-exported: models loaded through it can segment everything)
 from .loop import upsample_logits
 from .metrics import logits_to_original
 from .tiling import Tile, tile_grid

@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 from ..data import DataError, decode_image
 from ..errors import error_line
 from .class_map import class_map_image, overlay_class_map
-from .predict import PredictionResult, Prompt, _output_names, check_prompt, fit_prompt
+from .predict import PredictionResult, _output_names
+from .prompt_input import Prompt, check_prompt, fit_prompt
 from .visualization import overlay_mask
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,6 @@ ids, shown in colour, and an overlay tinted by class.
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import math
@@ -29,8 +28,6 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data import DataError, decode_image, preprocess_image
-from ..data.decoding import header_sizes, open_image
-from ..data.sources import IMAGE_EXTENSIONS
 from ..errors import UsageError, error_line
 from ..models.inference import model_image_size, resolve_device
 from ..models.multiclass import sam_num_classes
@@ -39,6 +36,7 @@ from .class_map import class_legend, class_map_image, overlay_class_map
 from ..models.sam2 import keeps_aspect_ratio
 from .loop import sam_logits
 from .metrics import logits_to_original
+from .prompt_input import Prompt, check_prompt, find_images, fit_prompt, parse_box, parse_points  # noqa: F401  (re-exported)
 from .visualization import overlay_mask
 
 logger = logging.getLogger(__name__)
@@ -56,124 +54,6 @@ __all__ = [
     "PredictionResult",
     "predict_masks",
 ]
-
-
-@dataclass
-class Prompt:
-    """One prompt applied to every image, in original-image pixels. Empty (all None) for ``--auto``."""
-
-    box: tuple[float, float, float, float] | None = None
-    points: list[tuple[float, float]] | None = None
-    labels: list[int] | None = None
-
-    @property
-    def empty(self) -> bool:
-        return self.box is None and not self.points
-
-
-def parse_box(text: str) -> tuple[float, float, float, float]:
-    """``"x0,y0,x1,y1"`` → a box with ``x0 < x1`` and ``y0 < y1``."""
-    try:
-        values = tuple(float(v) for v in text.replace(" ", "").split(","))
-    except ValueError:
-        raise UsageError(f"--box {text!r}: expected four numbers x0,y0,x1,y1") from None
-    if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise UsageError(f"--box {text!r}: expected four numbers x0,y0,x1,y1")
-    x0, y0, x1, y1 = values
-    if x1 <= x0 or y1 <= y0:
-        raise UsageError(f"--box {text!r}: needs x0 < x1 and y0 < y1 (top-left corner first)")
-    return values
-
-
-def parse_points(text: str) -> tuple[list[tuple[float, float]], list[int]]:
-    """``"x,y[,label];x,y[,label]..."`` → points and labels (1 foreground, the default; 0 background)."""
-    points, labels = [], []
-    for item in (part.strip() for part in text.split(";")):
-        if not item:
-            continue
-        parts = item.replace(" ", "").split(",")
-        try:
-            numbers = [float(v) for v in parts]
-        except ValueError:
-            numbers = []
-        if len(numbers) not in (2, 3) or not all(math.isfinite(v) for v in numbers):
-            raise UsageError(f"--points: {item!r} is not x,y or x,y,label")
-        label = int(numbers[2]) if len(numbers) == 3 else 1
-        if len(numbers) == 3 and (numbers[2] not in (0.0, 1.0)):
-            raise UsageError(f"--points: label of {item!r} must be 1 (foreground) or 0 (background)")
-        points.append((numbers[0], numbers[1]))
-        labels.append(label)
-    if not points:
-        raise UsageError(f"--points {text!r}: no points given")
-    return points, labels
-
-
-def _images_of(spec: str) -> list[Path]:
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
-            raise UsageError(f"--images {spec}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
-        return files
-    if path.is_file():
-        return [path]
-    if glob.has_magic(spec):
-        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
-        if not files:
-            raise UsageError(f"--images {spec}: the pattern matches no files")
-        return files
-    raise UsageError(f"--images {spec}: no such file or folder")
-
-
-def find_images(specs: str | Sequence[str]) -> list[Path]:
-    """The images named by ``specs``: files, folders (their image files, sorted) and glob patterns,
-    in the order given, each file once."""
-    specs = [specs] if isinstance(specs, (str, Path)) else list(specs)
-    if not specs:
-        raise UsageError("--images: give at least one image file, folder or glob pattern")
-    found: dict[Path, None] = {}
-    for spec in specs:
-        found.update(dict.fromkeys(_images_of(str(spec))))
-    return list(found)
-
-
-def fit_prompt(prompt: Prompt, size: tuple[int, int], name: str) -> tuple[Prompt, bool]:
-    """``prompt`` fitted to an image of (height, width) ``size``, and whether its box was clipped.
-
-    A box entirely outside the image, or a point outside it (0 <= x <= width, 0 <= y <= height),
-    is a :class:`UsageError` naming the image and its size; a box partly outside is clipped to it.
-    """
-    height, width = size
-    where = f"image {name} ({width}x{height}, WxH)"
-    for x, y in prompt.points or []:
-        if not (0 <= x <= width and 0 <= y <= height):
-            raise UsageError(f"--points: the point {x:g},{y:g} lies outside {where}")
-    if prompt.box is None:
-        return prompt, False
-    x0, y0, x1, y1 = prompt.box
-    if x0 >= width or y0 >= height or x1 <= 0 or y1 <= 0:
-        raise UsageError(f"--box {x0:g},{y0:g},{x1:g},{y1:g} lies entirely outside {where}")
-    box = (max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height)))
-    if box == tuple(prompt.box):
-        return prompt, False
-    return Prompt(box=box, points=prompt.points, labels=prompt.labels), True
-
-
-def check_prompt(prompt: Prompt, paths: Sequence[Path]) -> None:
-    """Fail (before any model loads) when the prompt does not fit an image; reads headers only.
-
-    Images whose header cannot be read are left to :func:`predict_masks`, which reports them.
-    """
-    if prompt.empty:
-        return
-    for path in paths:
-        try:
-            image = open_image(str(path))
-        except DataError:
-            continue
-        with image:
-            size, _ = header_sizes(image)  # prompts are in the EXIF-oriented frame, as viewers show it
-        fit_prompt(prompt, size, str(path))
 
 
 def scale_to_input(coords: Any, original_size: tuple[int, int], image_size: int,
