@@ -1,9 +1,14 @@
-"""Subpackages of ``infosam_hf`` import each other without cycles (read from the source, nothing is imported)."""
+"""Subpackages of ``infosam_hf`` import each other without cycles (read from the source), and every module that
+registering the tuners needs can be the first one imported."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "infosam_hf"
 
@@ -74,3 +79,45 @@ def test_find_cycle_detects_one():
 def test_no_import_cycle_between_subpackages():
     cycle = find_cycle(room_graph())
     assert cycle is None, "import cycle between infosam_hf subpackages: " + " -> ".join(cycle)
+
+
+def _registration_closure() -> list[str]:
+    """Modules outside ``tuners`` that registering the tuners and the image processor imports (read from the
+    source) and that import peft or transformers themselves, or are such a name source (``files``, ``relation``):
+    imported first, each one triggers the registration while half-initialised. (A tuner module imported first
+    is safe: the hook sees ``infosam_hf.tuners`` importing and leaves it alone.)"""
+    def source(module: tuple[str, ...]) -> Path | None:
+        folder, file = PACKAGE.joinpath(*module), PACKAGE.joinpath(*module[:-1], f"{module[-1]}.py")
+        return folder / "__init__.py" if folder.is_dir() else file if file.exists() else None
+
+    seen: set[tuple[str, ...]] = set()
+    todo = [("tuners",), ("models", "processor")]
+    while todo:
+        module = todo.pop()
+        if module in seen or source(module) is None:
+            continue
+        seen.add(module)
+        todo += [module[:i] for i in range(1, len(module))] + list(imported_modules(source(module)))
+    triggers = []
+    for module in sorted(m for m in seen if m[0] != "tuners"):
+        tree = ast.parse(source(module).read_text())
+        tops = {(node.module or "").split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom)}
+        tops |= {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
+        if tops & {"peft", "transformers"} or module in (("files",), ("relation",)):
+            triggers.append("infosam_hf." + ".".join(module))
+    return triggers
+
+
+@pytest.mark.slow
+def test_any_module_imported_first_still_registers_the_tuners():
+    """`import infosam_hf.files` (or any module the registration needs) as the first import must not meet itself
+    half-initialised when peft's import hook registers the tuners."""
+    modules = _registration_closure()
+    assert "infosam_hf.files" in modules and "infosam_hf.models.inference" in modules
+    check = "import peft.mapping as m; assert 'SAM_ADAPTER' in m.PEFT_TYPE_TO_CONFIG_MAPPING"
+    failures = {}
+    for module in modules:
+        run = subprocess.run([sys.executable, "-c", f"import {module}\n{check}"], capture_output=True, text=True)
+        if run.returncode:
+            failures[module] = run.stderr.strip().splitlines()[-1]
+    assert not failures, failures
