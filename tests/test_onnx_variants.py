@@ -214,3 +214,24 @@ def test_onnx_everything_mode_finds_the_torch_instances(tmp_path):
     coco = json.loads((out / "everything_coco.json").read_text())
     default_nms = MaskGeneratorSettings(points_per_side=4, pred_iou_thresh=-10, stability_score_thresh=0.0)
     assert len(coco["annotations"]) == len(generate_masks(model, image, default_nms)) > 0
+
+
+def test_dynamic_size_sam_at_a_resize_off_the_patch_grid_pads_as_pytorch(tmp_path, capsys):
+    """A dynamic-size SAM run at ``resize`` 60x90 (not a multiple of its patch 8): PyTorch pads the input and
+    crops the logits; the ONNX predictor does the same around the dynamic-size encoder graph."""
+    sam = load_sam(sam_config=STRONG, seed=0, dynamic_input_size=True)
+    adapter = _adapter(tmp_path, "lora", sam=sam, options={"r": 4, "lora_alpha": 4}, resize=(60, 90),
+                       dynamic_input_size=True)
+    out = tmp_path / "onnx"
+    record = _export(adapter, out, capsys)
+    assert record["pads_to_patch"] and record["input_size"] == [60, 90]
+    model = load_for_inference(str(adapter))
+
+    from infosam_hf.evaluation.onnx_predict import OnnxSamPredictor
+
+    image = _image(100, 130, seed=6)
+    prompt = Prompt(box=(20, 10, 110, 80))
+    expected = _torch_logits(model, image, prompt, resize=(60, 90))[0]
+    assert np.abs(expected).max() > 0.1
+    got = OnnxSamPredictor(out).predict_logits(Image.fromarray(image), box=prompt.box)
+    np.testing.assert_allclose(got, expected, atol=ATOL)

@@ -213,15 +213,16 @@ def export_adapter_onnx(adapter: str | None, output_dir: str | Path, base_model:
     return export_onnx(model, output_dir, input_settings=run_input_settings(adapter), source_dir=source, **options)
 
 
-def _check_sizes(sam: nn.Module, input_hw: tuple[int, int], settings: dict) -> tuple[list[tuple[int, int]], tuple]:
+def _check_sizes(sam: nn.Module, input_hw: tuple[int, int]) -> tuple[list[tuple[int, int]], tuple]:
     """The sizes to validate at and the size to trace at. A dynamic-size model is traced at a size unlike its
     configured square and the validation sizes (so no size-dependent shortcut is recorded), and validated at the
-    prediction size plus one more."""
+    prediction size (padded to the patch size, as the predictor feeds it) plus one more."""
     if not is_dynamic_input_size(sam):
         return [input_hw], input_hw
     unit = sam.config.vision_config.patch_size
-    trace = (input_hw[0] + 2 * unit, input_hw[1] + 3 * unit)
-    return [input_hw, (input_hw[0] + unit, input_hw[1] + 2 * unit)], trace
+    padded = tuple(-(-side // unit) * unit for side in input_hw)
+    trace = (padded[0] + 2 * unit, padded[1] + 3 * unit)
+    return [padded, (padded[0] + unit, padded[1] + 2 * unit)], trace
 
 
 def _input_hw(sam: nn.Module, size: int, input_size, settings: dict) -> tuple[int, int]:
@@ -233,9 +234,10 @@ def _input_hw(sam: nn.Module, size: int, input_size, settings: dict) -> tuple[in
         input_hw = (size, size)
     if not is_dynamic_input_size(sam) and input_hw != (size, size):
         raise ValueError(f"--onnx_input_size {input_hw[0]}x{input_hw[1]}: this model takes only {size}x{size}")
-    unit = sam.config.vision_config.patch_size
+    unit = token_stride(sam) * 2 if active_variant(sam) is not None else 1  # a dynamic SAM pads to its patch size
     if input_hw[0] % unit or input_hw[1] % unit:
-        raise ValueError(f"--onnx_input_size {input_hw[0]}x{input_hw[1]}: must be a multiple of the patch size {unit}")
+        raise ValueError(f"--onnx_input_size {input_hw[0]}x{input_hw[1]}: the {_variant_name(sam)} variant needs a "
+                         f"multiple of {unit}")
     return input_hw
 
 
@@ -264,7 +266,7 @@ def export_onnx(model: nn.Module, output_dir: str | Path, *, input_settings: dic
     num_classes = sam_num_classes(model)
     size = model_image_size(sam)
     input_hw = _input_hw(sam, size, input_size, settings)
-    sizes, trace_hw = _check_sizes(sam, input_hw, settings)
+    sizes, trace_hw = _check_sizes(sam, input_hw)
     dynamic = is_dynamic_input_size(sam)
     generator = torch.Generator().manual_seed(0)
     pixels = torch.randn(2, 3, *trace_hw, generator=generator)
