@@ -181,6 +181,15 @@ def test_onnx_tiled_predict_equals_torch_tiled_predict(tmp_path, capsys):
         if i == 2:
             np.testing.assert_array_equal(predict_tiled(predictor, image, None, tile=64, overlap=16),
                                           predict_tiled(model, image, None, tile=64, overlap=16))
+    path = tmp_path / "field.png"  # the CLI: --onnx with --tile writes the mask predict_tiled gives
+    Image.fromarray(image).save(path)
+    assert predict_cmd.main(["--onnx", str(tmp_path / "onnx0"), "--images", str(path), "--out", str(tmp_path / "p"),
+                             "--box", "-10,20,180,120", "--tile", "64", "--overlap", "16", "--no_progress"]) == 0
+    mask = np.asarray(Image.open(tmp_path / "p" / "field_mask.png")) > 0
+    expected = np.concatenate([b for _, b in tiled_logit_bands(fixed, image, Prompt(box=(0, 20, 180, 120)), tile=64,
+                                                               overlap=16)], axis=1)[0]
+    assert mask.shape == (150, 200) and mask.any()
+    assert np.abs(expected[mask != (expected > 0)]).max(initial=0) < ATOL
 
 
 def test_onnx_everything_mode_finds_the_torch_instances(tmp_path):
