@@ -192,20 +192,27 @@ def test_onnx_tiled_predict_equals_torch_tiled_predict(tmp_path, capsys):
     assert np.abs(expected[mask != (expected > 0)]).max(initial=0) < ATOL
 
 
-def test_onnx_everything_mode_finds_the_torch_instances(tmp_path):
+@pytest.mark.parametrize("kind", ["sam", "gsam"])
+def test_onnx_everything_mode_finds_the_torch_instances(kind, tmp_path):
     """Same masks in the same order (each at most a few pixels apart, where a logit is ~0) and the same scores
-    within 1e-4, whole and tiled; then the CLI writes the COCO results from the ONNX folder."""
+    within 1e-4, whole and tiled (a dynamic-size G-SAM: tiles at 96, not its 64); then the CLI writes the COCO
+    results from the ONNX folder."""
     from infosam_hf.convert.onnx import export_onnx
     from infosam_hf.evaluation.everything import MaskGeneratorSettings, generate_masks
     from infosam_hf.evaluation.onnx_predict import OnnxSamPredictor
 
-    model = load_sam(sam_config=STRONG, seed=0).eval()
+    if kind == "sam":
+        model, tile = load_sam(sam_config=STRONG, seed=0).eval(), 64
+    else:
+        model, tile = student_on(load_sam(sam_config=STRONG16, seed=0), "gsam", GSAM, tmp_path / "base"), 96
+        perturb_trainable(model, 0.05)
+        model.eval()
     export_onnx(model, tmp_path / "onnx")
     predictor = OnnxSamPredictor(tmp_path / "onnx")
     image = _image(100, 150, seed=5)
     settings = MaskGeneratorSettings(points_per_side=4, pred_iou_thresh=-10, stability_score_thresh=0.0,
                                      box_nms_thresh=0.99)
-    for options in ({}, {"tile": 64, "overlap": 16}):
+    for options in ({}, {"tile": tile, "overlap": 16}):
         expected = generate_masks(model, image, settings, **options)
         got = generate_masks(predictor, image, settings, **options)
         assert len(expected) > 3 and len(got) == len(expected)
@@ -213,7 +220,8 @@ def test_onnx_everything_mode_finds_the_torch_instances(tmp_path):
             assert abs(a["predicted_iou"] - b["predicted_iou"]) < 1e-4
             assert (a["segmentation"] != b["segmentation"]).sum() <= 3
             assert a["crop_box"] == b["crop_box"]
-
+    if kind == "gsam":
+        return
     path = tmp_path / "a.png"
     Image.fromarray(image).save(path)
     out = tmp_path / "everything"
