@@ -80,9 +80,10 @@ def token_stride(sam: nn.Module) -> int:
 
 class _DecoderGraph(nn.Module):
     """What the decoder graphs share: the image positional encoding and the no-mask dense embedding on the grid of
-    the incoming embeddings (a fixed-size model: its own grid, precomputed)."""
+    the incoming embeddings (a fixed-size model: its own grid, precomputed). ``grid`` is not needed any more (the
+    graphs read it from the embeddings) and is accepted for compatibility."""
 
-    def __init__(self, sam: nn.Module, grid: tuple[int, int]):
+    def __init__(self, sam: nn.Module, grid: tuple[int, int] | None = None):
         super().__init__()
         self.sam = sam
         self.stride = token_stride(sam)
@@ -116,7 +117,7 @@ class SamPromptDecoderGraph(_DecoderGraph):
     """Prompt encoder + mask decoder, prompts as labelled points (boxes as corners); ``multimask``: SAM's three
     candidate masks instead of one."""
 
-    def __init__(self, sam: nn.Module, grid: tuple[int, int], multimask: bool = False):
+    def __init__(self, sam: nn.Module, grid: tuple[int, int] | None = None, multimask: bool = False):
         super().__init__(sam, grid)
         self.multimask = multimask
 
@@ -233,7 +234,9 @@ def _input_hw(sam: nn.Module, size: int, input_size, settings: dict) -> tuple[in
     else:
         input_hw = (size, size)
     if not is_dynamic_input_size(sam) and input_hw != (size, size):
-        raise ValueError(f"--onnx_input_size {input_hw[0]}x{input_hw[1]}: this model takes only {size}x{size}")
+        source = "--onnx_input_size" if input_size else "the run's resize"
+        raise ValueError(f"ONNX input size {input_hw[0]}x{input_hw[1]} ({source}): this model takes only "
+                         f"{size}x{size} (not dynamic_input_size)")
     unit = token_stride(sam) * 2 if active_variant(sam) is not None else 1  # a dynamic SAM pads to its patch size
     if input_hw[0] % unit or input_hw[1] % unit:
         raise ValueError(f"--onnx_input_size {input_hw[0]}x{input_hw[1]}: the {_variant_name(sam)} variant needs a "

@@ -6,6 +6,9 @@ grid of single-point prompts per crop, three candidate masks per point, filterin
 score (IoU of the mask thresholded at ±``stability_offset``), box NMS inside each crop and then across crops,
 and, with ``min_mask_region_area``, SAM's clean-up: islands and holes smaller than that many pixels are removed
 and masks left smaller than it are dropped. Masks come back at full image resolution.
+
+The model is called only through :class:`~infosam_hf.evaluation.backends.SegmentBackend`: a PyTorch SAM, or the
+ONNX graphs of ``infosam export --onnx`` (an :class:`~infosam_hf.evaluation.onnx_predict.OnnxSamPredictor`).
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ tiles' logits are blended back with linear seam weights that ramp from 0 to 1 ac
 Output is produced in horizontal bands, one tile row at a time: only the band being blended (``tile`` rows of
 full-width float32 sums) and the final uint8 mask (or class map) are held at full width, so memory is bounded by
 the tile batch and the image width, not by the image area.
+
+The model is called only through :class:`~infosam_hf.evaluation.backends.SegmentBackend` (a PyTorch SAM or the
+ONNX graphs of ``infosam export --onnx``), so both backends tile the same way.
 """
 
 from __future__ import annotations
