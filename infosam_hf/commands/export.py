@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("output_dir", nargs="?", default=None, help="where to save the merged model")
     parser.add_argument("--onnx", default=None, help="also (or instead) export ONNX graphs to this folder")
     parser.add_argument("--onnx_input_size", default=None,
-                        help="HxW encoder input of a dynamic-size model's ONNX graphs (default: its square size)")
+                        help="HxW whole-image input the ONNX predictor uses for a dynamic-size model (default: the run's "
+                             "resize, else its square size); its encoder graph takes any size")
     parser.add_argument("--base_model", default=None, help="base SAM (default: the adapter's recorded base)")
     parser.add_argument("--revision", default=None, help="revision of a Hub adapter")
     return parser

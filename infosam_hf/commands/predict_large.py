@@ -1,12 +1,11 @@
-"""``infosam predict --tile SIZE --overlap PX`` and ``infosam predict --onnx DIR``: the large-image and ONNX paths."""
+"""``infosam predict --tile SIZE --overlap PX``, ``--everything`` and ``--onnx DIR``: the large-image and ONNX paths
+(PyTorch or ONNX Runtime, the same tiling and everything-mode algorithms)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-
-import numpy as np
 
 from ..errors import UsageError
 from ..evaluation.prompt_input import find_images
@@ -35,7 +34,8 @@ def add_large_image_options(parser: argparse.ArgumentParser) -> None:
 
 
 def predict_large(options: argparse.Namespace, prompt) -> int:
-    """Tiled PyTorch prediction or ONNX Runtime prediction of every image; 1 when some could not be read."""
+    """Tiled and/or ONNX Runtime prediction of every image (``--everything``: instance maps); 1 when some could not
+    be read."""
     if options.onnx and options.adapter:
         raise UsageError("--onnx runs the exported graphs; drop --adapter")
     if options.tile is not None and options.tile < 1:
@@ -49,44 +49,29 @@ def predict_large(options: argparse.Namespace, prompt) -> int:
     paths = find_images(options.images)
     if options.everything:
         return _everything(options, prompt, paths)
-    from ..evaluation.per_image import predict_each_image  # torch: only once the options are known to be good
+    import numpy as np  # the arrays and models: only once the options are known to be good
+
+    from ..evaluation.per_image import predict_each_image
     from ..evaluation.tiling import predict_tiled
-    from ..models.inference import load_for_inference, resolve_device, run_input_settings
-    from ..models.multiclass import sam_num_classes
 
-    if options.onnx:
-        from ..evaluation.onnx_predict import OnnxSamPredictor
+    model, settings, device = _load(options)
+    multiclass = _num_classes(model) > 1
+    if multiclass and not prompt.empty:
+        raise UsageError("this is a multi-class model: it segments every class without a prompt; drop --box / "
+                         "--points")
+    if not multiclass and prompt.empty and (options.onnx or not options.auto):
+        raise UsageError("--onnx needs a prompt (--box / --points)" if options.onnx else
+                         "give a prompt: --box x0,y0,x1,y1, --points 'x,y[,label];...', or --auto for no prompt")
 
-        if options.tile:
-            raise UsageError("--tile runs the PyTorch model; drop --onnx (the ONNX predictor segments whole images)")
-        if prompt.empty:
-            raise UsageError("--onnx needs a prompt (--box / --points)")
-        try:
-            predictor = OnnxSamPredictor(options.onnx)
-        except (FileNotFoundError, ValueError) as err:
-            raise UsageError(str(err)) from None
+    if options.onnx and not options.tile:
         logit_threshold = float(np.log(options.threshold / (1.0 - options.threshold)))
 
         def segment(image, fitted):
-            logits = predictor.predict_logits(image, box=fitted.box, points=fitted.points, labels=fitted.labels)
+            logits = model.predict_logits(image, box=fitted.box, points=fitted.points, labels=fitted.labels)
+            if multiclass:
+                return logits.argmax(0).astype(np.uint8)
             return (logits > logit_threshold).astype(np.uint8)
-
-        multiclass = False
     else:
-        if not options.adapter:
-            raise UsageError("--tile needs --adapter")
-        device = resolve_device(options.device)
-        model = load_for_inference(options.adapter, options.base_model, device=device)
-        multiclass = sam_num_classes(model) > 1
-        if multiclass and not prompt.empty:
-            raise UsageError("this is a multi-class model: it segments every class without a prompt; drop --box / "
-                             "--points")
-        if not multiclass and prompt.empty and not options.auto:
-            raise UsageError("give a prompt: --box x0,y0,x1,y1, --points 'x,y[,label];...', or --auto for no prompt")
-        settings = run_input_settings(options.adapter)  # its fixed ``resize`` is for whole images, not tiles
-        settings = {"image_mean": settings.get("image_mean"), "image_std": settings.get("image_std"),
-                    "preprocessing": settings.get("preprocessing", "sam")}
-
         def segment(image, fitted):
             return predict_tiled(model, np.asarray(image.convert("RGB")), fitted, tile=options.tile,
                                  overlap=options.overlap, batch_size=options.batch_size, device=device,
@@ -101,13 +86,40 @@ def predict_large(options: argparse.Namespace, prompt) -> int:
     return 1 if failed else 0
 
 
-def _everything(options: argparse.Namespace, prompt, paths) -> int:
-    if not prompt.empty or options.onnx:
-        raise UsageError("--everything places its own point grid; drop --box / --points / --onnx")
+def _num_classes(model) -> int:
+    from ..models.multiclass import sam_num_classes
+
+    return model.num_classes if hasattr(model, "predict_logits") else sam_num_classes(model)
+
+
+def _load(options: argparse.Namespace):
+    """The model (an ONNX predictor for ``--onnx``, else the PyTorch adapter), the tile pre-processing settings of
+    the PyTorch path and its device."""
+    if options.onnx:
+        from ..evaluation.onnx_predict import OnnxSamPredictor
+
+        try:
+            return OnnxSamPredictor(options.onnx), {}, None
+        except (FileNotFoundError, ValueError) as err:
+            raise UsageError(str(err)) from None
     if not options.adapter:
-        raise UsageError("--everything needs --adapter")
+        raise UsageError("give --adapter (or --onnx DIR to run an exported model)")
+    from ..models.inference import load_for_inference, resolve_device, run_input_settings
+
+    device = resolve_device(options.device)
+    model = load_for_inference(options.adapter, options.base_model, device=device)
+    run = run_input_settings(options.adapter)  # its fixed ``resize`` is for whole images, not tiles
+    settings = {key: run.get(key) for key in ("image_mean", "image_std", "preprocessing", "channel_order")}
+    return model, settings, device
+
+
+def _everything(options: argparse.Namespace, prompt, paths) -> int:
+    if not prompt.empty:
+        raise UsageError("--everything places its own point grid; drop --box / --points")
     if options.points_per_side < 1:
         raise UsageError(f"--points_per_side must be >= 1, got {options.points_per_side}")
+    import numpy as np
+
     from ..data import DataError, decode_image
     from ..evaluation.everything import MaskGeneratorSettings, generate_masks
     from ..evaluation.instance_output import (
@@ -116,18 +128,14 @@ def _everything(options: argparse.Namespace, prompt, paths) -> int:
     )
     from ..evaluation.predict import _output_names
     from ..io import atomic_write_json
-    from ..models.inference import load_for_inference, resolve_device, run_input_settings
-    from ..models.multiclass import sam_num_classes
 
     settings = MaskGeneratorSettings(points_per_side=options.points_per_side, pred_iou_thresh=options.pred_iou_thresh,
                                      stability_score_thresh=options.stability_score_thresh,
                                      crop_n_layers=options.crop_n_layers,
                                      min_mask_region_area=options.min_mask_region_area)
-    device = resolve_device(options.device)
-    model = load_for_inference(options.adapter, options.base_model, device=device)
-    if sam_num_classes(model) > 1:
+    model, preprocess, device = _load(options)
+    if _num_classes(model) > 1:
         raise UsageError("--everything needs a prompted (single-mask) model, not a multi-class one")
-    run = run_input_settings(options.adapter)
     names, images, results, failed = _output_names(paths), [], [], []
     for image_id, path in enumerate(paths, start=1):
         try:
@@ -136,8 +144,7 @@ def _everything(options: argparse.Namespace, prompt, paths) -> int:
             failed.append(f"{path}: {err}")
             continue
         records = generate_masks(model, image, settings, tile=options.tile, overlap=options.overlap, device=device,
-                                 image_mean=run.get("image_mean"), image_std=run.get("image_std"),
-                                 preprocessing=run.get("preprocessing", "sam"))
+                                 **preprocess)
         masks = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, height, width), bool)
         results += write_instance_outputs(options.out, names[path], image, masks,
                                           scores=[r["predicted_iou"] for r in records], image_id=image_id)

@@ -6,6 +6,9 @@ grid of single-point prompts per crop, three candidate masks per point, filterin
 score (IoU of the mask thresholded at ±``stability_offset``), box NMS inside each crop and then across crops,
 and, with ``min_mask_region_area``, SAM's clean-up: islands and holes smaller than that many pixels are removed
 and masks left smaller than it are dropped. Masks come back at full image resolution.
+
+The model is called only through :class:`~infosam_hf.evaluation.backends.SegmentBackend`: a PyTorch SAM, or the
+ONNX graphs of ``infosam export --onnx`` (an :class:`~infosam_hf.evaluation.onnx_predict.OnnxSamPredictor`).
 """
 
 from __future__ import annotations
@@ -18,10 +21,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data import preprocess_image
-from ..models.inference import POST_LOAD_HOOKS, load_for_inference, model_image_size  # noqa: F401  (re-exported: models loaded through it can segment everything)
-from .loop import upsample_logits
-from .metrics import logits_to_original
+# load_for_inference is re-exported: the models it loads once this module is imported can segment everything
+from ..models.inference import POST_LOAD_HOOKS, load_for_inference  # noqa: F401
+from .backends import as_backend
 from .tiling import Tile, tile_grid
 
 __all__ = ["MaskGeneratorSettings", "attach_generate_masks", "box_nms", "generate_masks"]
@@ -113,30 +115,19 @@ def _mask_box(masks: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _crop_masks(model, image: np.ndarray, crop: Tile, layer: int, settings: MaskGeneratorSettings, device,
-                preprocess: dict):
+def _crop_masks(backend, image: np.ndarray, crop: Tile, layer: int, settings: MaskGeneratorSettings):
     """Masks of one crop (crop-local bool, with their scores and crop-local boxes) after IoU / stability / NMS."""
     size = (crop.y1 - crop.y0, crop.x1 - crop.x0)
-    image_size = model_image_size(model)
-    pixels, reshaped = preprocess_image(Image.fromarray(image[crop.y0:crop.y1, crop.x0:crop.x1]), image_size,
-                                        **preprocess)
-    embeddings = model.get_image_embeddings(pixels[None].to(device))
-    input_hw = tuple(pixels.shape[-2:])
+    encoded = backend.encode([image[crop.y0:crop.y1, crop.x0:crop.x1]], own_size=False)
     side = max(1, settings.points_per_side // settings.crop_n_points_downscale_factor ** layer)
     grid = (np.arange(side, dtype=np.float32) + 0.5) / side
     points = np.stack(np.meshgrid(grid * size[1], grid * size[0]), -1).reshape(-1, 2)
-    scale = np.float32(image_size / max(size))  # original crop pixels → model input frame
     kept_masks, kept_scores, kept_points = [], [], []
     for start in range(0, len(points), settings.points_per_batch):
-        chunk = torch.from_numpy(points[start:start + settings.points_per_batch] * scale).to(embeddings.device)
-        count = len(chunk)
-        out = model(image_embeddings=embeddings.expand(count, -1, -1, -1), input_points=chunk.view(count, 1, 1, 2),
-                    input_labels=torch.ones(count, 1, 1, dtype=torch.long, device=embeddings.device),
-                    multimask_output=True)
-        logits = upsample_logits(out.pred_masks[:, 0], input_hw)  # (count, 3, H, W)
-        logits = logits_to_original(logits, input_hw, reshaped, size).cpu()
-        scores = out.iou_scores[:, 0].reshape(-1).float().cpu()
-        logits = logits.reshape(-1, *size)
+        chunk = points[start:start + settings.points_per_batch]
+        logits, scores = backend.point_logits(encoded, 0, chunk)  # (count, 3, h, w), (count, 3)
+        logits = torch.from_numpy(logits).reshape(-1, *size)
+        scores = torch.from_numpy(scores).reshape(-1).float()
         offset = settings.stability_score_offset
         stability = (logits > offset).sum((1, 2)).float() / (logits > -offset).sum((1, 2)).clamp(min=1).float()
         good = (scores > settings.pred_iou_thresh) & (stability >= settings.stability_score_thresh)
@@ -144,7 +135,7 @@ def _crop_masks(model, image: np.ndarray, crop: Tile, layer: int, settings: Mask
         good_area = masks.flatten(1).sum(1) > 0
         kept_masks.append(masks[good_area])
         kept_scores.append(scores[good][good_area])
-        kept_points.append(np.repeat(points[start:start + count], 3, 0)[good.numpy()][good_area.numpy()])
+        kept_points.append(np.repeat(chunk, 3, 0)[good.numpy()][good_area.numpy()])
     masks = torch.cat(kept_masks) if kept_masks else torch.zeros(0, *size, dtype=torch.bool)
     scores = torch.cat(kept_scores) if kept_scores else torch.zeros(0)
     if len(masks) == 0:
@@ -156,17 +147,21 @@ def _crop_masks(model, image: np.ndarray, crop: Tile, layer: int, settings: Mask
 
 def generate_masks(model, image: np.ndarray | Image.Image, settings: MaskGeneratorSettings | None = None, *,
                    tile: int | None = None, overlap: int = 64, device: str | torch.device = "cpu",
-                   image_mean=None, image_std=None, preprocessing: str = "sam") -> list[dict]:
+                   image_mean=None, image_std=None, preprocessing: str = "sam", channel_order: str = "rgb") -> list[dict]:
     """Every object SAM finds in an (H, W, 3) ``image``, as SAM's generator returns them: dicts with
     ``segmentation`` ((H, W) bool), ``area``, ``bbox`` (x, y, w, h), ``predicted_iou``, ``point_coords`` and
-    ``crop_box``, best first. ``tile`` splits a large image into overlapping tiles (see :mod:`.tiling`)."""
+    ``crop_box``, best first. ``tile`` splits a large image into overlapping tiles (see :mod:`.tiling`).
+
+    ``model`` is a PyTorch SAM (run with ``device`` and the pre-processing settings) or any
+    :class:`~infosam_hf.evaluation.backends.SegmentBackend` such as an ONNX predictor."""
     settings = settings or MaskGeneratorSettings()
+    backend = as_backend(model, device=device, image_mean=image_mean, image_std=image_std,
+                         preprocessing=preprocessing, channel_order=channel_order)
     image = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
     height, width = image.shape[:2]
-    preprocess = {"mean": image_mean, "std": image_std, "preprocessing": preprocessing}
     found = []  # (crop, layer, mask, score, full-image box, point)
     for crop, layer in _crops(height, width, tile, overlap, settings):
-        masks, scores, boxes, points = _crop_masks(model, image, crop, layer, settings, device, preprocess)
+        masks, scores, boxes, points = _crop_masks(backend, image, crop, layer, settings)
         shift = torch.tensor([crop.x0, crop.y0, crop.x0, crop.y0])
         for mask, score, box, point in zip(masks, scores, boxes, points):
             found.append((crop, layer, mask, float(score), box + shift, point + (crop.x0, crop.y0)))

@@ -8,6 +8,9 @@ tiles' logits are blended back with linear seam weights that ramp from 0 to 1 ac
 Output is produced in horizontal bands, one tile row at a time: only the band being blended (``tile`` rows of
 full-width float32 sums) and the final uint8 mask (or class map) are held at full width, so memory is bounded by
 the tile batch and the image width, not by the image area.
+
+The model is called only through :class:`~infosam_hf.evaluation.backends.SegmentBackend` (a PyTorch SAM or the
+ONNX graphs of ``infosam export --onnx``), so both backends tile the same way.
 """
 
 from __future__ import annotations
@@ -18,15 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
-from ..data import preprocess_image
 from ..errors import UsageError
-from ..models.dynamic import is_dynamic_input_size
-from ..models.inference import model_image_size
-from ..models.multiclass import sam_num_classes
-from .loop import upsample_logits
-from .metrics import logits_to_original
+from .backends import as_backend
 
 __all__ = [
     "BACKGROUND_LOGIT",
@@ -116,50 +113,23 @@ def prompt_for_tile(prompt, tile: Tile):
     return Prompt(box=box, points=points, labels=labels)
 
 
-def _encode(model, image: np.ndarray, tiles: list[Tile], image_size: int, dynamic: bool, device, settings: dict):
-    pixels, reshaped = [], []
-    for tile in tiles:
-        crop = Image.fromarray(image[tile.y0:tile.y1, tile.x0:tile.x1])
-        resize = (crop.height, crop.width) if dynamic else None
-        values, size = preprocess_image(crop, image_size, resize=resize, **settings)
-        pixels.append(values)
-        reshaped.append(size)
-    embeddings = model.get_image_embeddings(torch.stack(pixels).to(device))
-    return embeddings, tuple(pixels[0].shape[-2:]), reshaped
-
-
-def _tile_logits(model, embeddings, input_hw, reshaped, tiles, prompts, image_size, dynamic, multimask):
-    from .predict import _prompt_tensors
-
-    out = []
-    for i, (tile, prompt) in enumerate(zip(tiles, prompts)):
-        size = (tile.y1 - tile.y0, tile.x1 - tile.x0)
-        kwargs = {} if prompt.empty else _prompt_tensors([prompt], [size], image_size, input_hw if dynamic else None)
-        kwargs = {key: value.to(embeddings.device) for key, value in kwargs.items()}
-        pred = model(image_embeddings=embeddings[i:i + 1], multimask_output=multimask, **kwargs).pred_masks
-        logits = upsample_logits(pred, input_hw)[0]
-        out.append(logits_to_original(logits, input_hw, reshaped[i], size).cpu().numpy())
-    return out
-
-
-@torch.no_grad()
 def tiled_logit_bands(model, image: np.ndarray, prompt=None, *, tile: int | None = None, overlap: int = 64,
                       batch_size: int = 4, device: str | torch.device = "cpu", image_mean=None, image_std=None,
-                      preprocessing: str = "sam") -> Iterator[tuple[int, np.ndarray]]:
+                      preprocessing: str = "sam", channel_order: str = "rgb") -> Iterator[tuple[int, np.ndarray]]:
     """Blend tiled logits of an (H, W, 3) uint8 ``image``; yields ``(y0, band)`` with ``band`` the finished
     (C, rows, W) float32 logits of rows ``y0 …``, top to bottom (C = 1, or the class count).
 
-    ``tile`` defaults to the model's input size; a fixed-size model resizes each tile to it, a dynamic-size
-    model (:mod:`infosam_hf.models.dynamic`) runs it at its own size.
+    ``model`` is a PyTorch SAM (run with ``device`` and the pre-processing settings) or any
+    :class:`~infosam_hf.evaluation.backends.SegmentBackend` such as an ONNX predictor. ``tile`` defaults to the
+    model's input size; a fixed-size model resizes each tile to it, a dynamic-size model
+    (:mod:`infosam_hf.models.dynamic`) runs it at its own size.
     """
+    backend = as_backend(model, device=device, image_mean=image_mean, image_std=image_std,
+                         preprocessing=preprocessing, channel_order=channel_order)
     height, width = image.shape[:2]
-    image_size = model_image_size(model)
-    tile = tile or image_size
+    tile = tile or backend.image_size
     rows = tile_grid(height, width, tile, overlap)
-    dynamic = is_dynamic_input_size(getattr(model, "get_base_model", lambda: model)())
-    num_classes = sam_num_classes(model)
-    settings = {"mean": image_mean, "std": image_std, "preprocessing": preprocessing}
-    channels = max(1, num_classes)
+    channels = max(1, backend.num_classes)
     band_h = rows[0][0].y1 - rows[0][0].y0
     sums = np.zeros((channels, band_h, width), dtype=np.float32)
     weights = np.zeros((band_h, width), dtype=np.float32)
@@ -182,11 +152,9 @@ def tiled_logit_bands(model, image: np.ndarray, prompt=None, *, tile: int | None
         work = [(t, p) for t in row if (p := prompt_for_tile(prompt, t)) is not None]
         for start in range(0, len(work), batch_size):
             chunk = work[start:start + batch_size]
-            tiles, prompts = [t for t, _ in chunk], [p for _, p in chunk]
-            embeddings, input_hw, reshaped = _encode(model, image, tiles, image_size, dynamic, device, settings)
-            logits = _tile_logits(model, embeddings, input_hw, reshaped, tiles, prompts, image_size, dynamic,
-                                  num_classes > 1)
-            for t, tile_logits in zip(tiles, logits):
+            encoded = backend.encode([image[t.y0:t.y1, t.x0:t.x1] for t, _ in chunk], own_size=backend.dynamic)
+            for i, (t, tile_prompt) in enumerate(chunk):
+                tile_logits = backend.prompt_logits(encoded, i, tile_prompt)
                 w = seam_weights(t, height, width, overlap)
                 h = t.y1 - t.y0
                 sums[:, :h, t.x0:t.x1] += tile_logits.reshape(channels, h, -1) * w
