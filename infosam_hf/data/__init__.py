@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 
 from datasets import Dataset
@@ -12,6 +13,7 @@ from .arguments import DataArguments
 from .augment import AUGMENTATIONS, SegmentationAugmenter, build_augmenter
 from .collator import SamPromptCollator
 from .decoding import DataError, decode_image, decode_mask
+from .instances import CATEGORY_COLUMN, group_objects, is_instance_set
 from .prompts import sample_box, sample_points
 from .sources import SourceSplits, load_splits
 from .synthetic import make_synthetic_dataset
@@ -45,6 +47,8 @@ __all__ = [
     "sample_box",
     "sample_points",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -150,10 +154,18 @@ def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_
     SAM 2's square resize).
 
     Train splits augment as ``data_args.augment`` names; eval splits never augment. Every split gets an
-    ``__index__`` column that keys its per-example randomness, so evaluation prompts repeat exactly.
+    ``__index__`` column that keys its per-example randomness, so evaluation prompts repeat exactly. An instance
+    set's train split is grouped per image when ``objects_per_image`` > 1; its evaluation splits stay one row per
+    object (each object its own seeded prompt), scored per object, per image and per category.
     """
     if dataset is None:
         return None
+    grouped = train and data_args.objects_per_image > 1 and is_instance_set(dataset)
+    if train and data_args.objects_per_image > 1 and not grouped:
+        logger.warning("objects_per_image=%d: the data has one mask per image (not an instance set): one object per "
+                       "example", data_args.objects_per_image)
+    if grouped:
+        dataset = group_objects(dataset)
     augmenter = augmenter_from_args(data_args) if train else None
     transform = SamSegmentationTransform(
         image_size=image_size,
@@ -167,6 +179,8 @@ def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_
         keep_aspect_ratio=keep_aspect_ratio,
         preprocessing=data_args.preprocessing, channel_order=data_args.channel_order,
         eval_resolution=data_args.eval_resolution,
+        objects_per_image=data_args.objects_per_image if grouped else 1,
+        category_names=(sorted(set(dataset[CATEGORY_COLUMN])) if not train and is_instance_set(dataset) else None),
     )
     if INDEX_COLUMN not in dataset.column_names:
         with _no_datasets_bars():  # on a carved split this rewrites the rows: a bar that tells nothing
