@@ -168,3 +168,17 @@ def test_object_scores_per_image_and_category():
     out = scores.compute()
     assert out["image_iou"] == pytest.approx((0.5 + 1.0) / 2)  # image 0: mean of 1, 0, 0.5
     assert out["iou_cat_leaf"] == pytest.approx(0.75) and out["iou_cat_stem"] == pytest.approx(0.5)
+
+
+def test_four_objects_per_image_with_the_teacher_cache(tmp_path):
+    data_args = DataArguments(dataset_name_or_path=str(make_coco_set(tmp_path / "coco")), objects_per_image=4,
+                              validation_split_percentage=0, train_prompt="box")
+    train = build_datasets(data_args, 64, need_eval=False).train
+    args = InfoSAMConfig(output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=2,
+                         learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to="none", seed=0,
+                         lambda_r=1.0, lambda_d=0.5, use_cpu=True, disable_tqdm=True, teacher_cache="on",
+                         teacher_cache_dir=str(tmp_path / "cache"))
+    student = tiny_student()
+    calls = _count_encoder_calls(student)
+    InfoSAMTrainer(model=student, args=args, train_dataset=train).train()
+    assert calls == [2, 2, 2]  # epoch 1: student + teacher (stored per image); epoch 2: the student, the cache
