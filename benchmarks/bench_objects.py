@@ -8,7 +8,7 @@ of a narrow 12-block SAM on CPU, the shared layout as ``objects_per_image`` coll
 labels, ``objects_valid``), the separate one as today's one-object batches. FLOPs (``torch.utils.flop_counter``):
 that step, and the plain model step of ViT-B SAM at 1024² counted on the ``meta`` device (no memory, no time).
 
-Usage: ``python benchmarks/bench_objects.py [--image_size 256] [--images 2] [--steps 3] [--objects 1 4 8 16]``.
+Usage: ``python benchmarks/bench_objects.py [--image_size 256] [--images 2] [--steps 5] [--objects 1 4 8 16]``.
 """
 
 import os
@@ -75,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image_size", type=int, default=256)
     parser.add_argument("--images", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 4, 8, 16])
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -93,22 +93,24 @@ def main() -> None:
     vit_b_student = build_student(vit_b, "lora", {"r": 4, "lora_alpha": 4, "target_modules": ["qkv"],
                                                   "modules_to_save": ["mask_decoder"]}).train()
     print(f"{args.images} image(s) per step; InfoSAMTrainer.compute_loss + backward (structure loss, loss_r, "
-          f"loss_d; LoRA) of a narrow 12-block SAM at {args.image_size}² on CPU (median of {args.steps} steps); "
-          "ViT-B model step at 1024² counted on meta")
+          f"loss_d; LoRA) of a narrow 12-block SAM at {args.image_size}² on CPU (median of "
+          f"{args.steps} round-robin steps); ViT-B model step at 1024² counted on meta")
     print(f"{'K':>3} {'shared s':>9} {'separate s':>11} {'shared/K=1':>11} {'separate/K=1':>13} "
           f"{'GFLOP shared':>13} {'GFLOP sep.':>11} {'ViT-B TFLOP shared':>19} {'ViT-B TFLOP sep.':>17}")
+    # round-robin: every layout and K timed once per round, so load from other jobs on the machine spreads evenly
+    layouts = {(k, shared): trainer_batch(args.images, k, args.image_size, shared)
+               for k in args.objects for shared in (True, False)}
+    samples = {key: [] for key in layouts}
+    for inputs in layouts.values():
+        train_step(trainer, inputs)  # warm-up
+    for _ in range(args.steps):
+        for key, inputs in layouts.items():
+            start = time.perf_counter()
+            train_step(trainer, inputs)
+            samples[key].append(time.perf_counter() - start)
     base = None
     for k in args.objects:
-        times = {}
-        for shared in (True, False):
-            inputs = trainer_batch(args.images, k, args.image_size, shared)
-            train_step(trainer, inputs)  # warm-up
-            samples = []
-            for _ in range(args.steps):
-                start = time.perf_counter()
-                train_step(trainer, inputs)
-                samples.append(time.perf_counter() - start)
-            times[shared] = sorted(samples)[len(samples) // 2]
+        times = {shared: sorted(samples[k, shared])[len(samples[k, shared]) // 2] for shared in (True, False)}
         base = base or times[True]
         counted = [flops(train_step, trainer, trainer_batch(args.images, k, args.image_size, s)) / 1e9
                    for s in (True, False)]
@@ -116,6 +118,7 @@ def main() -> None:
         print(f"{k:>3} {times[True]:>9.2f} {times[False]:>11.2f} {times[True] / base:>10.2f}x "
               f"{times[False] / base:>12.2f}x {counted[0]:>13.1f} {counted[1]:>11.1f} {meta[0]:>19.2f} "
               f"{meta[1]:>17.2f}")
+
 
 if __name__ == "__main__":
     main()
