@@ -182,3 +182,29 @@ def test_four_objects_per_image_with_the_teacher_cache(tmp_path):
     calls = _count_encoder_calls(student)
     InfoSAMTrainer(model=student, args=args, train_dataset=train).train()
     assert calls == [2, 2, 2]  # epoch 1: student + teacher (stored per image); epoch 2: the student, the cache
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--num_labels", "3"], r"objects_per_image=4 trains binary objects .* num_labels=3"),
+    (["--iterative_rounds", "1"], r"it does not take iterative_rounds=1"),
+    (["--info_loss_batch", "global"], r"info_loss_batch=global .* info_loss_objects: one_per_image"),
+    (["--info_loss_objects", "some"], r"info_loss_objects must be one of all, one_per_image"),
+])
+def test_objects_per_image_option_errors(tmp_path, extra, message):
+    from infosam_hf.training.recipe_checks import check_recipe_values
+    from infosam_hf.training.run import parse_train_args
+
+    with pytest.raises(ValueError, match=message):  # RecipeError is a ValueError
+        check_recipe_values(*parse_train_args([str(ROOT / "recipes" / "demo.yaml"), "--objects_per_image", "4",
+                                               "--output_dir", str(tmp_path), *extra]))
+
+
+def test_validation_carved_from_an_instance_set_holds_whole_images(tmp_path):
+    from infosam_hf.data import select_splits
+
+    root = make_instance_mask_set(tmp_path / "inst", csv=False)  # 3 images x 3 objects, train only
+    splits = select_splits(DataArguments(dataset_name_or_path=str(root), test_split=None,
+                                         validation_split_percentage=34))
+    train_ids, eval_ids = set(splits.train["image_id"]), set(splits.eval["image_id"])
+    assert len(eval_ids) == 1 and len(train_ids) == 2 and not train_ids & eval_ids
+    assert len(splits.eval) == len(BOXES) and len(splits.train) == 2 * len(BOXES)

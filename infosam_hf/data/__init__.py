@@ -13,7 +13,7 @@ from .arguments import DataArguments
 from .augment import AUGMENTATIONS, SegmentationAugmenter, build_augmenter
 from .collator import SamPromptCollator
 from .decoding import DataError, decode_image, decode_mask
-from .instances import CATEGORY_COLUMN, group_objects, is_instance_set
+from .instances import CATEGORY_COLUMN, IMAGE_ID_COLUMN, group_objects, is_instance_set
 from .prompts import sample_box, sample_points
 from .sources import SourceSplits, load_splits
 from .synthetic import make_synthetic_dataset
@@ -71,9 +71,24 @@ def _carve_validation(train: Dataset, percentage: float, seed: int) -> tuple[Dat
     """Hold out ``percentage`` % of train (at least one row, seeded) as the validation split."""
     if percentage <= 0 or len(train) < 2:
         return train, None
+    if is_instance_set(train):  # whole images: no image's objects on both sides
+        return _carve_images(train, percentage, seed)
     count = min(len(train) - 1, max(1, int(round(len(train) * percentage / 100))))
     parts = train.train_test_split(test_size=count, seed=seed, shuffle=True)
     return parts["train"], parts["test"]
+
+
+def _carve_images(train: Dataset, percentage: float, seed: int) -> tuple[Dataset, Dataset | None]:
+    """:func:`_carve_validation` of an instance set: ``percentage`` % of its images (seeded), with all their objects."""
+    import numpy as np
+
+    image_ids = np.asarray(train[IMAGE_ID_COLUMN])
+    unique = np.unique(image_ids)
+    if len(unique) < 2:
+        return train, None
+    count = min(len(unique) - 1, max(1, int(round(len(unique) * percentage / 100))))
+    held = np.isin(image_ids, np.random.default_rng(seed).choice(unique, size=count, replace=False))
+    return train.select(np.flatnonzero(~held)), train.select(np.flatnonzero(held))
 
 
 def open_source(data_args: DataArguments) -> SourceSplits:

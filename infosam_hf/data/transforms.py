@@ -235,8 +235,10 @@ class SamSegmentationTransform:
         return self._example_from(image, original_mask, rng, index)
 
     def _example_from(self, image: Image.Image, original_mask: np.ndarray, rng: np.random.Generator,
-                      index: int | None, prompt_rng: np.random.Generator | None = None) -> dict[str, Any]:
-        """:meth:`example` after decoding; ``prompt_rng`` (default ``rng``) draws the prompts."""
+                      index: int | None, prompt_rng: np.random.Generator | None = None,
+                      pixels: bool = True) -> dict[str, Any]:
+        """:meth:`example` after decoding; ``prompt_rng`` (default ``rng``) draws the prompts; ``pixels=False``
+        leaves ``pixel_values`` out (None: another object of an image already normalised)."""
         original_size = original_mask.shape  # full resolution, even when the image was draft-decoded
         new_h, new_w = self._target_size(*original_size)
         if (image.width, image.height) != (new_w, new_h):
@@ -261,7 +263,8 @@ class SamSegmentationTransform:
         if content_h > canvas[0] or content_w > canvas[1]:  # rot90 of a non-square resize
             raise DataError(f"augmented input {content_h}x{content_w} does not fit the {canvas[0]}x{canvas[1]} input")
         normalize = normalize_official if self.official else normalize_pixels
-        pixel_values = normalize(np.ascontiguousarray(image_array), canvas, self.image_mean, self.image_std)
+        pixel_values = (normalize(np.ascontiguousarray(image_array), canvas, self.image_mean, self.image_std)
+                        if pixels else None)
         points_mask = None
         if self.official:  # official: box around > 0, foreground points only where the value is exactly 1
             prompt_mask, points_mask = mask > 0, mask == 1
@@ -302,12 +305,15 @@ class SamSegmentationTransform:
                  if count > self.objects_per_image else list(range(count)))
         image, first = self.load_pair(image_value, mask_values[picks[0]])
         masks = [first] + [self._object_mask(mask_values[p], first.shape, image_value) for p in picks[1:]]
+        new_h, new_w = self._target_size(*first.shape)
+        if (image.width, image.height) != (new_w, new_h):  # resized once for all the objects
+            image = image.resize((new_w, new_h), Image.BILINEAR)
         prompt_rng = np.random.default_rng(rng.integers(0, 2**63))
         geometry = rng.bit_generator.state
         objects = []
-        for mask in masks:
+        for k, mask in enumerate(masks):
             rng.bit_generator.state = geometry  # the same crop and augmentation for every object
-            objects.append(self._example_from(image, mask, rng, index, prompt_rng))
+            objects.append(self._example_from(image, mask, rng, index, prompt_rng, pixels=k == 0))
         out = {key: objects[0][key] for key in ("pixel_values", "original_sizes", "reshaped_input_sizes",
                                                 "prompt_mode", INDEX_KEY) if key in objects[0]}
         shared = set(out) | {"pixel_values"}

@@ -185,6 +185,8 @@ class InfoSAMTrainer(Trainer):
         student_sam = self.accelerator.unwrap_model(self.model).get_base_model()
         # SAM 2: the teacher runs whole (its decoder also takes the encoder's high-resolution features)
         self.full_teacher_pass = is_sam2(student_sam)
+        if getattr(_dataset_transform(self.train_dataset), "objects_per_image", 1) > 1:
+            self._check_objects_batch()
         self.prefix_length = (shared_prefix_length(student_sam) if self.use_info_losses and teacher_model is None
                               and args.share_frozen_prefix else 0)
         self.prefix_capture = PrefixCapture(student_sam, self.prefix_length) if self.prefix_length else None
