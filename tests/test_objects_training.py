@@ -29,6 +29,7 @@ class ObjectsOfOne(SamPromptCollator):
 
 
 def _train(tmp_path, name, dataset, collator=None, steps=3, **config):
+    config.setdefault("teacher_cache", "off")  # each run computes its teacher (a shared cache would hand it over)
     args = InfoSAMConfig(output_dir=str(tmp_path / name), max_steps=steps, per_device_train_batch_size=4,
                          learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to="none", seed=0,
                          lambda_r=1.0, lambda_d=0.5, use_cpu=True, disable_tqdm=True, **config)
@@ -208,3 +209,22 @@ def test_validation_carved_from_an_instance_set_holds_whole_images(tmp_path):
     train_ids, eval_ids = set(splits.train["image_id"]), set(splits.eval["image_id"])
     assert len(eval_ids) == 1 and len(train_ids) == 2 and not train_ids & eval_ids
     assert len(splits.eval) == len(BOXES) and len(splits.train) == 2 * len(BOXES)
+
+
+def test_padded_object_slots_count_nowhere(tmp_path):
+    data_args = DataArguments(dataset_name_or_path=str(make_coco_set(tmp_path / "coco")), objects_per_image=3,
+                              validation_split_percentage=0, train_prompt="box")
+    train = build_datasets(data_args, 64, need_eval=False).train
+    short = dict(train[1], objects=train[1]["objects"][:1])
+    batch = SamPromptCollator()([train[0], short])
+    assert batch[OBJECTS_VALID_KEY].tolist() == [[True, True, True], [True, False, False]]
+    args = InfoSAMConfig(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True, lambda_r=1.0,
+                         lambda_d=0.5, teacher_cache="off", disable_tqdm=True)
+    trainer = InfoSAMTrainer(model=tiny_student(), args=args)
+    trainer.model.train()
+    changed = dict(batch, labels=batch["labels"].clone(), input_boxes=batch["input_boxes"].clone())
+    changed["labels"][1, 1:] = 1.0
+    changed["input_boxes"][1, 1:] = torch.tensor([3.0, 5.0, 40.0, 50.0])
+    with torch.no_grad():
+        losses = [trainer.compute_loss(trainer.model, inputs) for inputs in (batch, changed)]
+    assert torch.equal(losses[0], losses[1]) and torch.isfinite(losses[0])
