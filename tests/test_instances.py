@@ -134,7 +134,8 @@ def test_instance_id_masks_csv_and_folder(tmp_path, csv):
 def test_objects_column_dataset(tmp_path):
     splits = load_splits(str(make_objects_dataset(tmp_path / "objects")))
     train = splits["train"]
-    assert train.column_names == ["image", "label"] and len(train) == 2 * len(BOXES)
+    assert train.column_names == ["image", "label", "image_id", "category"] and len(train) == 2 * len(BOXES)
+    assert train["image_id"] == [0, 0, 0, 1, 1, 1] and train["category"] == ["leaf", "stem", "leaf"] * 2
     np.testing.assert_array_equal(_label(train, 1), _box_mask(BOXES[1]))
 
 

@@ -93,6 +93,11 @@ class DataArguments:
     eval_resolution: str = field(
         default="original", metadata={"help": "Score evaluation at the image's original size (logits resized to it) or "
                                               "at the resized model input (input: labels resized NEAREST; G-SAM)."})
+    objects_per_image: int = field(
+        default=1, metadata={"help": "Instance sets (COCO, instance-id masks, an objects column): train on up to this "
+                                     "many objects of an image per example (drawn per epoch, seeded), with one image "
+                                     "encoder pass for all of them. 1: one object per example. Data with one mask "
+                                     "per image keeps one object."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval and test splits."})
     synthetic_num_train: int = field(default=256, metadata={"help": "Synthetic demo: train images."})
@@ -122,6 +127,8 @@ class DataArguments:
             raise ValueError(f"num_labels must be >= 1, got {self.num_labels}")
         if not 0 <= self.validation_split_percentage < 100:
             raise ValueError(f"validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}")
+        if self.objects_per_image < 1:
+            raise ValueError(f"objects_per_image must be >= 1, got {self.objects_per_image}")
         if self.prompt_fg_points < 0 or self.prompt_bg_points < 0:
             raise ValueError("prompt_fg_points and prompt_bg_points must be >= 0")
         for key in ("resize", "random_crop"):

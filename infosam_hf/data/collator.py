@@ -7,10 +7,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["SamPromptCollator", "PAD_POINT_LABEL", "INDEX_KEY"]
+__all__ = ["SamPromptCollator", "PAD_POINT_LABEL", "INDEX_KEY", "OBJECTS_VALID_KEY", "OBJECT_IMAGE_KEY",
+           "OBJECT_CATEGORY_KEY"]
 
 PAD_POINT_LABEL = -10  # SAM's prompt encoder ignores points with this label
 INDEX_KEY = "example_index"  # each example's dataset index: a list of ints, keys the teacher-embedding cache
+OBJECTS_VALID_KEY = "objects_valid"  # (B, K) bool: which of an image's K object slots hold an object (not padding)
+OBJECT_IMAGE_KEY = "image_id"  # an instance set's object rows in evaluation: the image of each row (B,)
+OBJECT_CATEGORY_KEY = "category"  # ... and its category index (B,)
 
 
 @dataclass
@@ -32,12 +36,17 @@ class SamPromptCollator:
     prompt_point_prob: float = 0.5
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        if "objects" in examples[0]:
+            return self._collate_objects(examples)
         batch: dict[str, Any] = {
             key: torch.stack([ex[key] for ex in examples])
             for key in ("pixel_values", "labels", "original_sizes", "reshaped_input_sizes")
         }
         if INDEX_KEY in examples[0]:
             batch[INDEX_KEY] = [int(ex[INDEX_KEY]) for ex in examples]
+        if OBJECT_IMAGE_KEY in examples[0]:
+            for key in (OBJECT_IMAGE_KEY, OBJECT_CATEGORY_KEY):
+                batch[key] = torch.tensor([int(ex[key]) for ex in examples])
         if "original_labels" in examples[0]:
             batch["original_labels"] = [ex["original_labels"] for ex in examples]
             if "prompt_box" in examples[0]:  # evaluation: each example's own box, whatever the batch uses
@@ -62,17 +71,50 @@ class SamPromptCollator:
             self._add_points(batch, examples)
         return batch
 
+    def _collate_objects(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        """Training examples with several objects (``objects_per_image``): (B, K, …) prompts and labels, K the
+        batch's largest object count, padded slots marked False in ``objects_valid`` (B, K). The prompt kind is
+        chosen per batch as for single objects, over every object of the batch."""
+        count = max(len(ex["objects"]) for ex in examples)
+        blank = {key: torch.zeros_like(value) if torch.is_tensor(value) else value
+                 for key, value in examples[0]["objects"][0].items()}
+        blank["prompt_point_labels"] = torch.zeros(0, dtype=torch.long)  # a padded slot has no point
+        blank["prompt_points"] = torch.zeros(0, 2)
+        rows = [ex["objects"] + [blank] * (count - len(ex["objects"])) for ex in examples]
+        batch: dict[str, Any] = {key: torch.stack([ex[key] for ex in examples])
+                                 for key in ("pixel_values", "original_sizes", "reshaped_input_sizes")}
+        batch["labels"] = torch.stack([torch.stack([obj["labels"] for obj in row]) for row in rows])
+        batch[OBJECTS_VALID_KEY] = torch.tensor([[k < len(ex["objects"]) for k in range(count)] for ex in examples])
+        if INDEX_KEY in examples[0]:
+            batch[INDEX_KEY] = [int(ex[INDEX_KEY]) for ex in examples]
+        mode = examples[0]["prompt_mode"]
+        if mode == "mixed":
+            draw = examples[0]["objects"][0].get("prompt_draw")
+            draw = float(torch.rand(())) if draw is None else draw
+            mode = "point" if draw < self.prompt_point_prob else "box"
+        if mode == "box" and not all(obj["has_foreground"] for ex in examples for obj in ex["objects"]):
+            mode = "point"
+        if mode == "box":
+            batch["input_boxes"] = torch.stack([torch.stack([obj["prompt_box"] for obj in row]) for row in rows])
+        elif mode in ("point", "points"):
+            self._add_points(batch, rows)
+        return batch
+
     @staticmethod
     def _add_boxes(batch: dict[str, Any], examples: list[dict[str, Any]]) -> None:
         batch["input_boxes"] = torch.stack([ex["prompt_box"] for ex in examples]).unsqueeze(1)
 
     @staticmethod
-    def _add_points(batch: dict[str, Any], examples: list[dict[str, Any]]) -> None:
-        count = max(len(ex["prompt_point_labels"]) for ex in examples)
-        points = torch.zeros(len(examples), 1, count, 2)
-        labels = torch.full((len(examples), 1, count), PAD_POINT_LABEL, dtype=torch.long)
-        for row, ex in enumerate(examples):
-            n = len(ex["prompt_point_labels"])
-            points[row, 0, :n] = ex["prompt_points"]
-            labels[row, 0, :n] = ex["prompt_point_labels"]
+    def _add_points(batch: dict[str, Any], examples: list[dict[str, Any]] | list[list[dict[str, Any]]]) -> None:
+        """(B, 1, N, 2) points of single examples, or (B, K, N, 2) of rows of K objects; padded with
+        :data:`PAD_POINT_LABEL`."""
+        rows = [row if isinstance(row, list) else [row] for row in examples]
+        count = max(len(obj["prompt_point_labels"]) for row in rows for obj in row)
+        points = torch.zeros(len(rows), len(rows[0]), count, 2)
+        labels = torch.full((len(rows), len(rows[0]), count), PAD_POINT_LABEL, dtype=torch.long)
+        for row, objects in enumerate(rows):
+            for k, obj in enumerate(objects):
+                n = len(obj["prompt_point_labels"])
+                points[row, k, :n] = obj["prompt_points"]
+                labels[row, k, :n] = obj["prompt_point_labels"]
         batch["input_points"], batch["input_labels"] = points, labels

@@ -11,7 +11,9 @@
   the column may be a list of dicts or a dict of lists (how ``datasets`` stores a sequence of dicts).
 
 Each source comes back in the common ``image`` / ``label`` form with one row per object: ``label`` holds that
-object's binary mask (PNG bytes at the image's size), ``image`` the image's file (shared by its objects). The
+object's binary mask (PNG bytes at the image's size), ``image`` the image's file (shared by its objects),
+``image_id`` which image the object belongs to and ``category`` its category name ("" when the source has none).
+:func:`group_objects` turns the rows into one row per image (``objects_per_image`` training). The
 problems of a split -- missing image file, annotation outside its image, empty object, unknown category -- are
 collected while loading and reported at once, one line each, before any model loads.
 """
@@ -30,17 +32,22 @@ import numpy as np
 from datasets import Dataset, Features, Image, Value
 from PIL import Image as PILImage
 
+from .collator import OBJECT_CATEGORY_KEY, OBJECT_IMAGE_KEY
 from .decoding import DataError, open_image
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "INSTANCE_CSV_COLUMNS", "coco_split_files", "instance_csv_files", "instance_folder_layout",
+    "CATEGORY_COLUMN", "IMAGE_ID_COLUMN", "INSTANCE_CSV_COLUMNS", "coco_split_files", "instance_csv_files", "instance_folder_layout",
     "load_coco_split", "load_instance_csv_split", "load_instance_folder_split", "expand_objects_column",
+    "group_objects", "is_instance_set",
 ]
 
 INSTANCE_CSV_COLUMNS = ("image", "instances")
-_FEATURES = Features({"image": Image(decode=False), "label": Image(decode=False)})
+IMAGE_ID_COLUMN = OBJECT_IMAGE_KEY  # which image an object row belongs to (groups objects per image)
+CATEGORY_COLUMN = OBJECT_CATEGORY_KEY  # an object's category name ("" when the source has none)
+_FEATURES = Features({"image": Image(decode=False), "label": Image(decode=False), IMAGE_ID_COLUMN: Value("int64"),
+                      CATEGORY_COLUMN: Value("string")})
 _EDGE_TOLERANCE = 1.0  # pixels: COCO boxes of objects touching the border may overshoot by rounding
 
 
@@ -56,13 +63,26 @@ def _png_bytes(mask: np.ndarray) -> dict[str, Any]:
     return {"bytes": buffer.getvalue(), "path": None}
 
 
-def _rows_dataset(images: list[Any], labels: list[dict[str, Any]], where: str, problems: list[str],
-                  checked: int) -> Dataset:
-    if problems:
-        raise _problems_error(problems, checked)
-    if not images:
-        raise DataError(f"{where}: no objects (every image has an empty annotation list)")
-    return Dataset.from_dict({"image": images, "label": labels}, features=_FEATURES)
+class _Rows:
+    """The object rows of a split being read: image value, mask PNG, image id and category per object."""
+
+    def __init__(self):
+        self.images, self.labels, self.image_ids, self.categories = [], [], [], []
+        self.problems: list[str] = []
+
+    def add(self, image: Any, mask: np.ndarray, image_id: int, category: Any = None) -> None:
+        self.images.append(image)
+        self.labels.append(_png_bytes(mask))
+        self.image_ids.append(int(image_id))
+        self.categories.append("" if category is None else str(category))
+
+    def dataset(self, where: str, checked: int) -> Dataset:
+        if self.problems:
+            raise _problems_error(self.problems, checked)
+        if not self.images:
+            raise DataError(f"{where}: no objects (every image has an empty annotation list)")
+        return Dataset.from_dict({"image": self.images, "label": self.labels, IMAGE_ID_COLUMN: self.image_ids,
+                                  CATEGORY_COLUMN: self.categories}, features=_FEATURES)
 
 
 def _outside(bbox: list[float], height: int, width: int) -> bool:
@@ -141,7 +161,9 @@ def load_coco_split(folder: Path, json_path: Path) -> Dataset:
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise DataError(f"{json_path}: cannot read the COCO JSON ({type(err).__name__}: {err})") from None
     categories = set(coco.getCatIds())
-    images, labels, problems = [], [], []
+    category_names = {cat_id: str(cat.get("name", cat_id)) for cat_id, cat in coco.cats.items()}
+    rows = _Rows()
+    problems = rows.problems
     for image_id in sorted(coco.imgs):
         info = coco.imgs[image_id]
         file_name = str(info.get("file_name", ""))
@@ -170,17 +192,17 @@ def load_coco_split(folder: Path, json_path: Path) -> Dataset:
             if not mask.any():
                 problems.append(f"{name}: empty object (its segmentation covers no pixel)")
                 continue
-            images.append({"path": str(path), "bytes": None})
-            labels.append(_png_bytes(mask))
-    return _rows_dataset(images, labels, str(json_path), problems, len(coco.imgs))
+            rows.add({"path": str(path), "bytes": None}, mask, image_id, category_names[ann["category_id"]])
+    return rows.dataset(str(json_path), len(coco.imgs))
 
 
 # ----------------------------------------------------------------------------- instance-id masks
 
 def _instance_rows(pairs: list[tuple[str, Path, Path]], where: str) -> Dataset:
     """(problem prefix, image path, instance-id mask path) -> one row per object id."""
-    images, labels, problems = [], [], []
-    for prefix, image_path, mask_path in pairs:
+    rows = _Rows()
+    problems = rows.problems
+    for image_id, (prefix, image_path, mask_path) in enumerate(pairs):
         missing = [f"{kind} file not found: {p}" for kind, p in (("image", image_path), ("instances", mask_path))
                    if not p.is_file()]
         if missing:
@@ -197,9 +219,8 @@ def _instance_rows(pairs: list[tuple[str, Path, Path]], where: str) -> Dataset:
             continue
         for object_id in np.unique(ids):
             if object_id != 0:
-                images.append({"path": str(image_path), "bytes": None})
-                labels.append(_png_bytes(ids == object_id))
-    return _rows_dataset(images, labels, where, problems, len(pairs))
+                rows.add({"path": str(image_path), "bytes": None}, ids == object_id, image_id)
+    return rows.dataset(where, len(pairs))
 
 
 def instance_csv_files(folder: Path) -> dict[str, Path]:
@@ -280,7 +301,8 @@ def expand_objects_column(dataset: Dataset, where: str, image_column: str = "ima
     elif not (isinstance(dataset.features[image_column], Value)):
         raise DataError(f"{where}: column {image_column!r} holds {dataset.features[image_column]}, not images")
     category_key, names = _category_names(dataset.features["objects"])
-    images, labels, problems = [], [], []
+    rows = _Rows()
+    problems = rows.problems
     for row, example in enumerate(dataset.select_columns([image_column, "objects"])):
         value = example[image_column]
         value = {"path": value, "bytes": None} if isinstance(value, str) else value
@@ -319,6 +341,35 @@ def expand_objects_column(dataset: Dataset, where: str, image_column: str = "ima
             if not mask.any():
                 problems.append(f"{name}: empty object (its mask covers no pixel)")
                 continue
-            images.append(value)
-            labels.append(_png_bytes(mask))
-    return _rows_dataset(images, labels, where, problems, len(dataset))
+            rows.add(value, mask, row, names[int(category)] if names is not None and category is not None else category)
+    return rows.dataset(where, len(dataset))
+
+
+# ----------------------------------------------------------------------------- one row per image
+
+def is_instance_set(dataset: Dataset | None) -> bool:
+    """Whether ``dataset`` holds one row per object (an instance source: ``image_id`` and ``category`` columns)."""
+    return dataset is not None and IMAGE_ID_COLUMN in dataset.column_names and CATEGORY_COLUMN in dataset.column_names
+
+
+def group_objects(dataset: Dataset) -> Dataset:
+    """One row per image from an instance set's object rows: ``image``, ``label`` (the list of its objects'
+    masks), ``category`` (their names) and ``image_id``; images in order of first appearance."""
+    from datasets import List
+
+    columns = dataset.select_columns(["image", "label", IMAGE_ID_COLUMN, CATEGORY_COLUMN]).to_dict()
+    order: dict[int, int] = {}
+    images, labels, categories = [], [], []
+    for image, label, image_id, category in zip(columns["image"], columns["label"], columns[IMAGE_ID_COLUMN],
+                                                columns[CATEGORY_COLUMN]):
+        if image_id not in order:
+            order[image_id] = len(images)
+            images.append(image)
+            labels.append([])
+            categories.append([])
+        labels[order[image_id]].append(label)
+        categories[order[image_id]].append(category)
+    features = Features({"image": Image(decode=False), "label": List(Image(decode=False)),
+                         IMAGE_ID_COLUMN: Value("int64"), CATEGORY_COLUMN: List(Value("string"))})
+    return Dataset.from_dict({"image": images, "label": labels, IMAGE_ID_COLUMN: list(order),
+                              CATEGORY_COLUMN: categories}, features=features)

@@ -4,6 +4,7 @@ attached (train: augmentation and sampled prompts; eval/test: fixed per-example 
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 
 import datasets.utils as datasets_utils
@@ -11,6 +12,7 @@ from datasets import Dataset
 
 from .arguments import DataArguments
 from .augment import SegmentationAugmenter, build_augmenter
+from .instances import CATEGORY_COLUMN, IMAGE_ID_COLUMN, group_objects, is_instance_set
 from .mask_report import mask_report
 from .sources import SourceSplits, load_splits
 from .transforms import INDEX_COLUMN, SamSegmentationTransform
@@ -18,6 +20,8 @@ from .validation import validate_splits
 
 __all__ = ["SegmentationSplits", "augmenter_from_args", "build_datasets", "open_source", "select_splits",
            "take_first", "validate_data", "with_sam_transform"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,9 +44,24 @@ def _carve_validation(train: Dataset, percentage: float, seed: int) -> tuple[Dat
     """Hold out ``percentage`` % of train (at least one row, seeded) as the validation split."""
     if percentage <= 0 or len(train) < 2:
         return train, None
+    if is_instance_set(train):  # whole images: no image's objects on both sides
+        return _carve_images(train, percentage, seed)
     count = min(len(train) - 1, max(1, int(round(len(train) * percentage / 100))))
     parts = train.train_test_split(test_size=count, seed=seed, shuffle=True)
     return parts["train"], parts["test"]
+
+
+def _carve_images(train: Dataset, percentage: float, seed: int) -> tuple[Dataset, Dataset | None]:
+    """:func:`_carve_validation` of an instance set: ``percentage`` % of its images (seeded), with all their objects."""
+    import numpy as np
+
+    image_ids = np.asarray(train[IMAGE_ID_COLUMN])
+    unique = np.unique(image_ids)
+    if len(unique) < 2:
+        return train, None
+    count = min(len(unique) - 1, max(1, int(round(len(unique) * percentage / 100))))
+    held = np.isin(image_ids, np.random.default_rng(seed).choice(unique, size=count, replace=False))
+    return train.select(np.flatnonzero(~held)), train.select(np.flatnonzero(held))
 
 
 def open_source(data_args: DataArguments) -> SourceSplits:
@@ -123,10 +142,18 @@ def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_
     SAM 2's square resize).
 
     Train splits augment as ``data_args.augment`` names; eval splits never augment. Every split gets an
-    ``__index__`` column that keys its per-example randomness, so evaluation prompts repeat exactly.
+    ``__index__`` column that keys its per-example randomness, so evaluation prompts repeat exactly. An instance
+    set's train split is grouped per image when ``objects_per_image`` > 1; its evaluation splits stay one row per
+    object (each object its own seeded prompt), scored per object, per image and per category.
     """
     if dataset is None:
         return None
+    grouped = train and data_args.objects_per_image > 1 and is_instance_set(dataset)
+    if train and data_args.objects_per_image > 1 and not grouped:
+        logger.warning("objects_per_image=%d: the data has one mask per image (not an instance set): one object per "
+                       "example", data_args.objects_per_image)
+    if grouped:
+        dataset = group_objects(dataset)
     augmenter = augmenter_from_args(data_args) if train else None
     transform = SamSegmentationTransform(
         image_size=image_size,
@@ -140,6 +167,8 @@ def with_sam_transform(dataset: Dataset | None, data_args: DataArguments, image_
         keep_aspect_ratio=keep_aspect_ratio,
         preprocessing=data_args.preprocessing, channel_order=data_args.channel_order,
         eval_resolution=data_args.eval_resolution,
+        objects_per_image=data_args.objects_per_image if grouped else 1,
+        category_names=(sorted(set(dataset[CATEGORY_COLUMN])) if not train and is_instance_set(dataset) else None),
     )
     if INDEX_COLUMN not in dataset.column_names:
         with _no_datasets_bars():  # on a carved split this rewrites the rows: a bar that tells nothing

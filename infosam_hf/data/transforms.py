@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from .augment import random_crop
-from .collator import INDEX_KEY
+from .collator import INDEX_KEY, OBJECT_CATEGORY_KEY, OBJECT_IMAGE_KEY
 from .decoding import DataError, decode_image, decode_mask, decode_mask_official, size_mismatch
 from .prompts import PROMPT_MODES, sample_box, sample_points
 
@@ -133,6 +133,11 @@ class SamSegmentationTransform:
             ``image_std`` (SAM's RGB statistics by default) after padding with black pixels; masks ``v // 255``
             when their maximum is 255 (else raw values), resized bilinearly as uint8, foreground = > 0 (also
             the evaluation ground truth, as the official metrics threshold it).
+        objects_per_image: a row whose mask value is a list (an instance set grouped per image,
+            :func:`~infosam_hf.data.instances.group_objects`) becomes one image with up to this many of its
+            objects (see :meth:`objects_example`).
+        category_names: the categories of an instance set's object rows: each example then carries its
+            ``image_id`` and category index, for per-image and per-category scores.
     """
 
     def __init__(self, image_size: int, prompt_mode: str = "box", train: bool = False, seed: int = 0,
@@ -142,7 +147,8 @@ class SamSegmentationTransform:
                  mask_column: str = "label", resize: tuple[int, int] | None = None,
                  random_crop: tuple[int, int] | None = None, image_mean=None, image_std=None,
                  mask_value_map: dict[int, int] | None = None, keep_aspect_ratio: bool = True,
-                 preprocessing: str = "sam", channel_order: str = "rgb", eval_resolution: str = "original"):
+                 preprocessing: str = "sam", channel_order: str = "rgb", eval_resolution: str = "original",
+                 objects_per_image: int = 1, category_names: list[str] | None = None):
         if prompt_mode not in PROMPT_MODES:
             raise ValueError(f"prompt mode {prompt_mode!r} is not one of {PROMPT_MODES}")
         if preprocessing not in PREPROCESSING_MODES:
@@ -173,6 +179,8 @@ class SamSegmentationTransform:
         self.mask_value_map = mask_value_map
         self.bgr = channel_order == "bgr"
         self.eval_at_input = eval_resolution == "input"
+        self.objects_per_image = int(objects_per_image)
+        self.category_names = list(category_names) if category_names is not None else None
 
     @property
     def canvas_size(self) -> tuple[int, int]:
@@ -224,6 +232,13 @@ class SamSegmentationTransform:
         """Transform one (image, mask) pair into model inputs, label and prompts."""
         rng = self._rng(index)
         image, original_mask = self.load_pair(image_value, mask_value)
+        return self._example_from(image, original_mask, rng, index)
+
+    def _example_from(self, image: Image.Image, original_mask: np.ndarray, rng: np.random.Generator,
+                      index: int | None, prompt_rng: np.random.Generator | None = None,
+                      pixels: bool = True) -> dict[str, Any]:
+        """:meth:`example` after decoding; ``prompt_rng`` (default ``rng``) draws the prompts; ``pixels=False``
+        leaves ``pixel_values`` out (None: another object of an image already normalised)."""
         original_size = original_mask.shape  # full resolution, even when the image was draft-decoded
         new_h, new_w = self._target_size(*original_size)
         if (image.width, image.height) != (new_w, new_h):
@@ -248,7 +263,8 @@ class SamSegmentationTransform:
         if content_h > canvas[0] or content_w > canvas[1]:  # rot90 of a non-square resize
             raise DataError(f"augmented input {content_h}x{content_w} does not fit the {canvas[0]}x{canvas[1]} input")
         normalize = normalize_official if self.official else normalize_pixels
-        pixel_values = normalize(np.ascontiguousarray(image_array), canvas, self.image_mean, self.image_std)
+        pixel_values = (normalize(np.ascontiguousarray(image_array), canvas, self.image_mean, self.image_std)
+                        if pixels else None)
         points_mask = None
         if self.official:  # official: box around > 0, foreground points only where the value is exactly 1
             prompt_mask, points_mask = mask > 0, mask == 1
@@ -272,8 +288,48 @@ class SamSegmentationTransform:
             out[INDEX_KEY] = int(index)  # keys the teacher-embedding cache (the trainer pops it)
         if not self.train:  # evaluation scores at the original resolution (eval never augments)
             out["original_labels"] = torch.from_numpy(np.ascontiguousarray(original_mask))
-        out.update(self._prompts(prompt_mask, rng, points_mask))
+        out.update(self._prompts(prompt_mask, rng if prompt_rng is None else prompt_rng, points_mask))
         return out
+
+    def objects_example(self, image_value: Any, mask_values: list[Any], index: int | None = None) -> dict[str, Any]:
+        """One image and up to ``objects_per_image`` of its objects (drawn without replacement, keyed like the
+        other training randomness; all of them when fewer), each with its own mask and prompt.
+
+        Every object sees the same resize, crop and augmentation (the geometric draws repeat per object); the
+        prompts are drawn one after the other. Returns the single-object keys for the image (``pixel_values``,
+        sizes, ``prompt_mode``) plus ``objects``: one dict per object with its ``labels`` and prompt keys.
+        """
+        rng = self._rng(index)
+        count = len(mask_values)
+        picks = (rng.choice(count, size=self.objects_per_image, replace=False).tolist()
+                 if count > self.objects_per_image else list(range(count)))
+        image, first = self.load_pair(image_value, mask_values[picks[0]])
+        masks = [first] + [self._object_mask(mask_values[p], first.shape, image_value) for p in picks[1:]]
+        new_h, new_w = self._target_size(*first.shape)
+        if (image.width, image.height) != (new_w, new_h):  # resized once for all the objects
+            image = image.resize((new_w, new_h), Image.BILINEAR)
+        prompt_rng = np.random.default_rng(rng.integers(0, 2**63))
+        geometry = rng.bit_generator.state
+        objects = []
+        for k, mask in enumerate(masks):
+            rng.bit_generator.state = geometry  # the same crop and augmentation for every object
+            objects.append(self._example_from(image, mask, rng, index, prompt_rng, pixels=k == 0))
+        out = {key: objects[0][key] for key in ("pixel_values", "original_sizes", "reshaped_input_sizes",
+                                                "prompt_mode", INDEX_KEY) if key in objects[0]}
+        shared = set(out) | {"pixel_values"}
+        out["objects"] = [{key: value for key, value in obj.items() if key not in shared} for obj in objects]
+        return out
+
+    def _object_mask(self, mask_value: Any, shape: tuple[int, int], image_value: Any) -> np.ndarray:
+        """Another object's mask of an image already decoded: decoded as :meth:`load_pair` does, same size."""
+        if self.official:
+            mask = decode_mask_official(mask_value)
+        else:
+            mask = decode_mask(mask_value, self.mask_threshold, self.invert_mask, self.num_labels, self.ignore_index,
+                               self.mask_value_map)
+        if mask.shape != shape:
+            raise DataError(size_mismatch(image_value, shape, mask_value, mask.shape))
+        return mask
 
     def _prompts(self, mask: np.ndarray, rng: np.random.Generator,
                  points_mask: np.ndarray | None = None) -> dict[str, Any]:
@@ -300,5 +356,11 @@ class SamSegmentationTransform:
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         images, masks = batch[self.image_column], batch[self.mask_column]
         indices = batch.get(INDEX_COLUMN, [None] * len(images))
-        examples = [self.example(img, msk, idx) for img, msk, idx in zip(images, masks, indices)]
+        examples = [self.objects_example(img, msk, idx) if isinstance(msk, list) else self.example(img, msk, idx)
+                    for img, msk, idx in zip(images, masks, indices)]
+        if OBJECT_IMAGE_KEY in batch and self.category_names is not None:  # instance rows: scored per image, category
+            for example, image_id, category in zip(examples, batch[OBJECT_IMAGE_KEY], batch[OBJECT_CATEGORY_KEY]):
+                if not isinstance(category, list):
+                    example[OBJECT_IMAGE_KEY] = int(image_id)
+                    example[OBJECT_CATEGORY_KEY] = self.category_names.index(category)
         return {key: [ex[key] for ex in examples] for key in examples[0]} if examples else {}

@@ -11,10 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data.collator import PAD_POINT_LABEL
+from ..data.collator import OBJECT_CATEGORY_KEY, OBJECT_IMAGE_KEY, PAD_POINT_LABEL
 from ..losses import binary_segmentation_loss, class_cross_entropy
 from ..models.multiclass import sam_num_classes
 from .metrics import SegmentationMetrics, logits_to_original
+from .object_scores import OBJECT_SCORE_KEYS, ObjectScores, category_names_of
 
 __all__ = ["PROMPT_KEYS", "METRIC_SETS", "make_metrics", "upsample_logits", "prompt_groups", "sam_logits",
            "box_fill_logits", "evaluate_segmentation"]
@@ -121,6 +122,18 @@ def _add_state(metrics: SegmentationMetrics, row: np.ndarray) -> float:
     return float(row[1])
 
 
+def _object_rows(rows: torch.Tensor, metrics: SegmentationMetrics, batch: dict[str, Any],
+                 gather: Callable[[torch.Tensor], torch.Tensor] | None) -> np.ndarray:
+    """(image id, category, iou, dice) per object row of a batch of an instance set (NaN for a score not kept)."""
+    keys = list(metrics.sums)
+    scores = [rows[:, 2 + keys.index(key)] if key in keys else torch.full_like(rows[:, 0], float("nan"))
+              for key in OBJECT_SCORE_KEYS]
+    ids = torch.stack([batch[OBJECT_IMAGE_KEY], batch[OBJECT_CATEGORY_KEY]], 1).to(rows.device, torch.float64)
+    if gather is not None:
+        ids = gather(ids)
+    return torch.cat([ids, torch.stack(scores, 1)], 1).cpu().numpy()
+
+
 @torch.no_grad()
 def evaluate_segmentation(
     predict: Callable[[dict[str, Any]], torch.Tensor],
@@ -138,8 +151,14 @@ def evaluate_segmentation(
     against ``original_labels``. Only running sums are kept, never masks. Under distributed
     evaluation pass ``gather=accelerator.gather_for_metrics``: each image's contribution travels as
     one row, so the samples repeated to even out the last batches are dropped, not counted twice.
+
+    An instance set's object rows (binary) are also scored per image (``image_iou``, ``image_dice``: the mean
+    over images of each image's object mean) and, with several categories, per category (``iou_cat_<name>``);
+    ``iou`` / ``dice`` are then means over objects.
     """
     loss_total = 0.0
+    names = category_names_of(batches) if metrics.binary else None
+    objects = ObjectScores(names) if names is not None else None
     iterator = tqdm(batches, desc=description, leave=False) if progress else batches
     with_loss = structure_loss_bce is not None
     for batch in iterator:
@@ -163,8 +182,13 @@ def evaluate_segmentation(
         rows = torch.tensor(rows, dtype=torch.float64, device=logits.device)
         if gather is not None:
             rows = gather(rows)
-        loss_total += _add_state(metrics, rows.sum(0).cpu().numpy())
+        for row in rows.cpu().numpy():  # row by row: the same sums in the same order at any batch size
+            loss_total += _add_state(metrics, row)
+        if objects is not None and OBJECT_IMAGE_KEY in batch:
+            objects.add(_object_rows(rows, metrics, batch, gather))
     results = metrics.compute()
+    if objects is not None:
+        results.update(objects.compute(tuple(metrics.sums)))
     if with_loss and metrics.num_images:
         results["loss"] = loss_total / metrics.num_images
     return results

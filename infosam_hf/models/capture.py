@@ -81,6 +81,7 @@ class SamFeatureCapture(RecordingHooks):
         if self._store is not None and "mask_token" not in self._store:
             queries = output[0]  # (B, point_batch, tokens, C)
             self._store["mask_token"] = queries[:, 0, index, :]
+            self._store["object_tokens"] = queries[:, :, index, :]  # (B, K, tokens, C): every prompt's token(s)
 
     def remove(self) -> None:
         for handle in self._handles:

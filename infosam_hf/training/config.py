@@ -14,6 +14,8 @@ from .host import fit_dataloader_to_host
 from .protocol import PROTOCOLS
 from .teacher_cache import CACHE_DTYPES, TEACHER_CACHE_MODES
 
+INFO_LOSS_OBJECTS = ("all", "one_per_image")
+
 __all__ = ["InfoSAMConfig"]
 
 
@@ -99,6 +101,10 @@ class InfoSAMConfig(TrainingArguments):
         default="local",
         metadata={"help": "Gram matrices over the per-device batch ('local') or over the batch of every process "
                           "('global', gathered with gradient)."})
+    info_loss_objects: str = field(
+        default="all",
+        metadata={"help": "objects_per_image > 1: relations of every object of the batch in the Gram matrices "
+                          "('all', B·K of them), or of the first object of each image ('one_per_image', B)."})
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Train into an output_dir that holds an earlier run (its adapter and "
                                          "checkpoints are replaced); without it such a run stops with one line."})
@@ -139,6 +145,9 @@ class InfoSAMConfig(TrainingArguments):
                              f"got {self.teacher_cache_dtype!r}")
         if self.info_loss_batch not in ("local", "global"):
             raise ValueError(f"info_loss_batch must be 'local' or 'global', got {self.info_loss_batch!r}")
+        if self.info_loss_objects not in INFO_LOSS_OBJECTS:
+            raise ValueError(f"info_loss_objects must be one of {', '.join(INFO_LOSS_OBJECTS)}, "
+                             f"got {self.info_loss_objects!r}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         if self.protocol == "official" and (self.eval_strategy != "no" or self.load_best_model_at_end):

@@ -79,10 +79,26 @@ def check_recipe_values(model_args, peft_args, data_args, args) -> None:
                       else (os.environ.get(CACHE_DIR_ENV), CACHE_DIR_ENV))
     if cache_dir and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
         raise RecipeError(f"{key}={cache_dir!r} is a file, not a folder")
+    _check_objects_per_image(data_args, args)
     if not 0 <= data_args.ignore_index < max(data_args.num_labels, 2) or data_args.num_labels == 1:
         return
     raise RecipeError(f"ignore_index={data_args.ignore_index} is one of the num_labels={data_args.num_labels} class "
                       f"ids (0..{data_args.num_labels - 1}): pixels of that class would be ignored; use 255")
+
+
+def _check_objects_per_image(data_args, args) -> None:
+    """``objects_per_image`` > 1 trains binary objects on SAM's single-mask head (SAM 2 fails where it loads)."""
+    if data_args.objects_per_image == 1:
+        return
+    clash = [f"{key}={value}" for key, value, default in (("num_labels", data_args.num_labels, 1),
+                                                          ("iterative_rounds", args.iterative_rounds, 0))
+             if value != default]
+    if clash:
+        raise RecipeError(f"objects_per_image={data_args.objects_per_image} trains binary objects on SAM's single-mask "
+                          f"head; it does not take {', '.join(clash)}")
+    if args.info_loss_batch == "global" and args.info_loss_objects == "all" and (args.lambda_r or args.lambda_d):
+        raise RecipeError("info_loss_batch=global gathers the same number of relations from every process: with "
+                          "objects_per_image > 1 set info_loss_objects: one_per_image")
 
 
 def check_drop_last(train_rows: int, args) -> None:

@@ -20,7 +20,7 @@ from transformers.integrations.integration_utils import default_logdir
 from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
-from ..data.collator import INDEX_KEY, SamPromptCollator
+from ..data.collator import INDEX_KEY, OBJECTS_VALID_KEY, SamPromptCollator
 from ..evaluation.gsam_metrics import GsamScores
 from ..evaluation.loop import PROMPT_KEYS, evaluate_segmentation, make_metrics, sam_logits, upsample_logits
 from ..evaluation.metrics import SegmentationMetrics
@@ -185,6 +185,8 @@ class InfoSAMTrainer(Trainer):
         student_sam = self.accelerator.unwrap_model(self.model).get_base_model()
         # SAM 2: the teacher runs whole (its decoder also takes the encoder's high-resolution features)
         self.full_teacher_pass = is_sam2(student_sam)
+        if getattr(_dataset_transform(self.train_dataset), "objects_per_image", 1) > 1:
+            self._check_objects_batch()
         self.prefix_length = (shared_prefix_length(student_sam) if self.use_info_losses and teacher_model is None
                               and args.share_frozen_prefix else 0)
         self.prefix_capture = PrefixCapture(student_sam, self.prefix_length) if self.prefix_length else None
@@ -339,6 +341,9 @@ class InfoSAMTrainer(Trainer):
         """
         inputs = dict(inputs)
         labels = inputs.pop("labels")
+        valid = inputs.pop(OBJECTS_VALID_KEY, None)  # (B, K): several objects per image (objects_per_image)
+        if valid is not None:
+            self._check_objects_batch()
         indices = inputs.get(INDEX_KEY)
         sizes, teacher = inputs.get("reshaped_input_sizes"), None
         for key in META_KEYS:
@@ -350,8 +355,10 @@ class InfoSAMTrainer(Trainer):
                             **self._prompt_kwargs(inputs))
         # an auxiliary loss the tuner reports for this forward (Conv-LoRA's gate balancing) joins the training loss
         loss_aux = pop_auxiliary_loss(self.accelerator.unwrap_model(model))
-        logits = upsample_logits(outputs.pred_masks, labels.shape[-2:])
-        if self.num_labels > 1:
+        logits = upsample_logits(outputs.pred_masks, labels.shape[-2:]) if valid is None else None
+        if valid is not None:
+            loss_seg = self.objects_segmentation_loss(outputs.pred_masks, labels, valid)
+        elif self.num_labels > 1:
             loss_seg = class_cross_entropy(logits, labels, self.ignore_index)
         else:
             loss_seg = binary_segmentation_loss(logits, labels.unsqueeze(1).to(logits.dtype), self.args.seg_loss,
@@ -367,7 +374,8 @@ class InfoSAMTrainer(Trainer):
             loss = loss + self.args.lambda_object_score * extra["loss_obj"]
         if train_info:
             teacher = self.teacher_features(model, inputs, indices, prefix.get("hidden"))
-            loss_r, loss_d = self.information_losses(teacher, student)
+            loss_r, loss_d = (self.information_losses(teacher, student) if valid is None else
+                              self.information_losses(*self.object_relation_features(teacher, student, valid)))
             info = self.args.lambda_r * loss_r + self.args.lambda_d * loss_d
             # device-side guard, no host read: a non-finite value is replaced by 0 in the loss, and the gradient
             # hooks (relation parameters, student features) clear the NaN that 0·NaN leaves in backward
@@ -383,6 +391,41 @@ class InfoSAMTrainer(Trainer):
             loss = iterative_rounds_loss(self, model, self._prompt_kwargs(inputs), labels, sizes, outputs, student,
                                          teacher, loss)
         return loss  # return_outputs is never asked for: evaluation_loop below replaces Trainer's prediction_step
+
+    def _check_objects_batch(self) -> None:
+        """A batch of several objects per image: what that path does not cover fails here, in one line."""
+        if self.num_labels > 1 or self.full_teacher_pass or self.args.iterative_rounds:
+            raise ValueError("objects_per_image > 1 trains SAM's single-mask head (binary objects) without "
+                             "iterative_rounds; not a multi-class head, SAM 2 or iterative_rounds")
+
+    def objects_segmentation_loss(self, pred_masks: torch.Tensor, labels: torch.Tensor,
+                                  valid: torch.Tensor) -> torch.Tensor:
+        """The binary segmentation loss averaged over the valid objects: ``pred_masks`` (B, K, 1, h, w),
+        ``labels`` (B, K, H, W), ``valid`` (B, K)."""
+        rows = valid.flatten()
+        logits = upsample_logits(pred_masks.flatten(0, 1)[rows], labels.shape[-2:])
+        target = labels.flatten(0, 1)[rows].unsqueeze(1).to(logits.dtype)
+        return binary_segmentation_loss(logits, target, self.args.seg_loss, bce=self.args.structure_loss_bce)
+
+    def object_relation_features(self, teacher: dict[str, torch.Tensor], student: dict[str, torch.Tensor],
+                                 valid: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Teacher and student features with one row per (image, object) pair: that object's mask token and its
+        image's embedding, for every valid object (``info_loss_objects: all``) or the first valid object of each
+        image (``one_per_image``); :meth:`information_losses` then spans those rows."""
+        if self.args.info_loss_objects == "one_per_image":
+            images = valid.any(1).nonzero().flatten()
+            objects = valid.int().argmax(1)[images]  # the first valid slot
+        else:
+            images, objects = valid.nonzero().unbind(1)
+
+        def pairs(features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            rows = {"image_embeds": features["image_embeds"][images],
+                    "mask_token": features["object_tokens"][images, objects]}
+            if "image_grid" in features:
+                rows["image_grid"] = features["image_grid"]
+            return rows
+
+        return pairs(teacher), pairs(student)
 
     def information_losses(self, teacher: dict[str, torch.Tensor],
                            student: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
