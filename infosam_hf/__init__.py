@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 from .import_hooks import after_import, lazy_attributes
 
@@ -48,7 +49,10 @@ def _importing(name: str) -> bool:
 
 
 def _register_tuners() -> None:
-    """Import the tuners, whose modules register their peft types (a no-op once they are importing)."""
+    """Import the tuners, whose modules register their peft types (a no-op once they are importing). Also silence
+    the deprecation transformers 5 raises when peft loads any adapter (``is_gradient_checkpointing``, peft's call,
+    nothing a user can change)."""
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     if f"{__name__}.tuners" not in sys.modules:
         importlib.import_module(".tuners", __name__)
     _register_image_processor()

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 __all__ = [
     "SEG_LOSSES",
     "binary_segmentation_loss",
+    "segmentation_loss",
     "float32_region",
     "gram_matrix",
     "matrix_entropy",
@@ -173,3 +174,13 @@ def binary_segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: s
     per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     per_image = per_pixel.flatten(1).mean(dim=1)
     return per_image if reduction == "none" else per_image.mean()
+
+
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, num_labels: int = 1, *, kind: str = "structure",
+                      bce: str = "weighted", ignore_index: int = 255, reduction: str = "mean") -> torch.Tensor:
+    """The segmentation loss of training and evaluation alike: :func:`binary_segmentation_loss` of (B, 1, H, W)
+    logits against (B, H, W) masks, or with ``num_labels`` > 1 :func:`class_cross_entropy` against class ids.
+    ``reduction="none"`` gives one value per image (what evaluation averages, so it is equal at any batch size)."""
+    if num_labels > 1:
+        return class_cross_entropy(logits, labels, ignore_index, reduction=reduction)
+    return binary_segmentation_loss(logits, labels.unsqueeze(1).to(logits.dtype), kind, bce, reduction=reduction)

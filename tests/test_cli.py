@@ -158,11 +158,12 @@ def test_yaml_syntax_error_names_line_and_column(tmp_path):
 ])
 def test_option_errors_are_one_line_before_any_loading(tmp_path, capsys, monkeypatch, extra, expected):
     import infosam_hf.training.run as run
+    import infosam_hf.training.validate as validate
 
     def no_loading(*args, **kwargs):
         raise AssertionError("loaded data or a model before checking the options")
 
-    monkeypatch.setattr(run, "select_splits", no_loading)
+    monkeypatch.setattr(validate, "select_splits", no_loading)
     monkeypatch.setattr(run, "load_sam", no_loading)
     code, _, err = _train([str(ROOT / "recipes" / "demo.yaml"), "--output_dir", str(tmp_path), *extra], capsys)
     lines = err.strip().splitlines()

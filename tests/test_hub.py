@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from transformers import SamModel
 
 import infosam_hf.hub as hub
+import infosam_hf.hub.push as hub_push
 from infosam_hf.commands import push as push_command
 from infosam_hf.commands.push import main as push_main
 import infosam_hf.training.run as pipeline
@@ -216,7 +217,7 @@ def test_push_script_uploads_the_adapter_dir(run, tmp_path, monkeypatch, capsys)
     (out / "checkpoint-1").mkdir()
     (out / "checkpoint-1" / "optimizer.pt").write_bytes(b"x")
     api = FakeHubApi()
-    monkeypatch.setattr(hub, "_default_api", lambda: api)
+    monkeypatch.setattr(hub_push, "_default_api", lambda: api)
     monkeypatch.setattr(push_command, "hub_unreachable_reason", lambda: None)  # the fake Hub answers
     monkeypatch.setenv("HF_TOKEN", SECRET)
     assert push_main([str(out), "someone/sam-demo", "--private", "--revision", "dev"]) == 0
@@ -242,7 +243,7 @@ def test_push_script_uploads_the_adapter_dir(run, tmp_path, monkeypatch, capsys)
                                            ("bin", "someone/x"), ("ok", "not a/valid/id")])
 def test_push_script_one_line_errors(run, tmp_path, monkeypatch, capsys, make_dir, repo):
     api = FakeHubApi()
-    monkeypatch.setattr(hub, "_default_api", lambda: api)
+    monkeypatch.setattr(hub_push, "_default_api", lambda: api)
     monkeypatch.setattr(push_command, "hub_unreachable_reason", lambda: None)
     target = tmp_path / "dir"
     if make_dir != "missing":
@@ -264,7 +265,7 @@ def test_push_to_hub_at_the_end_of_training(tmp_path, monkeypatch):
 
     api = FakeHubApi()
     monkeypatch.setattr(transformers.trainer, "hf_api", lambda: api)
-    monkeypatch.setattr(hub, "_default_api", lambda: api)
+    monkeypatch.setattr(hub_push, "_default_api", lambda: api)
     out = tmp_path / "pushed"
     argv = [DEMO, "--output_dir", str(out), "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1",
             "--push_to_hub", "true", "--hub_model_id", "sam-demo", "--hub_strategy", "checkpoint",
@@ -272,8 +273,7 @@ def test_push_to_hub_at_the_end_of_training(tmp_path, monkeypatch):
     results = run_training(*parse_train_args(argv))
     assert ("create_repo", "sam-demo", True) in api.calls
     messages = [u["message"] for u in api.uploads]
-    assert "Model save" not in messages  # Trainer's own push (with its own card) is not used
-    assert messages[-1] == "End of training"
+    assert messages[-1] == "End of training"  # Trainer's own push, after the test evaluation and the card
     assert any(m.startswith("Training in progress") for m in messages)  # hub_strategy pushes during training
     assert any(u["path_in_repo"] == "last-checkpoint" for u in api.uploads)  # hub_strategy=checkpoint
     final = api.uploads[-1]

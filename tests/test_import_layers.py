@@ -121,3 +121,17 @@ def test_any_module_imported_first_still_registers_the_tuners():
         if run.returncode:
             failures[module] = run.stderr.strip().splitlines()[-1]
     assert not failures, failures
+
+
+def test_every_data_file_of_the_package_is_declared_package_data():
+    """A wheel holds only the data files ``[tool.setuptools.package-data]`` names: the stored help and recipe keys,
+    the model-card template. Each non-Python file in ``infosam_hf`` must match one of its patterns."""
+    import fnmatch
+    import tomllib
+
+    patterns = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    declared = patterns["infosam_hf"]
+    files = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*") if p.is_file() and p.suffix not in
+             (".py", ".pyc") and "__pycache__" not in p.parts]
+    assert files, "the package has data files (command_help.json, train_keys.json, model_card.md)"
+    assert [f for f in files if not any(fnmatch.fnmatch(f, pattern) for pattern in declared)] == []

@@ -40,9 +40,9 @@ def _one_error_line(capfd, code):
 
 
 def test_hub_model_id_fails_fast_in_one_line(hub_unreachable, tmp_path, capfd, monkeypatch):
-    import infosam_hf.training.run as run
+    import infosam_hf.training.validate as validate
 
-    monkeypatch.setattr(run, "select_splits", lambda *a, **k: pytest.fail("data loaded before the Hub check"))
+    monkeypatch.setattr(validate, "select_splits", lambda *a, **k: pytest.fail("data loaded before the Hub check"))
     start = time.perf_counter()
     code = train.main([DEMO, "--model_name_or_path", "facebook/sam-vit-base", "--output_dir", str(tmp_path), *TINY])
     elapsed = time.perf_counter() - start
@@ -91,7 +91,7 @@ def test_push_offline_is_one_line_and_changes_nothing(hub_unreachable, tmp_path,
 
 
 def test_a_push_that_fails_restores_the_card(tmp_path, monkeypatch, capfd):
-    from infosam_hf import hub
+    from infosam_hf.hub import push as hub_push
 
     class FailingApi:
         def create_repo(self, *args, **kwargs):
@@ -100,7 +100,7 @@ def test_a_push_that_fails_restores_the_card(tmp_path, monkeypatch, capfd):
     run_dir = tmp_path / "run"
     before = _fake_adapter_dir(run_dir)
     monkeypatch.setattr(push, "hub_unreachable_reason", lambda: None)
-    monkeypatch.setattr(hub, "_default_api", lambda: FailingApi())
+    monkeypatch.setattr(hub_push, "_default_api", lambda: FailingApi())
     line = _one_error_line(capfd, push.main([str(run_dir), "someone/sam-demo"]))
     assert "push to someone/sam-demo failed (ConnectionError: connection reset)" in line
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before

@@ -31,6 +31,7 @@ _LAZY = {
     "augmenter_from_args": ".splits",
     "build_datasets": ".splits",
     "open_source": ".splits",
+    "sam_transform_of": ".splits",
     "select_splits": ".splits",
     "take_first": ".splits",
     "validate_data": ".splits",

@@ -18,7 +18,7 @@ from .sources import SourceSplits, load_splits
 from .transforms import INDEX_COLUMN, SamSegmentationTransform
 from .validation import validate_splits
 
-__all__ = ["SegmentationSplits", "augmenter_from_args", "build_datasets", "open_source", "select_splits",
+__all__ = ["SegmentationSplits", "augmenter_from_args", "build_datasets", "open_source", "sam_transform_of", "select_splits",
            "take_first", "validate_data", "with_sam_transform"]
 
 logger = logging.getLogger(__name__)
@@ -26,11 +26,19 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class SegmentationSplits:
-    """The train / eval / test datasets of a run (eval and test may be None)."""
+    """The train / eval / test datasets of a run (eval and test may be None) and, once :func:`build_datasets` has
+    attached them, the train split's transform (what the trainer's epoch hook and teacher cache need)."""
 
     train: Dataset | None
     eval: Dataset | None
     test: Dataset | None
+    train_transform: SamSegmentationTransform | None = None
+
+
+def sam_transform_of(dataset: Dataset | None) -> SamSegmentationTransform | None:
+    """The transform :func:`with_sam_transform` attached to ``dataset`` (None when it has another or none)."""
+    transform = getattr(dataset, "format", {}).get("format_kwargs", {}).get("transform") if dataset is not None else None
+    return transform if isinstance(transform, SamSegmentationTransform) else None
 
 
 def take_first(dataset: Dataset | None, limit: int | None) -> Dataset | None:
@@ -184,8 +192,10 @@ def build_datasets(data_args: DataArguments, image_size: int, seed: int = 42,
     if splits is None:
         splits = select_splits(data_args, seed, need_eval)
     frame = {"seed": seed, "keep_aspect_ratio": keep_aspect_ratio}
+    train = with_sam_transform(splits.train, data_args, image_size, train=True, **frame)
     return SegmentationSplits(
-        train=with_sam_transform(splits.train, data_args, image_size, train=True, **frame),
+        train=train,
         eval=with_sam_transform(splits.eval, data_args, image_size, train=False, **frame),
         test=with_sam_transform(splits.test, data_args, image_size, train=False, **frame),
+        train_transform=sam_transform_of(train),
     )

@@ -12,7 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.collator import OBJECT_CATEGORY_KEY, OBJECT_IMAGE_KEY, PAD_POINT_LABEL
-from ..losses import binary_segmentation_loss, class_cross_entropy
+from ..losses import segmentation_loss
 from ..models.multiclass import sam_num_classes
 from .metrics import SegmentationMetrics, logits_to_original
 from .object_scores import OBJECT_SCORE_KEYS, ObjectScores, category_names_of
@@ -166,11 +166,9 @@ def evaluate_segmentation(
         size = tuple(logits.shape[-2:])
         if not with_loss:
             losses = torch.zeros(logits.shape[0])
-        elif metrics.binary:
-            losses = binary_segmentation_loss(logits, batch["labels"].unsqueeze(1).float(), seg_loss,
-                                              structure_loss_bce, reduction="none")
         else:
-            losses = class_cross_entropy(logits, batch["labels"], metrics.ignore_index, reduction="none")
+            losses = segmentation_loss(logits, batch["labels"], metrics.num_labels, kind=seg_loss,
+                                       bce=structure_loss_bce, ignore_index=metrics.ignore_index, reduction="none")
         rows = []
         for i in range(logits.shape[0]):
             image_metrics = SegmentationMetrics(metrics.num_labels, metrics.ignore_index, metrics.metric_input,

@@ -27,7 +27,6 @@ from torch import nn
 from ..data.collator import PAD_POINT_LABEL
 from ..evaluation.loop import upsample_logits
 from ..evaluation.clicks import next_click
-from ..losses import binary_segmentation_loss
 
 if TYPE_CHECKING:
     from .trainer import InfoSAMTrainer
@@ -97,8 +96,7 @@ def iterative_rounds_loss(trainer: InfoSAMTrainer, model: nn.Module, prompts: di
         with trainer.student_capture.record() as student_round:
             outputs = model(image_embeddings=embeddings, multimask_output=False, **kwargs)
         logits = upsample_logits(outputs.pred_masks, labels.shape[-2:])
-        total = total + binary_segmentation_loss(logits, labels.unsqueeze(1).to(logits.dtype), args.seg_loss,
-                                                 bce=args.structure_loss_bce)
+        total = total + trainer.segmentation_loss(logits, labels)
         if teacher_embeddings is not None:
             with torch.no_grad(), trainer._teacher_mode(model) as frozen, \
                     trainer.teacher_capture.record() as teacher_round:

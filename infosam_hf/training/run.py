@@ -1,16 +1,16 @@
-"""The end-to-end training run behind ``infosam train``: recipe → data → student/teacher → train → save."""
+"""The end-to-end training run behind ``infosam train``, read top to bottom as alignment-handbook's ``sft.py``:
+parse (the caller) → validate → models → data → trainer → train → evaluate → save and push."""
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import os
 import sys
-import types
-import typing
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,42 +18,37 @@ import numpy as np
 import torch
 from transformers import SamModel, set_seed
 
-from ..data import DataArguments, augmenter_from_args, build_datasets, decode_image, decode_mask, select_splits
-from ..data.augment import parse_augment_names
-from ..data.class_names import class_label, resolve_class_names
+from ..data import DataArguments, build_datasets, decode_image, decode_mask
+from ..data.class_names import class_label
 from ..evaluation.gsam_metrics import format_gsam_scores
 from ..evaluation.loop import box_fill_logits, evaluate_segmentation
 from ..evaluation.metrics import CLASS_IOU_PREFIX
 from ..evaluation.visualization import TrainingCurvesCallback
-from ..files import SAMPLES_DIR
-from ..hub import EVAL_SUMMARY_NAME, push_adapter_dir, training_args_dict, write_model_card
+from ..files import EVAL_SUMMARY_NAME, RUN_ARGS_NAME, SAMPLES_DIR
 from ..io import atomic_write_json
 from ..models import ModelArguments
-from ..models.inference import BASE_MODEL_DIR
 from ..models.dynamic import is_dynamic_input_size
+from ..models.inference import BASE_MODEL_DIR
 from ..models.multiclass import NEW_HEAD_ATTR
-from ..models.preflight import check_activation_memory, check_block_indices, vision_fields
 from ..models.processor import InfoSamImageProcessor, build_sam_image_processor
 from ..models.sam import CONFIG_CHANGED_ATTR, attach_relation_module, load_sam, set_decoder_layer_norm_eps
 from ..models.sam2 import Sam2ImageProcessorConfig, is_sam2, sam_input_size
 from ..relation import load_relation_state_dict
-from ..remote import check_pretrained_name
-from ..tuners import PeftArguments, build_peft_config, build_student, parameter_groups
-from ..tuners.variants import VARIANTS, load_pretrained_parts
+from ..tuners import PeftArguments, build_student, parameter_groups
+from ..tuners.variants import load_pretrained_parts
 from .config import InfoSAMConfig
-from .output_dir import OutputDirLock, check_output_dir
+from .output_dir import OutputDirLock
 from .protocol import OfficialProtocolCallback, format_protocol_table, leading_columns, official_epochs
-from .recipe import RecipeError, coerce_value, parse_recipe
-from .recipe_checks import check_drop_last, check_peft_targets, check_recipe_values
-from .resume_check import interrupted_message, resolve_resume_checkpoint
-from .teacher_cache import pixel_changing_options, resolve_teacher_cache
+from .recipe import RecipeError, parse_recipe
+from .resume_check import interrupted_message
 from .trainer import InfoSAMTrainer
+from .validate import RunPlan, check_protocol, resolve_peft_method, validate_run
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_peft_options", "check_input_sizes", "check_protocol",
-           "check_multiclass_recipe", "check_model_shape", "resolve_peft_method", "build_image_processor", "build_models",
-           "score_before_training", "finish_run", "save_sample_images", "run_training"]
+__all__ = ["RECIPE_DATACLASSES", "parse_train_args", "check_protocol", "build_image_processor", "build_models",
+           "build_trainer", "score_before_training", "evaluate_test_split", "print_results", "finish_run",
+           "run_record", "save_sample_images", "run_training"]
 
 RECIPE_DATACLASSES = (ModelArguments, PeftArguments, DataArguments, InfoSAMConfig)
 
@@ -64,42 +59,40 @@ def parse_train_args(argv: Sequence[str], defaults: dict[str, Any] | None = None
     return parse_recipe(argv, RECIPE_DATACLASSES, defaults)
 
 
-def check_peft_options(peft_args: PeftArguments) -> None:
-    """Build the method's ``PeftConfig`` and check each ``peft_config`` value against its field type, so
-    ``--peft_config.r x`` fails in one line before any loading (peft itself fails deep in model building)."""
-    config = build_peft_config(peft_args.peft_method, peft_args.peft_config)
-    try:
-        hints = typing.get_type_hints(type(config))
-    except Exception:  # noqa: BLE001 - unresolvable annotations: nothing to check against
-        return
-    for key, value in peft_args.peft_config.items():
-        annotation = hints.get(key)
-        union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-        literal = any(typing.get_origin(a) is typing.Literal for a in (typing.get_args(annotation) if union else
-                                                                        (annotation,)))
-        if annotation is not None and not literal:
-            coerce_value(f"peft_config.{key}", value, annotation)
-
-
-def check_input_sizes(model_args: ModelArguments, data_args: DataArguments) -> None:
-    """``resize`` / ``random_crop`` other than the fixed square input need ``dynamic_input_size``."""
-    if model_args.dynamic_input_size or model_args.model_variant:
-        return
-    for key in ("resize", "random_crop"):
-        value = getattr(data_args, key)
-        if value and (value[0] != value[1] or (model_args.image_size and value[0] != model_args.image_size)
-                      or not model_args.image_size):
-            raise RecipeError(f"{key}={list(value)} needs dynamic_input_size: true (the model otherwise takes only "
-                              "its fixed square input)")
-
-
-def check_model_shape(model_args: ModelArguments, peft_args: PeftArguments, args: InfoSAMConfig) -> None:
-    """From the model's configuration alone: the tuner's ``block_indices`` exist, and on the CPU the image
-    encoder's activations at ``image_size`` fit in memory."""
-    vision = vision_fields(model_args.model_name_or_path, model_args.sam_config)
-    check_block_indices(peft_args.peft_config, vision, model_args.model_name_or_path or "the sam_config model")
-    on_cpu = args.use_cpu or not torch.cuda.is_available()
-    check_activation_memory(vision, model_args.image_size, args.per_device_train_batch_size, on_cpu)
+def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args: DataArguments,
+                 args: InfoSAMConfig) -> dict[str, Any]:
+    """Train, save the adapter to ``args.output_dir``, evaluate on the test split, write the model card (and push
+    with Trainer's own push). Returns the metrics."""
+    set_seed(args.seed)
+    plan = validate_run(model_args, peft_args, data_args, args)  # every check once, before anything is built
+    lock = OutputDirLock(args.output_dir).acquire() if int(os.environ.get("RANK", "0")) == 0 else None
+    try:  # a run that fails or is interrupted leaves no lock (nor a folder the lock created and nothing filled)
+        student, teacher, image_size = build_models(plan.model_args, plan.peft_args, args.output_dir, args.seed,
+                                                    data_args.num_labels, need_teacher=plan.need_teacher)
+        splits = build_datasets(data_args, image_size, seed=args.seed, splits=plan.raw_splits,
+                                keep_aspect_ratio=not is_sam2(student))
+        trainer, protocol = build_trainer(student, teacher, splits, plan, data_args, args, image_size)
+        summary = score_before_training(trainer, splits.test, data_args) if args.eval_before_training else {}
+        train_result = _train(trainer, plan.resume, args.output_dir)
+        trainer.save_model()
+        trainer.log_metrics("train", train_result.metrics)
+        trainer.save_metrics("train", train_result.metrics)
+        trainer.save_state()
+        results: dict[str, Any] = {"train": train_result.metrics}
+        if splits.test is not None:
+            results["test"] = evaluate_test_split(trainer, splits.test, protocol, train_result.metrics)
+            summary["after training"] = {k.removeprefix("test_"): v for k, v in results["test"].items()}
+        if trainer.is_world_process_zero():
+            print_results(results, summary, protocol, len(splits.test) if splits.test is not None else 0,
+                          plan.class_names, data_args, args)
+            finish_run(trainer, args, results, summary, run_record(plan, data_args, args))
+            if data_args.dataset_name_or_path == "synthetic" and plan.raw_splits.test is not None:
+                _point_to_samples(plan.raw_splits.test, args.output_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+    results["summary"] = summary
+    return results
 
 
 def build_image_processor(image_size: int, image_mean=None, image_std=None, sam2: bool = False,
@@ -127,8 +120,7 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     A model variant (``gsam``, ``samus``) gets a frozen copy of the base SAM as its teacher when ``need_teacher``
     (the InfoSAM losses are on) and no ``teacher_model_name_or_path`` is given.
     """
-    method = resolve_peft_method(model_args, peft_args)
-    check_peft_options(replace(peft_args, peft_method=method))  # bad PEFT options fail before loading
+    method = resolve_peft_method(model_args, peft_args)  # validate_run has checked the options
     relation_state = load_relation_state_dict(model_args.relation_from) if model_args.relation_from else None
     variant = model_args.model_variant
     sam = load_sam(model_args.model_name_or_path, model_args.sam_config, model_args.image_size, seed=seed,
@@ -167,17 +159,70 @@ def build_models(model_args: ModelArguments, peft_args: PeftArguments, output_di
     return student, teacher, image_size
 
 
-def resolve_peft_method(model_args: ModelArguments, peft_args: PeftArguments) -> str:
-    """The peft method to build: ``model_variant`` when set (its own tuner), else ``peft_method``."""
-    variant = model_args.model_variant
-    if variant is None:
-        return peft_args.peft_method
-    if variant not in VARIANTS:
-        raise RecipeError(f"model_variant={variant!r} is not known; choose one of {sorted(VARIANTS)}")
-    if peft_args.peft_method not in ("lora", variant):  # "lora" is the default, i.e. unset
-        raise RecipeError(f"model_variant={variant!r} trains its own modules; drop peft_method="
-                          f"{peft_args.peft_method!r} (put the variant's options in peft_config)")
-    return variant
+def build_trainer(student: torch.nn.Module, teacher: SamModel | None, splits, plan: RunPlan, data_args: DataArguments,
+                  args: InfoSAMConfig, image_size: int) -> tuple[InfoSAMTrainer, OfficialProtocolCallback | None]:
+    """The trainer, given what it needs: the teacher, the splits and the train split's transform (its epoch hook and
+    the teacher cache's key), the image processor saved beside the adapter, and the callbacks (training curves;
+    ``protocol: official``'s per-epoch test scores)."""
+    image_processor = build_image_processor(image_size, data_args.image_mean, data_args.image_std, is_sam2(student),
+                                            data_args.preprocessing, data_args.resize,
+                                            is_dynamic_input_size(student.get_base_model()), plan.class_names,
+                                            data_args.channel_order)
+    protocol = None
+    if args.protocol == "official":  # save and score the last epochs on the test split, as the official scripts
+        if splits.test is None:
+            raise RecipeError("protocol=official scores saved epochs on the test split: set test_split")
+        protocol = OfficialProtocolCallback(splits.test, official_epochs(math.ceil(args.num_train_epochs),
+                                                                         args.protocol_epochs),
+                                            (args.report_metrics or [args.metric_for_best_model or "iou"])[0])
+    trainer = InfoSAMTrainer(
+        model=student, args=args, teacher_model=teacher, train_dataset=splits.train, eval_dataset=splits.eval,
+        train_transform=splits.train_transform, processing_class=image_processor, num_labels=data_args.num_labels,
+        ignore_index=data_args.ignore_index, callbacks=[TrainingCurvesCallback()] + ([protocol] if protocol else []),
+    )
+    if protocol is not None:
+        protocol.trainer = trainer
+    if trainer.is_world_process_zero():
+        groups = parameter_groups(student)
+        print(f"Trainable parameters ({plan.peft_args.peft_method}): {sum(groups.values()):,} = "
+              + ", ".join(f"{name} {count:,}" for name, count in groups.items()))
+    return trainer, protocol
+
+
+def score_before_training(trainer: InfoSAMTrainer, test_set, data_args: DataArguments) -> dict[str, dict[str, float]]:
+    """Test-split metrics of the untrained model and, with box prompts, of the fill-the-box baseline."""
+    if test_set is None:
+        return {}
+    before = trainer.evaluate(test_set, metric_key_prefix="test")
+    summary = {"before training": {k.removeprefix("test_"): v for k, v in before.items()}}
+    if data_args.eval_prompt == "box":
+        summary["box-fill baseline"] = evaluate_segmentation(
+            box_fill_logits, trainer.get_eval_dataloader(test_set), trainer.new_metrics(), structure_loss_bce=None,
+            gather=trainer.gather_for_metrics)
+    return summary
+
+
+def _train(trainer: InfoSAMTrainer, resume, output_dir: str):
+    """``trainer.train``; Ctrl-C ends with one line naming the resume command and exit status 130 (the shell's)."""
+    try:
+        return trainer.train(resume_from_checkpoint=resume)
+    except KeyboardInterrupt:
+        print(interrupted_message(trainer.state.global_step, output_dir), file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def evaluate_test_split(trainer: InfoSAMTrainer, test_set, protocol: OfficialProtocolCallback | None,
+                        train_metrics: dict[str, float]) -> dict[str, float]:
+    """The final model's ``test_*`` metrics (``protocol: official`` already scored the last epoch), logged and saved
+    as ``test_results.json``."""
+    last_epoch = math.ceil(train_metrics.get("epoch", 0) - 1e-6)
+    if protocol is not None and last_epoch in protocol.per_epoch:  # the saved last epoch is the final model
+        test_metrics = {f"test_{k}": v for k, v in protocol.per_epoch[last_epoch].items()}
+    else:
+        test_metrics = trainer.evaluate(test_set, metric_key_prefix="test")
+    trainer.log_metrics("test", test_metrics)
+    trainer.save_metrics("test", test_metrics)
+    return test_metrics
 
 
 def _print_table(title: str, rows: dict[str, dict[str, float]], keys: Sequence[str],
@@ -197,75 +242,57 @@ def _print_table(title: str, rows: dict[str, dict[str, float]], keys: Sequence[s
         print(f"{name:<{width}}" + "".join(f"{values.get(key, float('nan')):>12.4f}" for key in keys))
 
 
-def check_multiclass_recipe(model_args: ModelArguments, data_args: DataArguments) -> None:
-    """One-line errors for options that a multi-class (``num_labels > 1``) run cannot use."""
-    if data_args.num_labels < 2:
-        return
-    for key in ("train_prompt", "eval_prompt"):
-        if getattr(data_args, key) != "none":
-            raise RecipeError(f"{key}={getattr(data_args, key)!r}: num_labels={data_args.num_labels} trains a "
-                              "semantic head without prompts; set train_prompt: none and eval_prompt: none")
-    if model_args.teacher_model_name_or_path:
-        raise RecipeError("teacher_model_name_or_path: a separate teacher has no multi-class head; with "
-                          "num_labels > 1 the teacher is the student with its adapters disabled")
+def print_results(results: dict[str, Any], summary: dict[str, dict[str, float]],
+                  protocol: OfficialProtocolCallback | None, test_size: int, class_names: list[str] | None,
+                  data_args: DataArguments, args: InfoSAMConfig) -> None:
+    """The test-split table (before training, the box-fill baseline, after training), G-SAM's scores and the
+    official protocol's per-epoch table; writes the protocol's results file."""
+    if summary:
+        first = next(iter(summary.values()))
+        keys = leading_columns(list(first), args.report_metrics, ("iou", "iou@0.5", "dice", "miou", "pixel_accuracy"))
+        keys += [k for k in first if k.startswith(CLASS_IOU_PREFIX)]
+        prompts = "no prompts" if data_args.eval_prompt == "none" else f"{data_args.eval_prompt} prompts"
+        labels = {key: f"iou {class_label(int(key.removeprefix(CLASS_IOU_PREFIX)), class_names)}"
+                  for key in keys if key.startswith(CLASS_IOU_PREFIX) and class_names}
+        _print_table(f"Test split ({test_size} images, {prompts})", summary, keys, labels)
+    if args.protocol == "gsam" and "test" in results:
+        print(f"\nG-SAM protocol, test split at the resized input (last partial batch of "
+              f"{args.per_device_eval_batch_size} dropped):\n" + format_gsam_scores(results["test"]))
+    if protocol is not None and protocol.per_epoch:
+        protocol_summary = protocol.write(args.output_dir)
+        results["protocol"] = protocol_summary
+        columns = leading_columns(list(next(iter(protocol.per_epoch.values()))), args.report_metrics)
+        print(f"\nOfficial protocol: test split scored after epochs {sorted(protocol.per_epoch)} "
+              f"(adapters in {args.output_dir}/epoch_<e>)\n" + format_protocol_table(protocol_summary, columns))
 
 
-def check_protocol(args: InfoSAMConfig, data_args: DataArguments, splits=None) -> None:
-    """One-line errors for a protocol the run cannot follow: ``official`` is the official single-process run
-    (batch 4, ``N // 4 + 1`` steps per epoch); ``gsam`` scores at the resized input and drops the last partial
-    evaluation batch, so each evaluated split (of ``splits``, when given) needs one full batch."""
-    if args.protocol == "official" and args.world_size > 1:
-        raise RecipeError(f"protocol=official reproduces the official single-process run; {args.world_size} processes "
-                          "would change the batch and the number of steps: launch one process")
-    if args.protocol != "gsam":
-        return
-    if data_args.eval_resolution != "input":
-        raise RecipeError("protocol=gsam scores at the resized input as G-SAM does: set eval_resolution: input")
-    batch = args.per_device_eval_batch_size * args.world_size
-    for name in ("eval", "test"):
-        split = getattr(splits, name, None)
-        if split is not None and len(split) < batch:
-            raise RecipeError(f"protocol=gsam drops the last partial evaluation batch: the {name} split has "
-                              f"{len(split)} images, fewer than one batch of {batch} (per_device_eval_batch_size)")
-
-
-def score_before_training(trainer: InfoSAMTrainer, test_set, data_args: DataArguments) -> dict[str, dict[str, float]]:
-    """Test-split metrics of the untrained model and, with box prompts, of the fill-the-box baseline."""
-    if test_set is None:
-        return {}
-    before = trainer.evaluate(test_set, metric_key_prefix="test")
-    summary = {"before training": {k.removeprefix("test_"): v for k, v in before.items()}}
-    if data_args.eval_prompt == "box":
-        summary["box-fill baseline"] = evaluate_segmentation(
-            box_fill_logits, trainer.get_eval_dataloader(test_set), trainer.new_metrics(), structure_loss_bce=None,
-            gather=trainer.gather_for_metrics)
-    return summary
+def run_record(plan: RunPlan, data_args: DataArguments, args: InfoSAMConfig) -> dict[str, Any]:
+    """The run's arguments for ``run_args.json`` (a record, not an input to inference), without any token."""
+    training = json.loads(json.dumps(args.to_dict(), default=str))
+    return {"model": asdict(plan.model_args), "peft": asdict(plan.peft_args), "data": asdict(data_args),
+            "training": {key: value for key, value in training.items() if not key.endswith("_token")}}
 
 
 def finish_run(trainer: InfoSAMTrainer, args: InfoSAMConfig, results: dict[str, Any],
-               summary: dict[str, dict[str, float]], run_args: dict[str, Any]) -> None:
-    """Main process: write the run's arguments, summary and model card, then push if asked."""
+               summary: dict[str, dict[str, float]], record: dict[str, Any]) -> None:
+    """Main process: write the run's record and summary, then the model card; with ``push_to_hub``, Trainer's own
+    push (which saves, writes the card through :meth:`InfoSAMTrainer.create_model_card` and uploads)."""
     output_dir = Path(args.output_dir)
-    atomic_write_json(output_dir / "run_args.json", run_args, default=str)
+    atomic_write_json(output_dir / RUN_ARGS_NAME, record, default=str)
     if summary:
         atomic_write_json(output_dir / EVAL_SUMMARY_NAME, summary)
-    repo_id = (getattr(trainer, "hub_model_id", None) or args.hub_model_id) if args.push_to_hub else None
-    write_model_card(args.output_dir, repo_id, run_args=run_args, test_metrics=results.get("test", {}),
-                     summary=summary)
-    print(f"\nAdapter saved to {args.output_dir}")
-    if args.push_to_hub:
-        trainer._finish_current_push()  # checkpoint pushes of hub_strategy still in flight
-        try:
-            info = push_adapter_dir(args.output_dir, repo_id, token=args.hub_token, revision=args.hub_revision,
-                                    create_repo=False, commit_message="End of training")
-        except OSError:
-            print(f"error: the push to {repo_id} failed; the run is saved, push it later with "
-                  f"infosam push {args.output_dir} {repo_id}", file=sys.stderr)
-            raise
-        results["hub_commit"] = str(getattr(info, "commit_url", "") or "")
-        print(f"Pushed to {repo_id}")
-
-
+    if not args.push_to_hub:
+        trainer.create_model_card()
+        print(f"\nAdapter saved to {args.output_dir}")
+        return
+    try:
+        info = trainer.push_to_hub(commit_message="End of training")
+    except OSError:
+        print(f"error: the push to {trainer.hub_model_id} failed; the run is saved in {args.output_dir}, push it "
+              f"later with infosam push {args.output_dir} {trainer.hub_model_id}", file=sys.stderr)
+        raise
+    results["hub_commit"] = str(getattr(info, "commit_url", "") or "")
+    print(f"\nAdapter saved to {args.output_dir} and pushed to {trainer.hub_model_id}")
 
 
 def save_sample_images(dataset, folder: str | Path, count: int = 4) -> list[tuple[Path, tuple[int, int, int, int]]]:
@@ -289,125 +316,11 @@ def save_sample_images(dataset, folder: str | Path, count: int = 4) -> list[tupl
     return written
 
 
-def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args: DataArguments,
-                 args: InfoSAMConfig) -> dict[str, Any]:
-    """Train, save the adapter to ``args.output_dir`` and evaluate on the test split. Returns metrics."""
-    check_multiclass_recipe(model_args, data_args)
-    check_protocol(args, data_args)
-    check_recipe_values(model_args, peft_args, data_args, args)
-    check_output_dir(args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
-    peft_args.peft_method = resolve_peft_method(model_args, peft_args)  # a model variant is its own peft method
-    if peft_args.peft_method in VARIANTS:  # peft_method: gsam is model_variant: gsam
-        model_args.model_variant = peft_args.peft_method
-    check_peft_options(peft_args)
-    check_peft_targets(model_args, peft_args)
-    peft_config = build_peft_config(peft_args.peft_method, peft_args.peft_config)
-    resume = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir, peft_config.peft_type,
-                                       {"r": getattr(peft_config, "r", None)} if hasattr(peft_config, "r") else None,
-                                       model_only=args.resume_model_only)
-    for key in ("model_name_or_path", "teacher_model_name_or_path"):  # a Hub id offline: seconds, not a minute
-        if getattr(model_args, key):
-            check_pretrained_name(getattr(model_args, key), key)
-    set_seed(args.seed)
-    # Fail on bad data or options before loading any model. A validation split is held out of train
-    # only when something evaluates during training.
-    need_eval = (args.eval_strategy != "no" or args.load_best_model_at_end) and args.protocol != "official"
-    raw_splits = select_splits(data_args, seed=args.seed, need_eval=need_eval)
-    check_protocol(args, data_args, raw_splits)
-    check_drop_last(min(len(raw_splits.train), data_args.max_train_samples or len(raw_splits.train)), args)
-    class_names = resolve_class_names(data_args, raw_splits.train)
-    augmenter_from_args(data_args)
-    check_input_sizes(model_args, data_args)
-    check_model_shape(model_args, peft_args, args)
-    if args.teacher_cache == "on" and (args.lambda_r > 0 or args.lambda_d > 0):  # fail before loading any model
-        augment = parse_augment_names(data_args.augment)
-        resolve_teacher_cache("on", pixel_changing_options(augment, data_args.random_crop))
-    lock = OutputDirLock(args.output_dir).acquire() if int(os.environ.get("RANK", "0")) == 0 else None
-    try:  # a model that fails to build leaves no lock (nor a folder the lock created)
-        student, teacher, image_size = build_models(model_args, peft_args, args.output_dir, args.seed,
-                                                    data_args.num_labels,
-                                                    need_teacher=args.lambda_r > 0 or args.lambda_d > 0)
-    except BaseException:
-        if lock is not None:
-            lock.release()
-        raise
-    sam2 = is_sam2(student)
-    splits = build_datasets(data_args, image_size, seed=args.seed, splits=raw_splits, keep_aspect_ratio=not sam2)
-    image_processor = build_image_processor(image_size, data_args.image_mean, data_args.image_std, sam2,
-                                            data_args.preprocessing, data_args.resize,
-                                            is_dynamic_input_size(student.get_base_model()), class_names,
-                                            data_args.channel_order)
-    protocol = None
-    if args.protocol == "official":  # save and score the last epochs on the test split, as the official scripts
-        if splits.test is None:
-            raise RecipeError("protocol=official scores saved epochs on the test split: set test_split")
-        protocol = OfficialProtocolCallback(splits.test, official_epochs(math.ceil(args.num_train_epochs),
-                                                                         args.protocol_epochs),
-                                            (args.report_metrics or [args.metric_for_best_model or "iou"])[0])
-    trainer = InfoSAMTrainer(
-        model=student, args=args, teacher_model=teacher, train_dataset=splits.train,
-        eval_dataset=splits.eval, processing_class=image_processor, num_labels=data_args.num_labels,
-        ignore_index=data_args.ignore_index, callbacks=[TrainingCurvesCallback()] + ([protocol] if protocol else []),
-    )
-    if protocol is not None:
-        protocol.trainer = trainer
-    if trainer.is_world_process_zero():
-        groups = parameter_groups(student)
-        print(f"Trainable parameters ({peft_args.peft_method}): {sum(groups.values()):,} = "
-              + ", ".join(f"{name} {count:,}" for name, count in groups.items()))
-    summary = score_before_training(trainer, splits.test, data_args) if args.eval_before_training else {}
-    try:
-        train_result = trainer.train(resume_from_checkpoint=resume)
-    except KeyboardInterrupt:  # one line, exit status 130 (the shell's for Ctrl-C)
-        if lock is not None:
-            lock.release()
-        print(interrupted_message(trainer.state.global_step, args.output_dir), file=sys.stderr)
-        raise SystemExit(130) from None
-    # Save without Trainer's push: the push comes last, with the model card and the test results.
-    trainer.save_model(_internal_call=True)
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
-    results: dict[str, Any] = {"train": train_result.metrics}
-    if splits.test is not None:
-        last_epoch = math.ceil(train_result.metrics.get("epoch", 0) - 1e-6)
-        if protocol is not None and last_epoch in protocol.per_epoch:  # the saved last epoch is the final model
-            test_metrics = {f"test_{k}": v for k, v in protocol.per_epoch[last_epoch].items()}
-        else:
-            test_metrics = trainer.evaluate(splits.test, metric_key_prefix="test")
-        trainer.log_metrics("test", test_metrics)
-        trainer.save_metrics("test", test_metrics)
-        results["test"] = test_metrics
-        summary["after training"] = {k.removeprefix("test_"): v for k, v in test_metrics.items()}
-    if trainer.is_world_process_zero():
-        if summary:
-            first = next(iter(summary.values()))
-            keys = leading_columns(list(first), args.report_metrics, ("iou", "iou@0.5", "dice", "miou", "pixel_accuracy"))
-            keys += [k for k in first if k.startswith(CLASS_IOU_PREFIX)]
-            prompts = "no prompts" if data_args.eval_prompt == "none" else f"{data_args.eval_prompt} prompts"
-            labels = {key: f"iou {class_label(int(key.removeprefix(CLASS_IOU_PREFIX)), class_names)}"
-                      for key in keys if key.startswith(CLASS_IOU_PREFIX) and class_names}
-            _print_table(f"Test split ({len(splits.test)} images, {prompts})", summary, keys, labels)
-        if args.protocol == "gsam" and "test" in results:
-            print(f"\nG-SAM protocol, test split at the resized input (last partial batch of "
-                  f"{args.per_device_eval_batch_size} dropped):\n" + format_gsam_scores(results["test"]))
-        if protocol is not None and protocol.per_epoch:
-            protocol_summary = protocol.write(args.output_dir)
-            results["protocol"] = protocol_summary
-            columns = leading_columns(list(next(iter(protocol.per_epoch.values()))), args.report_metrics)
-            print(f"\nOfficial protocol: test split scored after epochs {sorted(protocol.per_epoch)} "
-                  f"(adapters in {args.output_dir}/epoch_<e>)\n" + format_protocol_table(protocol_summary, columns))
-        finish_run(trainer, args, results, summary,
-                   {"model": asdict(model_args), "peft": asdict(peft_args), "data": asdict(data_args),
-                    "training": training_args_dict(args)})
-        if data_args.dataset_name_or_path == "synthetic" and raw_splits.test is not None:
-            samples = save_sample_images(raw_splits.test, Path(args.output_dir) / SAMPLES_DIR)
-            if samples:
-                path, box = samples[0]
-                print(f"Test images to try predict on are in {path.parent}, e.g.\n  infosam predict --adapter "
-                      f"{args.output_dir} --images {path} --box {','.join(map(str, box))} "
-                      f"--out {Path(args.output_dir) / 'predictions'}")
-    results["summary"] = summary
-    if lock is not None:
-        lock.release()
-    return results
+def _point_to_samples(test_split, output_dir: str) -> None:
+    """Write a few demo test images and print the ``infosam predict`` line to try on the first."""
+    samples = save_sample_images(test_split, Path(output_dir) / SAMPLES_DIR)
+    if samples:
+        path, box = samples[0]
+        print(f"Test images to try predict on are in {path.parent}, e.g.\n  infosam predict --adapter "
+              f"{output_dir} --images {path} --box {','.join(map(str, box))} "
+              f"--out {Path(output_dir) / 'predictions'}")

@@ -21,11 +21,13 @@ from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
 from ..data.collator import INDEX_KEY, OBJECTS_VALID_KEY, SamPromptCollator
+from ..data.splits import sam_transform_of
 from ..evaluation.gsam_metrics import GsamScores
 from ..evaluation.loop import PROMPT_KEYS, evaluate_segmentation, make_metrics, sam_logits, upsample_logits
 from ..evaluation.metrics import SegmentationMetrics
+from ..hub import write_model_card
 from ..io import disk_full_error, is_disk_full, replace_files_from
-from ..losses import binary_segmentation_loss, class_cross_entropy, compression_loss, distillation_loss
+from ..losses import compression_loss, distillation_loss, segmentation_loss
 from ..models.capture import SamFeatureCapture, match_teacher_grid
 from ..models.inference import record_base_beside
 from ..models.multiclass import freeze_unused_head, sam_num_classes
@@ -50,11 +52,6 @@ META_KEYS = ("original_sizes", "reshaped_input_sizes", "original_labels", "promp
 LOSS_COMPONENTS = ("loss_seg", "loss_r", "loss_d", "loss_aux", "loss_obj")
 
 
-def _dataset_transform(dataset):
-    """The ``with_transform`` callable of a ``datasets.Dataset`` (None when there is none)."""
-    return getattr(dataset, "format", {}).get("format_kwargs", {}).get("transform") if dataset is not None else None
-
-
 def _sanitize_grad(grad: torch.Tensor) -> torch.Tensor:
     """Gradient hook: NaN/Inf -> 0, so a masked non-finite information loss (0·NaN in backward) reaches no weight."""
     return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
@@ -63,8 +60,7 @@ def _sanitize_grad(grad: torch.Tensor) -> torch.Tensor:
 class _TransformEpochCallback(TrainerCallback):
     """Tell the train transform which epoch starts, so its keyed per-example randomness changes per epoch."""
 
-    def __init__(self, dataset, args):
-        transform = _dataset_transform(dataset)
+    def __init__(self, transform, args):
         self.transform = transform if hasattr(transform, "set_epoch") else None
         if self.transform is not None and args.dataloader_num_workers > 0 and args.dataloader_persistent_workers:
             # persistent workers keep their own copy of the transform: set_epoch would not reach them
@@ -126,6 +122,9 @@ class InfoSAMTrainer(Trainer):
         args: an :class:`InfoSAMConfig`.
         teacher_model: optional separate frozen ``SamModel``; moved to the accelerator's device, set to
             ``eval()`` and frozen, never passed through ``accelerator.prepare``.
+        train_transform: the train split's :class:`~infosam_hf.data.SamSegmentationTransform` (its epoch hook, and
+            what the teacher cache is keyed by); default: the one ``with_sam_transform`` attached to
+            ``train_dataset``.
         **kwargs: passed to ``Trainer`` (datasets, callbacks, ``processing_class`` …). Pass the image
             processor as ``processing_class``, not ``SamProcessor``.
     """
@@ -134,7 +133,8 @@ class InfoSAMTrainer(Trainer):
     loss_is_scaled_for_ga = False
 
     def __init__(self, model: nn.Module, args: InfoSAMConfig, teacher_model: nn.Module | None = None,
-                 data_collator=None, num_labels: int | None = None, ignore_index: int = 255, **kwargs):
+                 data_collator=None, num_labels: int | None = None, ignore_index: int = 255, train_transform=None,
+                 **kwargs):
         if not isinstance(args, InfoSAMConfig):
             raise TypeError(f"args must be an InfoSAMConfig, got {type(args).__name__}")
         if data_collator is None:
@@ -164,7 +164,8 @@ class InfoSAMTrainer(Trainer):
                 if "pred_obj_score_head" in name:
                     param.requires_grad_(False)
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
-        self.add_callback(_TransformEpochCallback(self.train_dataset, args))
+        self.train_transform = train_transform if train_transform is not None else sam_transform_of(self.train_dataset)
+        self.add_callback(_TransformEpochCallback(self.train_transform, args))
         _pin_tensorboard_dir(self, args)
         self.relation_module = get_relation_module(self.model)  # shared by the teacher and student passes
         # Leaving disable_adapter() sets requires_grad on every modules_to_save copy; these must stay frozen.
@@ -185,7 +186,7 @@ class InfoSAMTrainer(Trainer):
         student_sam = self.accelerator.unwrap_model(self.model).get_base_model()
         # SAM 2: the teacher runs whole (its decoder also takes the encoder's high-resolution features)
         self.full_teacher_pass = is_sam2(student_sam)
-        if getattr(_dataset_transform(self.train_dataset), "objects_per_image", 1) > 1:
+        if getattr(self.train_transform, "objects_per_image", 1) > 1:
             self._check_objects_batch()
         self.prefix_length = (shared_prefix_length(student_sam) if self.use_info_losses and teacher_model is None
                               and args.share_frozen_prefix else 0)
@@ -241,8 +242,8 @@ class InfoSAMTrainer(Trainer):
                 raise ValueError("teacher_cache: on is SAM-only: SAM 2's decoder also reads the encoder's "
                                  "high-resolution features, which are not cached")
             return None
-        transform = _dataset_transform(self.train_dataset)
-        if transform is None or not hasattr(transform, "random_crop"):
+        transform = self.train_transform
+        if transform is None:
             if args.teacher_cache == "on":
                 raise ValueError("teacher_cache: on needs a train_dataset with a SamSegmentationTransform "
                                  "(with_sam_transform) that passes each example's index")
@@ -333,64 +334,87 @@ class InfoSAMTrainer(Trainer):
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None):
-        """loss = segmentation loss + λ1·loss_r + λ2·loss_d (+ the tuner's auxiliary loss
-        ``loss_aux`` in training); the teacher pass is skipped in evaluation.
+        """loss = segmentation loss + extra losses + λ1·loss_r + λ2·loss_d, then (``iterative_rounds``) the rounds'.
 
-        The segmentation loss is the structure loss (binary) or cross-entropy with ``ignore_index``
-        (multi-class); with C classes loss_r and loss_d are averaged over the C class tokens.
+        The segmentation loss is :meth:`segmentation_loss` (structure loss, or cross-entropy with ``ignore_index``
+        for a multi-class head; with several objects per image, averaged over the valid objects); the extra losses
+        are :meth:`extra_losses`; the information losses (:meth:`weighted_information_loss`) need the teacher pass,
+        which runs in training only. With C classes loss_r and loss_d are averaged over the C class tokens.
         """
         inputs = dict(inputs)
         labels = inputs.pop("labels")
         valid = inputs.pop(OBJECTS_VALID_KEY, None)  # (B, K): several objects per image (objects_per_image)
         if valid is not None:
             self._check_objects_batch()
-        indices = inputs.get(INDEX_KEY)
-        sizes, teacher = inputs.get("reshaped_input_sizes"), None
+        indices, sizes = inputs.get(INDEX_KEY), inputs.get("reshaped_input_sizes")
         for key in META_KEYS:
             inputs.pop(key, None)
         train_info = model.training and self.use_info_losses
-        share = self.prefix_capture.record() if train_info and self.prefix_capture else contextlib.nullcontext({})
-        with self.student_capture.record() as student, share as prefix:
-            outputs = model(pixel_values=inputs["pixel_values"], multimask_output=self.num_labels > 1,
-                            **self._prompt_kwargs(inputs))
-        # an auxiliary loss the tuner reports for this forward (Conv-LoRA's gate balancing) joins the training loss
-        loss_aux = pop_auxiliary_loss(self.accelerator.unwrap_model(model))
-        logits = upsample_logits(outputs.pred_masks, labels.shape[-2:]) if valid is None else None
-        if valid is not None:
-            loss_seg = self.objects_segmentation_loss(outputs.pred_masks, labels, valid)
-        elif self.num_labels > 1:
-            loss_seg = class_cross_entropy(logits, labels, self.ignore_index)
-        else:
-            loss_seg = binary_segmentation_loss(logits, labels.unsqueeze(1).to(logits.dtype), self.args.seg_loss,
-                                                bce=self.args.structure_loss_bce)
+        outputs, student, prefix = self.student_pass(model, inputs, share_prefix=train_info)
+        loss_seg = (self.objects_segmentation_loss(outputs.pred_masks, labels, valid) if valid is not None else
+                    self.segmentation_loss(upsample_logits(outputs.pred_masks, labels.shape[-2:]), labels))
+        extra = self.extra_losses(model, outputs, labels)
         loss = loss_seg
-        extra: dict[str, torch.Tensor] = {}
-        if loss_aux is not None and model.training:
-            loss = loss + loss_aux
-            extra["loss_aux"] = loss_aux
-        if self.args.lambda_object_score > 0:  # SAM 2: is there an object at all?
-            present = (labels.flatten(1) > 0).any(1).to(outputs.object_score_logits.dtype)
-            extra["loss_obj"] = F.binary_cross_entropy_with_logits(outputs.object_score_logits[:, 0, 0], present)
-            loss = loss + self.args.lambda_object_score * extra["loss_obj"]
+        for value, weight in extra.values():
+            loss = loss + weight * value
+        components = {"loss_seg": loss_seg, **{name: value for name, (value, _) in extra.items()}}
+        teacher = None
         if train_info:
             teacher = self.teacher_features(model, inputs, indices, prefix.get("hidden"))
-            loss_r, loss_d = (self.information_losses(teacher, student) if valid is None else
-                              self.information_losses(*self.object_relation_features(teacher, student, valid)))
-            info = self.args.lambda_r * loss_r + self.args.lambda_d * loss_d
-            # device-side guard, no host read: a non-finite value is replaced by 0 in the loss, and the gradient
-            # hooks (relation parameters, student features) clear the NaN that 0·NaN leaves in backward
-            finite = torch.isfinite(info)
-            zero = torch.zeros_like(info)
-            loss = loss + torch.where(finite, info, zero)
-            self._count_skipped(finite)
-            self._accumulate({"loss_seg": loss_seg, "loss_r": torch.where(finite, loss_r, zero),
-                              "loss_d": torch.where(finite, loss_d, zero), **extra})
-        elif model.training:
-            self._accumulate({"loss_seg": loss_seg, **extra})
+            info, parts = self.weighted_information_loss(teacher, student, valid)
+            loss = loss + info
+            components.update(parts)
+        if model.training:
+            self._accumulate(components)
         if model.training and self.args.iterative_rounds:
             loss = iterative_rounds_loss(self, model, self._prompt_kwargs(inputs), labels, sizes, outputs, student,
                                          teacher, loss)
         return loss  # return_outputs is never asked for: evaluation_loop below replaces Trainer's prediction_step
+
+    def student_pass(self, model: nn.Module, inputs: dict[str, Any], share_prefix: bool = False):
+        """The student's forward: ``(outputs, its relation features, the frozen prefix's output)``; the prefix is
+        recorded (``share_prefix``) for the teacher pass to start from."""
+        share = self.prefix_capture.record() if share_prefix and self.prefix_capture else contextlib.nullcontext({})
+        with self.student_capture.record() as student, share as prefix:
+            outputs = model(pixel_values=inputs["pixel_values"], multimask_output=self.num_labels > 1,
+                            **self._prompt_kwargs(inputs))
+        return outputs, student, prefix
+
+    def segmentation_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The run's segmentation loss of upsampled logits, the function evaluation uses too
+        (:func:`~infosam_hf.losses.segmentation_loss`)."""
+        return segmentation_loss(logits, labels, self.num_labels, kind=self.args.seg_loss,
+                                 bce=self.args.structure_loss_bce, ignore_index=self.ignore_index)
+
+    def extra_losses(self, model: nn.Module, outputs, labels: torch.Tensor) -> dict[str, tuple[torch.Tensor, float]]:
+        """``{name: (loss, weight)}`` beside the segmentation loss: the auxiliary loss a tuner reports for this forward
+        (Conv-LoRA's gate balancing; training only, weight 1) and SAM 2's object-score loss (``lambda_object_score``)."""
+        extra = {}
+        loss_aux = pop_auxiliary_loss(self.accelerator.unwrap_model(model))  # popped every forward
+        if loss_aux is not None and model.training:
+            extra["loss_aux"] = (loss_aux, 1.0)
+        if self.args.lambda_object_score > 0:  # SAM 2: is there an object at all?
+            present = (labels.flatten(1) > 0).any(1).to(outputs.object_score_logits.dtype)
+            loss_obj = F.binary_cross_entropy_with_logits(outputs.object_score_logits[:, 0, 0], present)
+            extra["loss_obj"] = (loss_obj, self.args.lambda_object_score)
+        return extra
+
+    def weighted_information_loss(self, teacher: dict[str, torch.Tensor], student: dict[str, torch.Tensor],
+                                  valid: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """λ1·loss_r + λ2·loss_d over the micro-batch (one relation per image, or per (image, object) pair with
+        ``valid``), and the two losses for the logs.
+
+        A device-side guard, no host read: a non-finite value is replaced by 0, and the gradient hooks (relation
+        parameters, student features) clear the NaN that 0·NaN leaves in backward; the step is counted.
+        """
+        loss_r, loss_d = (self.information_losses(teacher, student) if valid is None else
+                          self.information_losses(*self.object_relation_features(teacher, student, valid)))
+        info = self.args.lambda_r * loss_r + self.args.lambda_d * loss_d
+        finite = torch.isfinite(info)
+        zero = torch.zeros_like(info)
+        self._count_skipped(finite)
+        return torch.where(finite, info, zero), {"loss_r": torch.where(finite, loss_r, zero),
+                                                  "loss_d": torch.where(finite, loss_d, zero)}
 
     def _check_objects_batch(self) -> None:
         """A batch of several objects per image: what that path does not cover fails here, in one line."""
@@ -404,8 +428,7 @@ class InfoSAMTrainer(Trainer):
         ``labels`` (B, K, H, W), ``valid`` (B, K)."""
         rows = valid.flatten()
         logits = upsample_logits(pred_masks.flatten(0, 1)[rows], labels.shape[-2:])
-        target = labels.flatten(0, 1)[rows].unsqueeze(1).to(logits.dtype)
-        return binary_segmentation_loss(logits, target, self.args.seg_loss, bce=self.args.structure_loss_bce)
+        return self.segmentation_loss(logits, labels.flatten(0, 1)[rows])
 
     def object_relation_features(self, teacher: dict[str, torch.Tensor], student: dict[str, torch.Tensor],
                                  valid: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -511,6 +534,12 @@ class InfoSAMTrainer(Trainer):
         super().log(logs, start_time)
 
     # ----------------------------------------------------------------- saving
+    def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
+        """The InfoSAM model card (``README.md``, see :func:`~infosam_hf.hub.build_model_card`) of the run in
+        ``output_dir``, read from its files; ``Trainer.push_to_hub`` calls it before uploading."""
+        if self.is_world_process_zero():
+            write_model_card(self.args.output_dir, self.hub_model_id if self.args.push_to_hub else None)
+
     def _trainable_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad)
 
