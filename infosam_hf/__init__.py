@@ -16,30 +16,13 @@ from .import_hooks import after_import, lazy_attributes
 
 __version__ = "0.1.0"
 
-# public name -> the submodule that defines it (imported on first access)
-_LAZY = {
-    "DataArguments": ".data",
-    "compression_loss": ".losses",
-    "distillation_loss": ".losses",
-    "structure_loss": ".losses",
-    "ModelArguments": ".models",
-    "attach_relation_module": ".models",
-    "load_for_inference": ".evaluation",  # the models' loader, with generate_masks attached
-    "load_sam": ".models",
-    "resize_sam_input": ".models",
-    "RelationModule": ".relation",
-    "load_official_relation_state_dict": ".relation",
-    "InfoSAMConfig": ".training",
-    "InfoSAMTrainer": ".training",
-    "InfoSamImageProcessor": ".models",
-    "PeftArguments": ".tuners",
-    "build_student": ".tuners",
-}
-
-__all__ = sorted(_LAZY)
-
-
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
+# the public API, by the submodule each name loads from on first use (``load_for_inference`` through evaluation: the
+# models it loads get ``generate_masks``)
+__getattr__, __dir__, __all__ = lazy_attributes(__name__, {
+    ".data": "DataArguments", ".losses": "compression_loss distillation_loss structure_loss",
+    ".models": "ModelArguments attach_relation_module load_sam resize_sam_input InfoSamImageProcessor",
+    ".evaluation": "load_for_inference", ".relation": "RelationModule load_official_relation_state_dict",
+    ".training": "InfoSAMConfig InfoSAMTrainer", ".tuners": "PeftArguments build_student"})
 
 
 def _importing(name: str) -> bool:

@@ -6,13 +6,15 @@ logging, only once those (slow to import) packages are imported by whatever need
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.abc
 import importlib.util
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
-__all__ = ["after_import", "lazy_attributes"]
+__all__ = ["after_import", "declared_names", "lazy_attributes"]
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
@@ -54,10 +56,27 @@ def after_import(name: str, callback: Callable[[], None]) -> None:
         hook.callbacks.append(callback)
 
 
-def lazy_attributes(package: str, names: Mapping[str, str]) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
-    """A package's ``__getattr__`` and ``__dir__`` (PEP 562) that import each public name from its submodule
-    (``names``: name -> relative module, e.g. ``".training"``) on first access, then keep it."""
+def declared_names(path: Path) -> list[str]:
+    """The names a module's ``__all__`` lists, read from its source (nothing is imported)."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            return [element.value for element in node.value.elts]
+    raise ImportError(f"{path} has no literal __all__ to load its names lazily from")
+
+
+def lazy_attributes(package: str, modules: Sequence[str] | Mapping[str, str],
+                    ) -> tuple[Callable[[str], object], Callable[[], list[str]], list[str]]:
+    """A package's ``__getattr__`` and ``__dir__`` (PEP 562) and its ``__all__``, each name imported from its
+    submodule on first access, then kept. ``modules``: relative module names (``".splits"``) whose ``__all__`` are
+    the public names (the first that declares a name provides it), or ``{module: "name name ..."}`` to pick them."""
     module = sys.modules[package]
+    folder = Path(module.__file__).parent
+    names: dict[str, str] = {}
+    for submodule in modules:
+        picked = modules[submodule].split() if isinstance(modules, Mapping) else declared_names(
+            folder.joinpath(*submodule.lstrip(".").split(".")).with_suffix(".py"))
+        for name in picked:
+            names.setdefault(name, submodule)
 
     def __getattr__(name: str):
         if name in names:
@@ -69,4 +88,4 @@ def lazy_attributes(package: str, names: Mapping[str, str]) -> tuple[Callable[[s
     def __dir__() -> list[str]:
         return sorted(set(vars(module)) | set(names))
 
-    return __getattr__, __dir__
+    return __getattr__, __dir__, sorted(names)

@@ -7,23 +7,6 @@ loads ``generate_masks``.
 
 from ..import_hooks import lazy_attributes
 
-# public name -> the submodule that defines it
-_LAZY = {
-    "load_for_inference": ".everything",
-    "evaluate_adapter": ".evaluate",
-    "format_results_table": ".evaluate",
-    "box_fill_logits": ".loop",
-    "evaluate_segmentation": ".loop",
-    "make_metrics": ".loop",
-    "sam_logits": ".loop",
-    "upsample_logits": ".loop",
-    "SegmentationMetrics": ".metrics",
-    "compute_binary_metrics": ".metrics",
-    "Prompt": ".prompt_input",
-    "predict_masks": ".predict",
-}
-
-__all__ = sorted(_LAZY)
-
-
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
+# the public names: those of these submodules' __all__, each imported from its submodule on first use
+__getattr__, __dir__, __all__ = lazy_attributes(__name__, (
+    ".everything", ".evaluate", ".loop", ".metrics", ".prompt_input", ".predict"))

@@ -26,7 +26,7 @@ from ..models.inference import POST_LOAD_HOOKS, load_for_inference  # noqa: F401
 from .backends import as_backend
 from .tiling import Tile, tile_grid
 
-__all__ = ["MaskGeneratorSettings", "attach_generate_masks", "box_nms", "generate_masks"]
+__all__ = ["MaskGeneratorSettings", "attach_generate_masks", "box_nms", "generate_masks", "load_for_inference"]
 
 
 @dataclass

@@ -6,19 +6,6 @@ library only) can be imported by ``--help`` and usage checks without torch.
 
 from ..import_hooks import lazy_attributes
 
-# public name -> the submodule that defines it
-_LAZY = {
-    "InfoSAMConfig": ".config",
-    "RecipeError": ".recipe",
-    "parse_recipe": ".recipe",
-    "RECIPE_DATACLASSES": ".run",
-    "build_models": ".run",
-    "parse_train_args": ".run",
-    "run_training": ".run",
-    "InfoSAMTrainer": ".trainer",
-}
-
-__all__ = sorted(_LAZY)
-
-
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
+# the public names: those of these submodules' __all__, each imported from its submodule on first use
+__getattr__, __dir__, __all__ = lazy_attributes(__name__, (
+    ".config", ".recipe", ".run", ".trainer"))
