@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from infosam_hf.interactive.session import Clicks, InteractiveSession
-from tests.tiny_sam import free_port, tiny_student
+from tests.testing_utils import free_port, tiny_student
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

@@ -114,7 +114,7 @@ RUNNABLE = [(path, lang.split()[0], body) for path in DOCS for lang, body in FEN
 @pytest.fixture(scope="module")
 def demo_folder(tmp_path_factory):
     """A folder holding ``outputs/demo``: a tiny LoRA adapter with its base in ``outputs/demo/base_model``."""
-    from tests.tiny_sam import student_on, tiny_sam
+    from tests.testing_utils import student_on, tiny_sam
 
     folder = tmp_path_factory.mktemp("docs")
     demo = folder / "outputs" / "demo"

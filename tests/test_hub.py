@@ -28,8 +28,8 @@ from infosam_hf.commands.export import main as export_main
 from infosam_hf.models.sam import get_relation_module
 from infosam_hf.training.run import build_models, parse_train_args, run_training
 from infosam_hf.relation import load_relation_state_dict, relation_state_from_adapter_weights
-from test_trainer import DEMO, FAST
-from tiny_sam import tiny_batch
+from tests.testing_utils import DEMO, FAST
+from tests.testing_utils import tiny_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = [*FAST, "--disable_tqdm", "true", "--metric_set", "paper"]

@@ -19,7 +19,7 @@ from infosam_hf.hub import write_model_card
 from infosam_hf.models.inference import load_for_inference, record_base_beside, run_input_settings
 from infosam_hf.models.processor import InfoSamImageProcessor, build_sam_image_processor, read_input_settings
 from infosam_hf.training.host import fit_dataloader_to_host
-from tests.tiny_sam import perturb_trainable, student_on, tiny_sam
+from tests.testing_utils import perturb_trainable, student_on, tiny_sam
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_ID, REVISION = "infosam-test/tiny-sam", "0123456789abcdef0123456789abcdef01234567"

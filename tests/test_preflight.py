@@ -13,7 +13,7 @@ from infosam_hf.errors import UsageError
 from infosam_hf.models import ModelArguments
 from infosam_hf.training import parse_train_args
 from infosam_hf.models.preflight import activation_bytes, check_activation_memory, check_block_indices, vision_fields
-from tests.tiny_sam import TINY_SAM
+from tests.testing_utils import TINY_SAM
 
 LEAF = "recipes/leaf.yaml"
 

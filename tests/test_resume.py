@@ -9,7 +9,7 @@ from transformers import TrainerCallback
 import infosam_hf.training.run as pipeline
 from infosam_hf import InfoSAMTrainer
 from infosam_hf.training.run import parse_train_args, run_training
-from test_trainer import DEMO, FAST
+from tests.testing_utils import DEMO, FAST
 
 TOTAL, STOP = 6, 3  # 16 images / batch 4 = 4 steps per epoch: resumes mid-epoch and crosses an epoch boundary
 

@@ -40,7 +40,7 @@ from infosam_hf.training.resume_check import (
 )
 from infosam_hf.training.run import parse_train_args, run_training
 from infosam_hf.training.teacher_cache import TeacherEmbeddingCache
-from tests.tiny_sam import tiny_student
+from tests.testing_utils import tiny_student
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "recipes" / "demo.yaml")

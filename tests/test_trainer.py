@@ -11,21 +11,10 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from infosam_hf import InfoSAMConfig, InfoSAMTrainer
-from infosam_hf.data import DataArguments
-from infosam_hf.data import build_datasets
 from infosam_hf.training.run import parse_train_args, run_training
-from tiny_sam import free_port, tiny_student
+from tests.testing_utils import DEMO, FAST, free_port, tiny_data, tiny_student
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = str(ROOT / "recipes" / "demo.yaml")
-FAST = ["--synthetic_num_train", "16", "--synthetic_num_eval", "4", "--synthetic_num_test", "8",
-        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8", "--logging_steps", "1"]
-
-
-def tiny_data(num_train=8):
-    data_args = DataArguments(dataset_name_or_path="synthetic", synthetic_num_train=num_train, synthetic_num_eval=4,
-                              synthetic_num_test=4, synthetic_image_size=64, train_prompt="box")
-    return build_datasets(data_args, image_size=64, seed=0)
 
 
 class GradRecorder(TrainerCallback):
@@ -180,7 +169,7 @@ def test_ddp_two_processes_gloo(tmp_path):
 
 
 def test_separate_teacher_is_frozen_on_device_and_not_prepared(tmp_path):
-    from tiny_sam import tiny_sam
+    from tests.testing_utils import tiny_sam
 
     splits = tiny_data()
     teacher = tiny_sam(seed=7)

@@ -22,7 +22,7 @@ from infosam_hf.tuners.registry import build_student
 from infosam_hf.tuners.variants import (GsamConfig, SamusConfig, active_variant, load_timm_resnet,
                                         timm_to_branch_key)
 from infosam_hf.tuners.variants.resnet import ResNetBranch
-from tests.tiny_sam import TINY_SAM, perturb_trainable, reload_in_fresh_process, student_on
+from tests.testing_utils import TINY_SAM, perturb_trainable, reload_in_fresh_process, student_on
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes" / "gsam"
