@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -102,7 +103,8 @@ def _box_mean_31(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, kernel_size=(1, 31), stride=1, padding=(0, 15))
 
 
-BCE_FORMS = ("weighted", "unweighted")
+BceForm = Literal["weighted", "unweighted"]
+BCE_FORMS: tuple[str, ...] = get_args(BceForm)
 
 
 def check_bce_form(bce: str) -> None:
@@ -157,7 +159,8 @@ def class_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index
     return pixel.sum() / valid.sum().clamp_min(1)
 
 
-SEG_LOSSES = ("structure", "bce")
+SegLoss = Literal["structure", "bce"]
+SEG_LOSSES: tuple[str, ...] = get_args(SegLoss)
 
 
 def binary_segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "structure",

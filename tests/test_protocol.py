@@ -45,7 +45,7 @@ def test_official_protocol_refuses_validation_settings():
 
     with pytest.raises(ValueError, match="set eval_strategy: no and load_best_model_at_end: false"):
         InfoSAMConfig(output_dir="x", protocol="official", eval_strategy="epoch", save_strategy="epoch")
-    with pytest.raises(ValueError, match="protocol must be one of default, official"):
+    with pytest.raises(ValueError, match=r"protocol='paper' is not one of \[default, official, gsam\]"):
         InfoSAMConfig(output_dir="x", protocol="paper")
 
 

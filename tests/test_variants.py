@@ -327,3 +327,15 @@ def test_build_models_gives_a_variant_a_base_sam_teacher_only_for_infosam(tmp_pa
             expected = student.eval()(pixel_values=pixels, multimask_output=False).pred_masks
         assert torch.equal(teacher.eval()(pixel_values=pixels, multimask_output=False).pred_masks, expected)
     assert build_models(model_args, peft_args, str(tmp_path), seed=0, need_teacher=False)[1] is None
+
+
+def test_model_variant_choices_are_the_variants():
+    """``model_variant``'s Literal choices (checked when the recipe is read) name exactly the variants there are."""
+    import typing
+
+    from infosam_hf.choices import literal_choices
+    from infosam_hf.models import ModelArguments
+    from infosam_hf.tuners.variants import VARIANTS
+
+    annotation = typing.get_type_hints(ModelArguments)["model_variant"]
+    assert sorted(literal_choices(annotation)) == sorted(VARIANTS)

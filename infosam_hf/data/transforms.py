@@ -3,7 +3,7 @@ H×W), (random crop, augment), normalise, sample prompts."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -19,9 +19,12 @@ __all__ = ["PREPROCESSING_MODES", "SAM_PIXEL_MEAN", "SAM_PIXEL_STD", "SamSegment
 
 # sam: SAM's image-processor convention (RGB, zero padding after normalising, JPEG drafts, masks > threshold);
 # official: the official InfoSAM loader (OpenCV BGR, black padding before normalising, masks v // 255).
-PREPROCESSING_MODES = ("sam", "official")
-CHANNEL_ORDERS = ("rgb", "bgr")
-EVAL_RESOLUTIONS = ("original", "input")  # where evaluation scores: the original mask, or the resized model input
+Preprocessing = Literal["sam", "official"]
+ChannelOrder = Literal["rgb", "bgr"]
+EvalResolution = Literal["original", "input"]
+PREPROCESSING_MODES: tuple[str, ...] = get_args(Preprocessing)
+CHANNEL_ORDERS: tuple[str, ...] = get_args(ChannelOrder)
+EVAL_RESOLUTIONS: tuple[str, ...] = get_args(EvalResolution)  # where evaluation scores: the original mask, or the resized model input
 
 SAM_PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 SAM_PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)

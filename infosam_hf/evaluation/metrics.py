@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -53,7 +53,8 @@ __all__ = [
 ]
 
 THRESHOLDS: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
-METRIC_INPUTS: tuple[str, ...] = ("probability", "official_logits")
+MetricInput = Literal["probability", "official_logits"]
+METRIC_INPUTS: tuple[str, ...] = get_args(MetricInput)
 IOU_KEYS: tuple[str, ...] = ("iou", "dice", "iou@0.5", "dice@0.5")
 SOD_KEYS: tuple[str, ...] = ("s_measure", "e_measure", "weighted_f_measure", "mae")
 BINARY_IMAGE_KEYS: tuple[str, ...] = IOU_KEYS + SOD_KEYS

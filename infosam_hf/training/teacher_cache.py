@@ -20,7 +20,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -40,7 +40,9 @@ __all__ = [
     "resolve_teacher_cache",
 ]
 
-TEACHER_CACHE_MODES = ("auto", "off", "on")
+TeacherCacheMode = Literal["auto", "off", "on"]
+TEACHER_CACHE_MODES: tuple[str, ...] = get_args(TeacherCacheMode)
+CacheDtype = Literal["float32", "float16", "bfloat16"]  # the keys of CACHE_DTYPES
 CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _TENSOR_KEY = "image_embeddings"
 
