@@ -83,14 +83,28 @@ def test_info_losses_reach_the_right_parameters(tmp_path):
 
 
 def test_evaluation_skips_the_teacher(tmp_path):
+    """No forward of evaluate() runs the teacher (the student with its adapters disabled): a hook on the mask
+    decoder records, for every call, whether the adapters were off. A training loss on the same trainer shows the
+    hook sees a teacher pass when there is one."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
     splits = tiny_data()
     args = InfoSAMConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, metric_set="iou",
-                         per_device_eval_batch_size=4, disable_tqdm=True)
-    trainer = InfoSAMTrainer(model=tiny_student(), args=args, eval_dataset=splits.eval)
-    calls = []
-    trainer.teacher_features = lambda *a, **k: calls.append(1)
+                         per_device_eval_batch_size=4, disable_tqdm=True, teacher_cache="off")
+    student = tiny_student()
+    trainer = InfoSAMTrainer(model=student, args=args, train_dataset=splits.train, eval_dataset=splits.eval)
+    adapters = [m for m in student.modules() if isinstance(m, BaseTunerLayer)]
+    teacher_calls = []  # per mask-decoder call: True when it ran as the teacher (adapters disabled)
+    student.get_base_model().mask_decoder.register_forward_pre_hook(
+        lambda *_: teacher_calls.append(all(layer.disable_adapters for layer in adapters)))
+
+    trainer.model.train()
+    trainer.compute_loss(trainer.model, next(iter(trainer.get_train_dataloader())))
+    assert teacher_calls == [False, True], "the training loss runs the student, then the teacher"
+
+    teacher_calls.clear()
     metrics = trainer.evaluate()
-    assert not calls
+    assert teacher_calls and not any(teacher_calls), "evaluate() ran the teacher"
     assert {"eval_loss", "eval_iou", "eval_dice", "eval_iou@0.5", "eval_miou"} <= set(metrics)
 
 
