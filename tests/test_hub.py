@@ -330,3 +330,13 @@ def test_freeze_relation_keeps_it_fixed_and_out_of_the_optimizer(run, tmp_path):
     assert not any(id(p) in in_optimizer for p in relation.parameters())
     assert all(torch.equal(relation.state_dict()[k], v) for k, v in before.items())
     assert any(not torch.equal(p, lora_before[n]) for n, p in student.named_parameters() if n in lora_before)
+
+
+def test_card_method_names_are_peft_types():
+    """Every entry of the card's method-name table is a registered peft type (the key the card looks up), so the
+    table holds no names that are never looked up."""
+    import peft.mapping
+
+    from infosam_hf.hub import PEFT_DISPLAY_NAMES
+
+    assert set(PEFT_DISPLAY_NAMES) <= {name.lower() for name in peft.mapping.PEFT_TYPE_TO_CONFIG_MAPPING}
