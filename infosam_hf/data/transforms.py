@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..choices import check_choice
 from .augment import random_crop
 from .collator import INDEX_KEY
 from .decoding import DataError, decode_image, decode_mask, decode_mask_official, size_mismatch
@@ -146,10 +147,8 @@ class SamSegmentationTransform:
                  random_crop: tuple[int, int] | None = None, image_mean=None, image_std=None,
                  mask_value_map: dict[int, int] | None = None, keep_aspect_ratio: bool = True,
                  preprocessing: str = "sam", channel_order: str = "rgb", eval_resolution: str = "original"):
-        if prompt_mode not in PROMPT_MODES:
-            raise ValueError(f"prompt mode {prompt_mode!r} is not one of {PROMPT_MODES}")
-        if preprocessing not in PREPROCESSING_MODES:
-            raise ValueError(f"preprocessing {preprocessing!r} is not one of {PREPROCESSING_MODES}")
+        check_choice("prompt_mode", prompt_mode, PROMPT_MODES)
+        check_choice("preprocessing", preprocessing, PREPROCESSING_MODES)
         self.official = preprocessing == "official"
         self.image_size = image_size
         self.prompt_mode = prompt_mode

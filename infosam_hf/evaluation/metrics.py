@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from py_sod_metrics import Emeasure, Smeasure, WeightedFmeasure
 
+from ..choices import check_choice
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -335,8 +337,7 @@ class SegmentationMetrics:
     ):
         if num_labels < 1:
             raise ValueError(f"num_labels must be >= 1, got {num_labels}")
-        if metric_input not in METRIC_INPUTS:
-            raise ValueError(f"metric_input must be one of {METRIC_INPUTS}, got {metric_input!r}")
+        check_choice("metric_input", metric_input, METRIC_INPUTS)
         self.num_labels = int(num_labels)
         self.ignore_index = ignore_index
         self.metric_input = metric_input

@@ -37,6 +37,7 @@ from torch import nn
 from transformers import SamModel
 from transformers.models.sam.modeling_sam import SamMaskDecoder
 
+from ..choices import check_choice
 from .arguments import MulticlassHead
 from .sam2 import _config_of
 
@@ -84,8 +85,7 @@ def add_multiclass_head(model: SamModel, num_classes: int, head: str = "project"
 
     Uses the global torch RNG for the new weights (seed it first for reproducible heads).
     """
-    if head not in MULTICLASS_HEADS:
-        raise ValueError(f"multiclass_head={head!r} is not one of {', '.join(MULTICLASS_HEADS)}")
+    check_choice("multiclass_head", head, MULTICLASS_HEADS)
     if num_classes < 2:
         raise ValueError(f"num_labels={num_classes}: a multi-class head needs at least 2 classes")
     if getattr(model.config, NUM_CLASSES_KEY, None):
