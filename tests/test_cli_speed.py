@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from infosam_hf.commands.train import TRAIN_KEYS_FILE
 from infosam_hf.training.recipe import recipe_help_schema
 from infosam_hf.training.run import RECIPE_DATACLASSES
@@ -35,6 +37,7 @@ def test_help_and_a_usage_error_import_no_heavy_package():
     assert _heavy_modules_after(typo) == []
 
 
+@pytest.mark.slow
 def test_importing_peft_after_the_package_registers_the_sam_tuners():
     code = ("import infosam_hf\nfrom peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING as M\n"
             "assert 'SAM_ADAPTER' in M and 'ADAPTFORMER' in M, sorted(M)")

@@ -189,6 +189,7 @@ def test_evaluate_reports_bad_input_in_one_line(demo_adapter, csv_folder, tmp_pa
         assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_evaluate_script_base_model_mismatch(demo_adapter, csv_folder, tmp_path):
     adapter, _ = demo_adapter
     other = tmp_path / "other_base"

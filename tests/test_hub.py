@@ -132,6 +132,7 @@ def test_peft_and_auto_peft_reload_predict_exactly(run, monkeypatch):
         assert torch.equal(loaded_masks, masks) and torch.equal(loaded_scores, scores)
 
 
+@pytest.mark.slow
 def test_auto_peft_reload_in_a_fresh_process(run, tmp_path):
     batch = sample_batch()
     masks, scores = predict(run.model, batch)

@@ -87,6 +87,7 @@ def _save_adapter(folder: Path, base_dir: Path, kind: str) -> None:
     build_sam_image_processor(64, **inputs).save_pretrained(folder)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_one_adapter_four_ways_identical_masks(kind, tmp_path):
     hub_cache = tmp_path / "hf" / "hub"
@@ -194,6 +195,7 @@ def test_a_moved_random_base_run_loads_from_anywhere(tmp_path, monkeypatch):
                                                   multimask_output=False).pred_masks)
 
 
+@pytest.mark.slow
 def test_the_model_card_snippet_runs_as_printed(tmp_path):
     adapter = tmp_path / "run"
     sam = tiny_sam(seed=4)

@@ -67,6 +67,7 @@ def test_depth_is_read_from_known_names_local_configs_and_sam_config(tmp_path):
         check_block_indices({"block_indices": [1, 2]}, vision_fields(None, TINY_SAM), "tiny")
 
 
+@pytest.mark.slow
 def test_an_input_size_the_machine_cannot_hold_is_refused_naming_image_size(capsys, tmp_path):
     vision = vision_fields(None, TINY_SAM)
     # attention maps grow with the fourth power of the side: 16x the pixels, 256x the global-attention maps

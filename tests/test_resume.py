@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
@@ -72,11 +73,13 @@ def resume_equals_uninterrupted(tmp_path, monkeypatch, extra):
     assert losses(resumed)[-(TOTAL - STOP):] == losses(full_state)[-(TOTAL - STOP):]
 
 
+@pytest.mark.slow
 def test_resume_restores_the_training_state_exactly(tmp_path, monkeypatch):
     """Without prompt randomness: adapters, decoder, relation module, optimizer, scheduler, data order."""
     resume_equals_uninterrupted(tmp_path, monkeypatch, ["--train_prompt", "none"])
 
 
+@pytest.mark.slow
 def test_resume_of_the_demo_recipe_is_exact(tmp_path, monkeypatch):
     """The demo recipe as is: mixed box/point prompts with jittered boxes and sampled points."""
     resume_equals_uninterrupted(tmp_path, monkeypatch, [])

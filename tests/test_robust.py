@@ -170,6 +170,7 @@ def test_a_non_finite_segmentation_loss_stops_at_the_log(tmp_path):
     assert "clipping" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_diverging_run_exits_with_one_line_and_no_adapter(tmp_path):
     out = tmp_path / "run"
     run = subprocess.run([sys.executable, "-m", "infosam_hf", "train", DEMO, "--output_dir", str(out), *FAST,

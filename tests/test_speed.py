@@ -193,6 +193,7 @@ def test_sdpa_and_bf16_autocast_match_eager_float32(tmp_path):
         load_sam(sam_config=TINY_SAM, attn_implementation="flash")
 
 
+@pytest.mark.slow
 def test_global_info_loss_batch_equals_one_process_on_the_whole_batch(tmp_path):
     import os
     import subprocess
@@ -255,6 +256,7 @@ def test_cache_key_follows_edited_image_files(tmp_path):
     assert dataset_cache_key(dataset, SamSegmentationTransform(32, train=True))["transform"] != before["transform"]
 
 
+@pytest.mark.slow
 def test_recipe_with_cache_on_and_an_augmentation_fails_before_loading_a_model(tmp_path):
     from pathlib import Path
 

@@ -153,6 +153,7 @@ def test_tensorboard_logs_land_under_output_dir_or_logging_dir(tmp_path, monkeyp
         assert not (out / "runs").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo DDP test runs on Linux CI")
 def test_ddp_two_processes_gloo(tmp_path):
     out = tmp_path / "ddp"

@@ -174,6 +174,7 @@ def saved_runs(tmp_path_factory):
     return root, expected
 
 
+@pytest.mark.slow
 def test_auto_peft_model_reloads_every_method_exactly_in_a_fresh_process(saved_runs):
     root, expected = saved_runs
     fresh_outputs = reload_in_fresh_process(root, list(METHODS))

@@ -223,6 +223,7 @@ def saved_variants(tmp_path_factory):
     return root, expected
 
 
+@pytest.mark.slow
 def test_auto_peft_model_reloads_both_variants_exactly(saved_variants):
     root, expected = saved_variants
     fresh_outputs = reload_in_fresh_process(root, ["gsam", "samus"])
