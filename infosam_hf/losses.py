@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
+
+from .choices import check_choice
 
 __all__ = [
     "SEG_LOSSES",
@@ -103,13 +106,13 @@ def _box_mean_31(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, kernel_size=(1, 31), stride=1, padding=(0, 15))
 
 
-BCE_FORMS = ("weighted", "unweighted")
+BceForm = Literal["weighted", "unweighted"]
+BCE_FORMS: tuple[str, ...] = get_args(BceForm)
 
 
 def check_bce_form(bce: str) -> None:
     """``structure_loss_bce`` must be one of :data:`BCE_FORMS`."""
-    if bce not in BCE_FORMS:
-        raise ValueError(f"structure_loss_bce must be 'weighted' or 'unweighted', got {bce!r}")
+    check_choice("structure_loss_bce", bce, BCE_FORMS)
 
 
 def structure_loss(logits: torch.Tensor, target: torch.Tensor, bce: str = "weighted",
@@ -158,7 +161,8 @@ def class_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index
     return pixel.sum() / valid.sum().clamp_min(1)
 
 
-SEG_LOSSES = ("structure", "bce")
+SegLoss = Literal["structure", "bce"]
+SEG_LOSSES: tuple[str, ...] = get_args(SegLoss)
 
 
 def binary_segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "structure",
@@ -168,8 +172,7 @@ def binary_segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: s
     :func:`structure_loss`."""
     if kind == "structure":
         return structure_loss(logits, target, bce, reduction)
-    if kind != "bce":
-        raise ValueError(f"seg_loss must be one of {SEG_LOSSES}, got {kind!r}")
+    check_choice("seg_loss", kind, SEG_LOSSES)
     logits, target = _as_float32(logits), _as_float32(target)
     per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     per_image = per_pixel.flatten(1).mean(dim=1)

@@ -6,8 +6,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_sam import tiny_batch, tiny_student  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.testing_utils
+from tests.testing_utils import tiny_batch, tiny_student  # noqa: E402
 
 from infosam_hf import InfoSAMConfig, InfoSAMTrainer  # noqa: E402
 

@@ -78,7 +78,9 @@ def test_strategy_no_and_null_survive_parsing(tmp_path):
 
 
 @pytest.mark.parametrize("extra, expected", [
-    (["--eval_prompt", "mixd"], "eval_prompt='mixd' is not one of"),
+    (["--eval_prompt", "mixd"], "eval_prompt='mixd' is not one of [box, point, points, mixed, none]; did you mean 'mixed'?"),
+    (["--teacher_cache", "sometimes"], "teacher_cache='sometimes' is not one of [auto, off, on]"),
+    (["--model_variant", "GSAM"], "model_variant='GSAM' is not one of [gsam, samus]; did you mean 'gsam'?"),
     (["--peft_method", "adapterx"], "peft_method='adapterx' is not known"),
     (["--peft_config.rr", "3"], "peft_config:"),
     (["--relation_from", "/nonexistent/relation_models/3.pth"], "relation_from=/nonexistent/relation_models/3.pth"),
@@ -115,6 +117,20 @@ def test_train_help_lists_every_key_by_group(flag, capsys):
                 assert f"\n  --{field.name} " in out, field.name
     assert "--lambda_d float\n      Weight λ2 of loss_d (relation distillation). (default: 0.5)" in out
     assert "--logging_dir str | None" in out
+    assert "--teacher_cache {auto,off,on}\n" in out and "--model_variant {gsam,samus} | None\n" in out  # the choices
+
+
+def test_mode_keys_take_their_literal_choices(tmp_path):
+    """A ``Literal`` key reads YAML's ``on`` as the word written and unsets an optional key with ``none``; a value
+    outside the choices is the same one line from a recipe and from Python."""
+    from infosam_hf.data import DataArguments
+
+    recipe = tmp_path / "modes.yaml"
+    recipe.write_text("teacher_cache: on\nvalidate_data: none\nmodel_variant: none\n")
+    model_args, _, data_args, args = parse_train_args([str(recipe), "--output_dir", str(tmp_path / "out")])
+    assert (args.teacher_cache, data_args.validate_data, model_args.model_variant) == ("on", "none", None)
+    with pytest.raises(ValueError, match=r"^channel_order='RGB' is not one of \[rgb, bgr\]; did you mean 'rgb'\?$"):
+        DataArguments(channel_order="RGB")
 
 
 def test_train_help_after_a_recipe_shows_its_values(capsys):

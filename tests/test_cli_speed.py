@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 
+import pytest
+
 from infosam_hf.commands.train import TRAIN_KEYS_FILE
 from infosam_hf.training.recipe import recipe_help_schema
 from infosam_hf.training.run import RECIPE_DATACLASSES
@@ -57,6 +59,7 @@ def test_every_help_and_usage_error_of_the_benchmark_imports_no_heavy_package(tm
         assert _heavy_modules_after(code) == [], argv
 
 
+@pytest.mark.slow
 def test_importing_peft_after_the_package_registers_the_sam_tuners():
     code = ("import infosam_hf\nfrom peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING as M\n"
             "assert 'SAM_ADAPTER' in M and 'ADAPTFORMER' in M, sorted(M)")

@@ -11,7 +11,7 @@ import torch
 from infosam_hf.data import DataArguments, SamPromptCollator, open_source, with_sam_transform
 from infosam_hf.evaluation.click_eval import click_curves, evaluate_clicks
 from infosam_hf.evaluation.clicks import click_metrics_summary, next_click, number_of_clicks
-from tests.tiny_sam import tiny_student
+from tests.testing_utils import tiny_student
 
 
 def test_first_click_is_the_object_interior():

@@ -20,71 +20,7 @@ from infosam_hf.convert import (
     original_to_hf_state_dict,
     sam_from_original_state_dict,
 )
-from tests.tiny_sam import tiny_batch, tiny_sam
-
-
-def official_layout(embed=32, depth=2, grid=8, patch=8, window=4, global_blocks=(1,), heads=2, mlp=64, width=32,
-                    decoder_mlp=64, iou_hidden=32, mask_in=16, decoder_layers=2, downsample=2):
-    """Key -> shape of segment_anything's Sam, written from its modules (not from the converter's mapping)."""
-    head_dim, attn = embed // heads, width // downsample
-    shapes = {"image_encoder.pos_embed": (1, grid, grid, embed),
-              "image_encoder.patch_embed.proj.weight": (embed, 3, patch, patch),
-              "image_encoder.patch_embed.proj.bias": (embed,)}
-    for b in range(depth):
-        rel = 2 * (grid if b in global_blocks else window) - 1
-        p = f"image_encoder.blocks.{b}."
-        shapes.update({p + "norm1.weight": (embed,), p + "norm1.bias": (embed,),
-                       p + "attn.rel_pos_h": (rel, head_dim), p + "attn.rel_pos_w": (rel, head_dim),
-                       p + "attn.qkv.weight": (3 * embed, embed), p + "attn.qkv.bias": (3 * embed,),
-                       p + "attn.proj.weight": (embed, embed), p + "attn.proj.bias": (embed,),
-                       p + "norm2.weight": (embed,), p + "norm2.bias": (embed,),
-                       p + "mlp.lin1.weight": (mlp, embed), p + "mlp.lin1.bias": (mlp,),
-                       p + "mlp.lin2.weight": (embed, mlp), p + "mlp.lin2.bias": (embed,)})
-    shapes.update({"image_encoder.neck.0.weight": (width, embed, 1, 1), "image_encoder.neck.1.weight": (width,),
-                   "image_encoder.neck.1.bias": (width,), "image_encoder.neck.2.weight": (width, width, 3, 3),
-                   "image_encoder.neck.3.weight": (width,), "image_encoder.neck.3.bias": (width,),
-                   "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix": (2, width // 2),
-                   "prompt_encoder.not_a_point_embed.weight": (1, width),
-                   "prompt_encoder.no_mask_embed.weight": (1, width)})
-    shapes.update({f"prompt_encoder.point_embeddings.{i}.weight": (1, width) for i in range(4)})
-    for index, (cin, cout, k) in {0: (1, mask_in // 4, 2), 3: (mask_in // 4, mask_in, 2), 6: (mask_in, width, 1)}.items():
-        shapes[f"prompt_encoder.mask_downscaling.{index}.weight"] = (cout, cin, k, k)
-        shapes[f"prompt_encoder.mask_downscaling.{index}.bias"] = (cout,)
-    for index, channels in {1: mask_in // 4, 4: mask_in}.items():  # LayerNorm2d
-        shapes[f"prompt_encoder.mask_downscaling.{index}.weight"] = (channels,)
-        shapes[f"prompt_encoder.mask_downscaling.{index}.bias"] = (channels,)
-
-    def attention(prefix, inner):
-        for proj in ("q_proj", "k_proj", "v_proj"):
-            shapes[f"{prefix}.{proj}.weight"], shapes[f"{prefix}.{proj}.bias"] = (inner, width), (inner,)
-        shapes[f"{prefix}.out_proj.weight"], shapes[f"{prefix}.out_proj.bias"] = (width, inner), (width,)
-
-    for layer in range(decoder_layers):
-        p = f"mask_decoder.transformer.layers.{layer}"
-        attention(p + ".self_attn", width)
-        attention(p + ".cross_attn_token_to_image", attn)
-        attention(p + ".cross_attn_image_to_token", attn)
-        for n in range(1, 5):
-            shapes[f"{p}.norm{n}.weight"] = shapes[f"{p}.norm{n}.bias"] = (width,)
-        shapes.update({p + ".mlp.lin1.weight": (decoder_mlp, width), p + ".mlp.lin1.bias": (decoder_mlp,),
-                       p + ".mlp.lin2.weight": (width, decoder_mlp), p + ".mlp.lin2.bias": (width,)})
-    attention("mask_decoder.transformer.final_attn_token_to_image", attn)
-    shapes["mask_decoder.transformer.norm_final_attn.weight"] = (width,)
-    shapes["mask_decoder.transformer.norm_final_attn.bias"] = (width,)
-    shapes.update({"mask_decoder.iou_token.weight": (1, width), "mask_decoder.mask_tokens.weight": (4, width),
-                   "mask_decoder.output_upscaling.0.weight": (width, width // 4, 2, 2),
-                   "mask_decoder.output_upscaling.0.bias": (width // 4,),
-                   "mask_decoder.output_upscaling.1.weight": (width // 4,),
-                   "mask_decoder.output_upscaling.1.bias": (width // 4,),
-                   "mask_decoder.output_upscaling.3.weight": (width // 4, width // 8, 2, 2),
-                   "mask_decoder.output_upscaling.3.bias": (width // 8,)})
-    for head, (hidden, out) in {**{f"output_hypernetworks_mlps.{i}": (width, width // 8) for i in range(4)},
-                                "iou_prediction_head": (iou_hidden, 4)}.items():
-        dims = [width, hidden, hidden, out]
-        for i in range(3):
-            shapes[f"mask_decoder.{head}.layers.{i}.weight"] = (dims[i + 1], dims[i])
-            shapes[f"mask_decoder.{head}.layers.{i}.bias"] = (dims[i + 1],)
-    return shapes
+from tests.testing_utils import official_layout, tiny_batch, tiny_sam
 
 
 def random_tiny_sam(seed=0):

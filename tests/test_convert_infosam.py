@@ -18,8 +18,8 @@ from infosam_hf.convert import (
     sam_from_original_state_dict,
 )
 from infosam_hf.relation import RelationModule, load_relation_state_dict
-from tests.test_convert import official_layout
-from tests.tiny_sam import tiny_batch
+from tests.testing_utils import official_layout
+from tests.testing_utils import tiny_batch
 
 EMBED, HIDDEN = 32, 8  # tiny encoder width and the adapters' bottleneck (ratio 0.25)
 

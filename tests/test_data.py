@@ -36,6 +36,7 @@ from infosam_hf.data import (
 from infosam_hf.data import sources as sources_module
 from infosam_hf.data.download import download_dataset, extract_archive
 from infosam_hf.data.augment import random_crop
+from tests.testing_utils import blob_masks, pair_folder, save_image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.exists(), reason=f"real datasets not found at {SHARED} (../shared/data)")
@@ -45,12 +46,6 @@ SIZE = 256  # model input side for most tests (1024 is only exercised where reso
 
 def _args(path, **kwargs) -> DataArguments:
     return DataArguments(dataset_name_or_path=str(path), **kwargs)
-
-
-def _save(array: np.ndarray, path: Path, **kwargs) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    PILImage.fromarray(array).save(path, **kwargs)
-    return path
 
 
 def _link(source: Path, target: Path) -> Path:
@@ -175,8 +170,8 @@ def test_image_folder_single_split_mixed_extensions(tmp_path):
     pairs = _kvasir_pairs(6)
     for k, (image, mask) in enumerate(pairs):
         ext = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"][k]
-        _save(np.asarray(PILImage.open(image)), root / "images" / f"case{k}{ext}")
-        _save(np.asarray(PILImage.open(mask)), root / "masks" / f"case{k}{'_mask' if k == 5 else ''}.png")
+        save_image(np.asarray(PILImage.open(image)), root / "images" / f"case{k}{ext}")
+        save_image(np.asarray(PILImage.open(mask)), root / "masks" / f"case{k}{'_mask' if k == 5 else ''}.png")
     (root / "masks" / "notes.txt").write_text("ignored")
     splits = load_splits(str(root))
     assert list(splits) == ["train"] and len(splits["train"]) == 6
@@ -349,10 +344,10 @@ def test_mask_binarisation_rules(tmp_path):
         "rgb_red.png": np.stack([base * 255, base * 0, base * 0], -1),
     }
     for name, array in cases.items():
-        _save(array, tmp_path / name)
+        save_image(array, tmp_path / name)
         assert np.array_equal(decode_mask(str(tmp_path / name)), expected), name
     noisy = base * 200 + 40  # background 40, foreground 240: 8-bit, default threshold 127
-    _save(noisy.astype(np.uint8), tmp_path / "noisy.png")
+    save_image(noisy.astype(np.uint8), tmp_path / "noisy.png")
     assert np.array_equal(decode_mask(str(tmp_path / "noisy.png")), expected)
     assert decode_mask(str(tmp_path / "noisy.png"), threshold=20).all()
     assert np.array_equal(decode_mask(str(tmp_path / "zero_255.png"), invert=True), ~expected)
@@ -361,7 +356,7 @@ def test_mask_binarisation_rules(tmp_path):
     palette.save(tmp_path / "palette.png")
     assert np.array_equal(decode_mask(str(tmp_path / "palette.png")), expected)
     ids = np.array([[0, 1, 2], [11, 200, 3]], np.uint8)
-    _save(ids, tmp_path / "ids.png")
+    save_image(ids, tmp_path / "ids.png")
     decoded = decode_mask(str(tmp_path / "ids.png"), num_labels=4, ignore_index=255)
     assert decoded.dtype == np.int64 and decoded.tolist() == [[0, 1, 2], [255, 255, 3]]
 
@@ -384,14 +379,14 @@ def test_exif_orientation_applied_and_raw_fallback(tmp_path):
     assert red[2:16].min() > 200 and red[24:38].max() < 60  # stored left half is on top once rotated clockwise
     transform = SamSegmentationTransform(64, "box", train=False)
     # mask annotated on the displayed (oriented) image
-    _save(np.zeros((40, 20), np.uint8), tmp_path / "displayed.png")
+    save_image(np.zeros((40, 20), np.uint8), tmp_path / "displayed.png")
     ex = transform.example(str(image_path), str(tmp_path / "displayed.png"), index=0)
     assert ex["original_sizes"].tolist() == [40, 20]
     # mask in the stored pixel frame: the un-transposed image is used instead
-    _save(np.zeros((20, 40), np.uint8), tmp_path / "stored.png")
+    save_image(np.zeros((20, 40), np.uint8), tmp_path / "stored.png")
     ex = transform.example(str(image_path), str(tmp_path / "stored.png"), index=0)
     assert ex["original_sizes"].tolist() == [20, 40]
-    _save(np.zeros((30, 30), np.uint8), tmp_path / "other.png")
+    save_image(np.zeros((30, 30), np.uint8), tmp_path / "other.png")
     with pytest.raises(DataError) as err:
         transform.example(str(image_path), str(tmp_path / "other.png"), index=0)
     _check_one_line(err, "size mismatch", "phone.jpg", "other.png", "20x40", "30x30")
@@ -399,32 +394,10 @@ def test_exif_orientation_applied_and_raw_fallback(tmp_path):
 
 # ============================================================================ prompts
 
-def _pair_folder(tmp_path: Path, masks: list[np.ndarray], image_fn=None) -> Path:
-    root = tmp_path / "pairs"
-    for k, mask in enumerate(masks):
-        image = image_fn(mask) if image_fn else np.full(mask.shape + (3,), 128, np.uint8)
-        _save(image, root / "images" / f"{k:02d}.png")
-        _save(mask, root / "masks" / f"{k:02d}.png")
-    return root
-
-
-def _blob_masks(count: int, size: int = 64, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    masks = []
-    for _ in range(count):
-        mask = np.zeros((size, size), np.uint8)
-        y, x = rng.integers(5, size - 25, 2)
-        h, w = rng.integers(8, 20, 2)
-        mask[y:y + h, x:x + w] = 255
-        mask[rng.integers(0, size), rng.integers(0, size)] = 255  # a stray foreground pixel
-        masks.append(mask)
-    return masks
-
-
 @pytest.mark.parametrize("mode", ["box", "point", "points", "mixed", "none"])
 def test_prompts_inside_mask_and_empty_masks_never_crash(tmp_path, mode):
-    masks = _blob_masks(5) + [np.zeros((64, 64), np.uint8)]
-    root = _pair_folder(tmp_path, masks)
+    masks = blob_masks(5) + [np.zeros((64, 64), np.uint8)]
+    root = pair_folder(tmp_path, masks)
     args = _args(root, test_split=None, validation_split_percentage=0, train_prompt=mode, prompt_fg_points=2,
                  prompt_bg_points=3)
     train = with_sam_transform(select_splits(args).train, args, image_size=64, train=True)
@@ -456,7 +429,7 @@ def test_prompts_inside_mask_and_empty_masks_never_crash(tmp_path, mode):
 
 
 def test_eval_prompts_deterministic_train_prompts_vary_per_epoch(tmp_path):
-    root = _pair_folder(tmp_path, _blob_masks(4))
+    root = pair_folder(tmp_path, blob_masks(4))
     args = _args(root, test_split=None, train_prompt="points", eval_prompt="points", prompt_fg_points=3,
                  validation_split_percentage=50)
     splits = select_splits(args)
@@ -514,7 +487,7 @@ def test_augmenter_keeps_image_and_mask_aligned():
 
 def test_augmented_transform_labels_follow_pixels(tmp_path):
     pattern = _textured(96, seed=3)
-    root = _pair_folder(tmp_path, [pattern, _textured(96, seed=4)],
+    root = pair_folder(tmp_path, [pattern, _textured(96, seed=4)],
                         image_fn=lambda m: np.stack([m, m, m], -1))
     args = _args(root, test_split=None, validation_split_percentage=0, train_prompt="point",
                  augment=["hflip", "vflip", "rot90", "rotate"], random_crop=[48, 48])
@@ -531,7 +504,7 @@ def test_augmented_transform_labels_follow_pixels(tmp_path):
 
 
 def test_transform_is_picklable_and_works_in_workers(tmp_path):
-    root = _pair_folder(tmp_path, _blob_masks(4))
+    root = pair_folder(tmp_path, blob_masks(4))
     args = _args(root, test_split=None, validation_split_percentage=0, augment="hflip,rotate,color_jitter")
     train = build_datasets(args, image_size=64).train
     restored = pickle.loads(pickle.dumps(train))
@@ -545,8 +518,8 @@ def test_transform_is_picklable_and_works_in_workers(tmp_path):
 
 def _csv_folder(tmp_path: Path, rows: list[str], header: str = "image,label", name: str = "train.csv") -> Path:
     root = tmp_path / "csvset"
-    _save(np.zeros((8, 8, 3), np.uint8), root / "images" / "a.png")
-    _save(np.zeros((8, 8), np.uint8), root / "masks" / "a.png")
+    save_image(np.zeros((8, 8, 3), np.uint8), root / "images" / "a.png")
+    save_image(np.zeros((8, 8), np.uint8), root / "masks" / "a.png")
     (root / name).write_text("\n".join([header] + rows) + "\n")
     return root
 
@@ -585,16 +558,16 @@ def test_bad_csv_inputs(tmp_path):
 
 def test_bad_files_fail_on_access_with_the_file_name(tmp_path):
     root = tmp_path / "bad"
-    _save(np.zeros((10, 12, 3), np.uint8), root / "images" / "good.png")
-    _save(np.zeros((10, 12), np.uint8), root / "masks" / "good.png")
+    save_image(np.zeros((10, 12, 3), np.uint8), root / "images" / "good.png")
+    save_image(np.zeros((10, 12), np.uint8), root / "masks" / "good.png")
     (root / "images" / "garbage.jpg").write_bytes(b"this is not a jpeg")
-    _save(np.zeros((10, 12), np.uint8), root / "masks" / "garbage.png")
+    save_image(np.zeros((10, 12), np.uint8), root / "masks" / "garbage.png")
     buffer = io.BytesIO()
     PILImage.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG")
     (root / "images" / "truncated.jpg").write_bytes(buffer.getvalue()[:400])
-    _save(np.zeros((64, 64), np.uint8), root / "masks" / "truncated.png")
-    _save(np.zeros((12, 10, 3), np.uint8), root / "images" / "wrong.png")
-    _save(np.zeros((10, 12), np.uint8), root / "masks" / "wrong.png")
+    save_image(np.zeros((64, 64), np.uint8), root / "masks" / "truncated.png")
+    save_image(np.zeros((12, 10, 3), np.uint8), root / "images" / "wrong.png")
+    save_image(np.zeros((10, 12), np.uint8), root / "masks" / "wrong.png")
     # validate_data: none, so the transform meets them (as with files that change on disk after the check)
     args = _args(root, test_split=None, validation_split_percentage=0, validate_data="none")
     train = with_sam_transform(select_splits(args).train, args, image_size=32, train=False)
@@ -610,7 +583,7 @@ def test_bad_files_fail_on_access_with_the_file_name(tmp_path):
 
 def test_bad_folder_and_option_inputs(tmp_path):
     root = tmp_path / "nomask"
-    _save(np.zeros((8, 8, 3), np.uint8), root / "images" / "lonely.png")
+    save_image(np.zeros((8, 8, 3), np.uint8), root / "images" / "lonely.png")
     (root / "masks").mkdir()
     with pytest.raises(DataError) as err:
         select_splits(_args(root, test_split=None))

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from infosam_hf.interactive.session import Clicks, InteractiveSession
-from tests.tiny_sam import free_port, tiny_student
+from tests.testing_utils import free_port, tiny_student
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -54,6 +54,7 @@ def test_session_encodes_once_and_shows_the_base_model():
     assert np.array_equal(base, expected) and not np.array_equal(tuned, base)
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_demo_page_in_headless_chromium(tmp_path):
     if not shutil.which(CHROMIUM):

@@ -15,9 +15,9 @@ from infosam_hf.evaluation.visualization import plot_training_curves
 from infosam_hf.losses import distillation_loss, gram_matrix, matrix_entropy
 from infosam_hf.training import diagnostics
 from infosam_hf.training.diagnostics import RelationDiagnostics, collapse_bound, relation_diagnostics
-from tests.test_trainer import tiny_data
-from tests.test_visualization import HISTORY
-from tests.tiny_sam import tiny_student
+from tests.testing_utils import tiny_data
+from tests.testing_utils import HISTORY
+from tests.testing_utils import tiny_student
 
 
 def _features(batch=4, seed=0):

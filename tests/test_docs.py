@@ -92,6 +92,7 @@ def test_named_command_flags_exist(path):
     assert not unknown, f"{path.name} names options that do not exist: {sorted(unknown)}"
 
 
+@pytest.mark.slow
 def test_cli_reference_is_generated_from_the_parsers():
     result = subprocess.run([sys.executable, str(ROOT / "docs" / "generate_cli_reference.py"), "--check"],
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -114,7 +115,7 @@ RUNNABLE = [(path, lang.split()[0], body) for path in DOCS for lang, body in FEN
 @pytest.fixture(scope="module")
 def demo_folder(tmp_path_factory):
     """A folder holding ``outputs/demo``: a tiny LoRA adapter with its base in ``outputs/demo/base_model``."""
-    from tests.tiny_sam import student_on, tiny_sam
+    from tests.testing_utils import student_on, tiny_sam
 
     folder = tmp_path_factory.mktemp("docs")
     demo = folder / "outputs" / "demo"
@@ -123,6 +124,7 @@ def demo_folder(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path,lang,body", RUNNABLE,
                          ids=[f"{p.name}:{i}" for i, (p, _, _) in enumerate(RUNNABLE)])
 def test_runnable_block(path, lang, body, demo_folder):

@@ -10,7 +10,7 @@ from infosam_hf.models.dynamic import DYNAMIC_CONFIG_KEY, enable_dynamic_input_s
 from infosam_hf.models.inference import load_for_inference
 from infosam_hf.models.sam import attach_relation_module, load_sam
 from infosam_hf.tuners.registry import build_student
-from tests.tiny_sam import TINY_SAM, tiny_batch, tiny_sam
+from tests.testing_utils import TINY_SAM, tiny_batch, tiny_sam
 
 
 def _dynamic(seed=0):

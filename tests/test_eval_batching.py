@@ -8,19 +8,18 @@ import torch
 
 from infosam_hf.data import DataArguments, SamPromptCollator, select_splits, with_sam_transform
 from infosam_hf.evaluation.loop import evaluate_segmentation, make_metrics, prompt_groups, sam_logits
-from tests.test_data import _blob_masks, _pair_folder
-from tests.tiny_sam import tiny_student
+from tests.testing_utils import blob_masks, pair_folder, tiny_data, tiny_student
 
 EMPTY = (1, 4, 6)  # examples whose mask is empty, spread so that every batch size mixes them with others
 
 
 @pytest.fixture(scope="module")
 def eval_folder(tmp_path_factory):
-    masks = _blob_masks(9, seed=3)
+    masks = blob_masks(9, seed=3)
     for k in EMPTY:
         masks[k] = np.zeros_like(masks[k])
     rng = np.random.default_rng(0)
-    return _pair_folder(tmp_path_factory.mktemp("eval"), masks,
+    return pair_folder(tmp_path_factory.mktemp("eval"), masks,
                         image_fn=lambda mask: rng.integers(0, 255, mask.shape + (3,), dtype=np.uint8))
 
 
@@ -78,8 +77,6 @@ def test_box_batch_with_empty_masks_prompts_each_row_as_alone(eval_folder):
 
 
 def test_training_batches_keep_one_prompt_kind():
-    from tests.test_trainer import tiny_data
-
     train = tiny_data().train
     examples = [dict(train[k]) for k in range(3)]
     examples[1]["has_foreground"] = False

@@ -19,7 +19,7 @@ from infosam_hf.errors import UsageError
 from infosam_hf.evaluation import predict as predict_lib
 from infosam_hf.models.inference import load_for_inference
 from infosam_hf.training.run import parse_train_args, run_training
-from tiny_sam import tiny_sam
+from tests.testing_utils import tiny_sam
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "recipes" / "demo.yaml")
@@ -189,6 +189,7 @@ def test_evaluate_reports_bad_input_in_one_line(demo_adapter, csv_folder, tmp_pa
         assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_evaluate_script_base_model_mismatch(demo_adapter, csv_folder, tmp_path):
     adapter, _ = demo_adapter
     other = tmp_path / "other_base"

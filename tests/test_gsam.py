@@ -12,7 +12,7 @@ from infosam_hf.data import build_datasets
 from infosam_hf.training import InfoSAMConfig, InfoSAMTrainer
 from infosam_hf.training.recipe import RecipeError
 from infosam_hf.training.run import parse_train_args, run_training
-from tests.tiny_sam import TINY_SAM, tiny_student
+from tests.testing_utils import TINY_SAM, tiny_student
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "gsam"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

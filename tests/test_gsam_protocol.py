@@ -23,7 +23,7 @@ from infosam_hf.evaluation.gsam_metrics import (
 )
 from infosam_hf.training.recipe import RecipeError, load_recipe_file
 from infosam_hf.training.run import check_protocol, parse_train_args, run_training
-from tests.tiny_sam import TINY_SAM
+from tests.testing_utils import TINY_SAM
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes" / "gsam"
@@ -346,7 +346,7 @@ def test_table_recipes_train_under_protocol_gsam_on_isbi2012(method, extra, tmp_
 
 def test_train_peg_false_keeps_gsam_s_peg_at_its_init():
     from infosam_hf.models.sam import load_sam
-    from tests.tiny_sam import student_on
+    from tests.testing_utils import student_on
 
     for train_peg in (True, False):
         student = student_on(load_sam(sam_config=json.loads(TINY16), seed=0), "gsam",
@@ -363,7 +363,7 @@ def test_train_peg_false_keeps_gsam_s_peg_at_its_init():
 # ---------------------------------------------------------------------------------- InfoSAM protocol
 def test_official_protocol_runs_the_cosine_over_the_official_horizon(tmp_path):
     from infosam_hf.training import InfoSAMConfig, InfoSAMTrainer
-    from tests.tiny_sam import tiny_student
+    from tests.testing_utils import tiny_student
 
     args = InfoSAMConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, learning_rate=2e-4,
                          num_train_epochs=3, lr_scheduler_type="cosine_with_min_lr",

@@ -29,8 +29,8 @@ from infosam_hf.commands.export import main as export_main
 from infosam_hf.models.sam import get_relation_module
 from infosam_hf.training.run import build_models, parse_train_args, run_training
 from infosam_hf.relation import load_relation_state_dict, relation_state_from_adapter_weights
-from test_trainer import DEMO, FAST
-from tiny_sam import tiny_batch
+from tests.testing_utils import DEMO, FAST
+from tests.testing_utils import tiny_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = [*FAST, "--disable_tqdm", "true", "--metric_set", "paper"]
@@ -133,6 +133,7 @@ def test_peft_and_auto_peft_reload_predict_exactly(run, monkeypatch):
         assert torch.equal(loaded_masks, masks) and torch.equal(loaded_scores, scores)
 
 
+@pytest.mark.slow
 def test_auto_peft_reload_in_a_fresh_process(run, tmp_path):
     batch = sample_batch()
     masks, scores = predict(run.model, batch)
@@ -330,3 +331,13 @@ def test_freeze_relation_keeps_it_fixed_and_out_of_the_optimizer(run, tmp_path):
     assert not any(id(p) in in_optimizer for p in relation.parameters())
     assert all(torch.equal(relation.state_dict()[k], v) for k, v in before.items())
     assert any(not torch.equal(p, lora_before[n]) for n, p in student.named_parameters() if n in lora_before)
+
+
+def test_card_method_names_are_peft_types():
+    """Every entry of the card's method-name table is a registered peft type (the key the card looks up), so the
+    table holds no names that are never looked up."""
+    import peft.mapping
+
+    from infosam_hf.hub import PEFT_DISPLAY_NAMES
+
+    assert set(PEFT_DISPLAY_NAMES) <= {name.lower() for name in peft.mapping.PEFT_TYPE_TO_CONFIG_MAPPING}

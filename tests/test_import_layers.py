@@ -135,3 +135,42 @@ def test_every_data_file_of_the_package_is_declared_package_data():
              (".py", ".pyc") and "__pycache__" not in p.parts]
     assert files, "the package has data files (command_help.json, train_keys.json, model_card.md)"
     assert [f for f in files if not any(fnmatch.fnmatch(f, pattern) for pattern in declared)] == []
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def imported_test_modules(source: str) -> list[str]:
+    """Test modules (``test_*``) that ``source`` imports, and helpers not imported as ``from tests.testing_utils
+    import ...`` (the one import style); shared helpers belong in tests/testing_utils.py."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            names = [module.rstrip(".") + "." + alias.name if node.module else module + alias.name
+                     for alias in node.names]
+            modules = [module] if any(part.startswith("test_") for part in module.split(".")) else names
+            if module.endswith("testing_utils") and module != "tests.testing_utils":
+                found.append(module)
+        elif isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+            found += [m for m in modules if m.endswith("testing_utils")]
+        else:
+            continue
+        found += [m for m in modules if any(part.startswith("test_") for part in m.split("."))]
+    return found
+
+
+def test_imported_test_modules_detects_them():
+    source = "from tests.test_data import x\nimport test_trainer\nfrom tests import test_hub\nfrom . import test_cli\n"
+    assert imported_test_modules(source) == ["tests.test_data", "test_trainer", "tests.test_hub", ".test_cli"]
+    assert imported_test_modules("from testing_utils import tiny_sam\nimport tests.testing_utils") == [
+        "testing_utils", "tests.testing_utils"]
+    assert imported_test_modules("from tests.testing_utils import tiny_sam\nimport pytest") == []
+
+
+def test_no_test_imports_another_test_module():
+    offenders = {path.name: imported_test_modules(path.read_text()) for path in sorted(TESTS.glob("*.py"))}
+    offenders = {name: found for name, found in offenders.items() if found}
+    assert not offenders, ("tests import test modules or import helpers in another style (use `from "
+                           f"tests.testing_utils import ...`; shared helpers live there): {offenders}")

@@ -6,7 +6,7 @@ import torch
 
 from infosam_hf.models.inference import BaseModelMismatchError, load_for_inference
 from infosam_hf.training.run import parse_train_args, run_training
-from test_trainer import DEMO, FAST
+from tests.testing_utils import DEMO, FAST
 
 
 @pytest.fixture(scope="module")

@@ -15,98 +15,15 @@ from infosam_hf.data.sources import load_splits
 from infosam_hf.data.validation import DataValidationError
 
 pytest.importorskip("pycocotools")
-from pycocotools import mask as mask_utils
+
+from tests.testing_utils import (BOXES, INSTANCE_SIZE, box_mask, make_coco_set,  # noqa: E402
+                                 make_instance_mask_set, make_objects_dataset)
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZE = 48
-BOXES = [(4, 6, 18, 20), (24, 10, 44, 30), (8, 30, 30, 44)]  # x0, y0, x1, y1 (exclusive)
-
-
-def _image(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8))
-
-
-def _box_mask(box) -> np.ndarray:
-    mask = np.zeros((SIZE, SIZE), bool)
-    x0, y0, x1, y1 = box
-    mask[y0:y1, x0:x1] = True
-    return mask
 
 
 def _label(dataset, row) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(dataset[row]["label"]["bytes"]))) > 0
-
-
-def _coco_json(file_names, images_dir: Path) -> dict:
-    images, annotations = [], []
-    for image_id, name in enumerate(file_names, start=1):
-        _image(image_id).save(images_dir / name)
-        images.append({"id": image_id, "file_name": name, "height": SIZE, "width": SIZE})
-        for k, box in enumerate(BOXES):
-            x0, y0, x1, y1 = box
-            mask = _box_mask(box)
-            if k == 0:  # polygon
-                segmentation = [[x0, y0, x1, y0, x1, y1, x0, y1]]
-            elif k == 1:  # compressed RLE
-                rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-                segmentation = {"size": rle["size"], "counts": rle["counts"].decode()}
-            else:  # uncompressed RLE (column-major run lengths)
-                flat = mask.flatten(order="F").astype(np.uint8)
-                changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))
-                counts = np.diff(np.concatenate([[0], changes])).tolist()
-                segmentation = {"size": [SIZE, SIZE], "counts": counts}
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1 + k % 2,
-                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float(mask.sum()), "iscrowd": 0,
-                                "segmentation": segmentation})
-    return {"images": images, "annotations": annotations,
-            "categories": [{"id": 1, "name": "leaf"}, {"id": 2, "name": "stem"}]}
-
-
-def make_coco_set(root: Path, nested: bool = False) -> Path:
-    (root / "images").mkdir(parents=True)
-    for split, names in (("train", ["a.png", "b.png"]), ("test", ["c.png"])):
-        data = _coco_json(names, root / "images")
-        path = root / "annotations" / f"instances_{split}.json" if nested else root / f"{split}.json"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps(data))
-    return root
-
-
-def make_instance_mask_set(root: Path, csv: bool) -> Path:
-    (root / "images").mkdir(parents=True)
-    (root / "instances").mkdir()
-    rows = {"train": ["a", "b"], "test": ["c"]}
-    for split, stems in rows.items():
-        for seed, stem in enumerate(stems):
-            _image(seed).save(root / "images" / f"{stem}.png")
-            ids = np.zeros((SIZE, SIZE), np.uint8)
-            for k, box in enumerate(BOXES, start=1):
-                ids[_box_mask(box)] = k
-            Image.fromarray(ids).save(root / "instances" / f"{stem}.png")
-        if csv:
-            lines = ["image,instances"] + [f"images/{s}.png,instances/{s}.png" for s in stems]
-            (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
-    return root
-
-
-def make_objects_dataset(root: Path) -> Path:
-    from datasets import ClassLabel, Dataset, DatasetDict, Features, Image as ImageFeature, List, Value
-
-    features = Features({"image": ImageFeature(), "objects": List({
-        "mask": ImageFeature(), "bbox": List(Value("float32")), "category": ClassLabel(names=["leaf", "stem"])})})
-
-    def split(seeds):
-        rows = {"image": [], "objects": []}
-        for seed in seeds:
-            rows["image"].append(_image(seed))
-            rows["objects"].append([{"mask": Image.fromarray(_box_mask(b).astype(np.uint8) * 255),
-                                     "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "category": k % 2}
-                                    for k, b in enumerate(BOXES)])
-        return Dataset.from_dict(rows, features=features)
-
-    DatasetDict({"train": split([0, 1]), "test": split([2])}).save_to_disk(str(root))
-    return root
 
 
 @pytest.mark.parametrize("nested", [False, True])
@@ -116,7 +33,7 @@ def test_coco_polygons_rle_and_uncompressed_rle(tmp_path, nested):
     train = splits["train"]
     assert len(train) == 2 * len(BOXES)
     for row, box in enumerate(BOXES):
-        np.testing.assert_array_equal(_label(train, row), _box_mask(box))
+        np.testing.assert_array_equal(_label(train, row), box_mask(box))
     assert train[0]["image"]["path"].endswith("images/a.png") and train[3]["image"]["path"].endswith("images/b.png")
 
 
@@ -128,7 +45,7 @@ def test_instance_id_masks_csv_and_folder(tmp_path, csv):
     train = splits["train"]
     assert len(train) == (2 if csv else 3) * len(BOXES)
     for row, box in enumerate(BOXES):
-        np.testing.assert_array_equal(_label(train, row), _box_mask(box))
+        np.testing.assert_array_equal(_label(train, row), box_mask(box))
 
 
 def test_objects_column_dataset(tmp_path):
@@ -136,16 +53,16 @@ def test_objects_column_dataset(tmp_path):
     train = splits["train"]
     assert train.column_names == ["image", "label", "image_id", "category"] and len(train) == 2 * len(BOXES)
     assert train["image_id"] == [0, 0, 0, 1, 1, 1] and train["category"] == ["leaf", "stem", "leaf"] * 2
-    np.testing.assert_array_equal(_label(train, 1), _box_mask(BOXES[1]))
+    np.testing.assert_array_equal(_label(train, 1), box_mask(BOXES[1]))
 
 
 def test_coco_problems_reported_at_once_one_line_each(tmp_path):
     root = make_coco_set(tmp_path / "coco")
     data = json.loads((root / "train.json").read_text())
-    data["images"].append({"id": 9, "file_name": "missing.png", "height": SIZE, "width": SIZE})
+    data["images"].append({"id": 9, "file_name": "missing.png", "height": INSTANCE_SIZE, "width": INSTANCE_SIZE})
     data["annotations"].append(dict(data["annotations"][0], id=90, image_id=9))
     data["annotations"][0]["bbox"] = [30, 30, 40, 40]  # outside the 48x48 image
-    data["annotations"][1]["segmentation"] = {"size": [SIZE, SIZE], "counts": [SIZE * SIZE]}  # empty
+    data["annotations"][1]["segmentation"] = {"size": [INSTANCE_SIZE, INSTANCE_SIZE], "counts": [INSTANCE_SIZE * INSTANCE_SIZE]}  # empty
     data["annotations"][2]["category_id"] = 7
     data["annotations"][4]["segmentation"] = [[1, 1, 5, 5]]  # a "polygon" of two points: empty
     (root / "train.json").write_text(json.dumps(data))
@@ -175,7 +92,7 @@ def test_objects_column_problems(tmp_path):
     data = load_from_disk(str(root))
     rows = data["train"].to_dict()
     rows["objects"][0][0]["bbox"] = [40, 40, 20, 20]  # outside
-    rows["objects"][1][2]["mask"] = Image.fromarray(np.zeros((SIZE, SIZE), np.uint8))  # empty
+    rows["objects"][1][2]["mask"] = Image.fromarray(np.zeros((INSTANCE_SIZE, INSTANCE_SIZE), np.uint8))  # empty
     type(data["train"]).from_dict(rows, features=data["train"].features).save_to_disk(str(tmp_path / "bad"))
     with pytest.raises(DataValidationError) as info:
         load_splits(str(tmp_path / "bad"))["train"]

@@ -9,7 +9,7 @@ from infosam_hf import InfoSAMConfig, InfoSAMTrainer
 from infosam_hf.data import DataArguments, build_datasets
 from infosam_hf.data.collator import PAD_POINT_LABEL
 from infosam_hf.training.iterative import add_corrective_clicks
-from tests.tiny_sam import tiny_student
+from tests.testing_utils import tiny_student
 
 
 def test_corrective_clicks_are_appended_per_row():

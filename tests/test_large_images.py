@@ -22,7 +22,7 @@ from infosam_hf.evaluation.tiling import (
     tiled_logit_bands,
 )
 from infosam_hf.models.sam import load_sam
-from tests.tiny_sam import (
+from tests.testing_utils import (
     TINY_SAM,
     perturb_trainable,
     student_on,

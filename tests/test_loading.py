@@ -19,7 +19,7 @@ from infosam_hf.hub import write_model_card
 from infosam_hf.models.inference import load_for_inference, record_base_beside, run_input_settings
 from infosam_hf.models.processor import InfoSamImageProcessor, build_sam_image_processor, read_input_settings
 from infosam_hf.training.host import fit_dataloader_to_host
-from tests.tiny_sam import perturb_trainable, student_on, tiny_sam
+from tests.testing_utils import perturb_trainable, student_on, tiny_sam
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_ID, REVISION = "infosam-test/tiny-sam", "0123456789abcdef0123456789abcdef01234567"
@@ -87,6 +87,7 @@ def _save_adapter(folder: Path, base_dir: Path, kind: str) -> None:
     build_sam_image_processor(64, **inputs).save_pretrained(folder)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_one_adapter_four_ways_identical_masks(kind, tmp_path):
     hub_cache = tmp_path / "hf" / "hub"
@@ -194,6 +195,7 @@ def test_a_moved_random_base_run_loads_from_anywhere(tmp_path, monkeypatch):
                                                   multimask_output=False).pred_masks)
 
 
+@pytest.mark.slow
 def test_the_model_card_snippet_runs_as_printed(tmp_path):
     adapter = tmp_path / "run"
     sam = tiny_sam(seed=4)

@@ -28,7 +28,7 @@ from infosam_hf.models.multiclass import class_token_slice, sam_num_classes
 from infosam_hf.models.sam import load_sam
 from infosam_hf.training.run import build_models, parse_train_args, run_training
 from infosam_hf.tuners import PeftArguments
-from tiny_sam import TINY_SAM, tiny_sam
+from tests.testing_utils import TINY_SAM, tiny_sam
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "recipes" / "demo.yaml")

@@ -10,10 +10,10 @@ import torch
 from infosam_hf import InfoSAMConfig, InfoSAMTrainer
 from infosam_hf.data import DataArguments, SamPromptCollator, build_datasets
 from infosam_hf.data.collator import OBJECTS_VALID_KEY
-from tiny_sam import tiny_student
+from tests.testing_utils import tiny_student
 
 pytest.importorskip("pycocotools")
-from test_instances import BOXES, make_coco_set, make_instance_mask_set, make_objects_dataset  # noqa: E402
+from tests.testing_utils import BOXES, make_coco_set, make_instance_mask_set, make_objects_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

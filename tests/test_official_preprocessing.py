@@ -80,7 +80,7 @@ def test_official_mask_rule(tmp_path):
 
 
 def test_official_preprocessing_options_checked():
-    with pytest.raises(ValueError, match="preprocessing='opencv' is not one of sam, official"):
+    with pytest.raises(ValueError, match=r"preprocessing='opencv' is not one of \[sam, official\]"):
         DataArguments(preprocessing="opencv")
     with pytest.raises(ValueError, match="does not take mask_threshold, invert_mask"):
         DataArguments(preprocessing="official", mask_threshold=10, invert_mask=True)

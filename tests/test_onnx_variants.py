@@ -24,7 +24,7 @@ from infosam_hf.evaluation.tiling import predict_tiled, tiled_logit_bands
 from infosam_hf.models.inference import load_for_inference
 from infosam_hf.models.processor import build_sam_image_processor
 from infosam_hf.models.sam import load_sam
-from tests.tiny_sam import TINY_SAM, perturb_trainable, student_on
+from tests.testing_utils import TINY_SAM, perturb_trainable, student_on
 
 ort = pytest.importorskip("onnxruntime")
 

@@ -14,7 +14,7 @@ from infosam_hf.data import preprocess_image
 from infosam_hf.evaluation.loop import sam_logits
 from infosam_hf.evaluation.metrics import logits_to_original
 from infosam_hf.evaluation.predict import Prompt, _prompt_tensors
-from tests.tiny_sam import perturb_trainable, student_on, tiny_sam
+from tests.testing_utils import perturb_trainable, student_on, tiny_sam
 
 pytest.importorskip("pycocotools")
 

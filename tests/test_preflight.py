@@ -13,7 +13,7 @@ from infosam_hf.errors import UsageError
 from infosam_hf.models import ModelArguments
 from infosam_hf.training import parse_train_args
 from infosam_hf.models.preflight import activation_bytes, check_activation_memory, check_block_indices, vision_fields
-from tests.tiny_sam import TINY_SAM
+from tests.testing_utils import TINY_SAM
 
 LEAF = "recipes/leaf.yaml"
 
@@ -67,6 +67,7 @@ def test_depth_is_read_from_known_names_local_configs_and_sam_config(tmp_path):
         check_block_indices({"block_indices": [1, 2]}, vision_fields(None, TINY_SAM), "tiny")
 
 
+@pytest.mark.slow
 def test_an_input_size_the_machine_cannot_hold_is_refused_naming_image_size(capsys, tmp_path):
     vision = vision_fields(None, TINY_SAM)
     # attention maps grow with the fourth power of the side: 16x the pixels, 256x the global-attention maps

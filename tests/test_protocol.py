@@ -45,7 +45,7 @@ def test_official_protocol_refuses_validation_settings():
 
     with pytest.raises(ValueError, match="set eval_strategy: no and load_best_model_at_end: false"):
         InfoSAMConfig(output_dir="x", protocol="official", eval_strategy="epoch", save_strategy="epoch")
-    with pytest.raises(ValueError, match="protocol must be one of default, official"):
+    with pytest.raises(ValueError, match=r"protocol='paper' is not one of \[default, official, gsam\]"):
         InfoSAMConfig(output_dir="x", protocol="paper")
 
 
@@ -90,7 +90,7 @@ def test_official_protocol_trains_on_all_of_train_and_scores_each_epoch(tmp_path
 def test_drop_last_drops_training_batches_only(tmp_path):
     from infosam_hf.data import SamPromptCollator
     from infosam_hf.training import InfoSAMConfig, InfoSAMTrainer
-    from tests.tiny_sam import tiny_student
+    from tests.testing_utils import tiny_student
 
     args = InfoSAMConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, per_device_eval_batch_size=4,
                          dataloader_drop_last=True, report_to="none", use_cpu=True)
@@ -108,7 +108,7 @@ DATA = ROOT.parent / "shared" / "data"
 def test_leaf_recipe_runs_the_official_protocol_on_real_data(tmp_path, capsys):
     """The leaf recipe as it is (official pre-processing, protocol, columns) on a tiny SAM and a few leaf images."""
     from infosam_hf.training.run import parse_train_args, run_training
-    from tests.tiny_sam import TINY_SAM
+    from tests.testing_utils import TINY_SAM
 
     model_args, peft_args, data_args, args = parse_train_args(
         [str(ROOT / "recipes" / "leaf.yaml"), "--dataset_name_or_path", str(DATA / "leaf_disease"),

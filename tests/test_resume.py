@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
@@ -9,7 +10,7 @@ from transformers import TrainerCallback
 import infosam_hf.training.run as pipeline
 from infosam_hf import InfoSAMTrainer
 from infosam_hf.training.run import parse_train_args, run_training
-from test_trainer import DEMO, FAST
+from tests.testing_utils import DEMO, FAST
 
 TOTAL, STOP = 6, 3  # 16 images / batch 4 = 4 steps per epoch: resumes mid-epoch and crosses an epoch boundary
 
@@ -72,11 +73,13 @@ def resume_equals_uninterrupted(tmp_path, monkeypatch, extra):
     assert losses(resumed)[-(TOTAL - STOP):] == losses(full_state)[-(TOTAL - STOP):]
 
 
+@pytest.mark.slow
 def test_resume_restores_the_training_state_exactly(tmp_path, monkeypatch):
     """Without prompt randomness: adapters, decoder, relation module, optimizer, scheduler, data order."""
     resume_equals_uninterrupted(tmp_path, monkeypatch, ["--train_prompt", "none"])
 
 
+@pytest.mark.slow
 def test_resume_of_the_demo_recipe_is_exact(tmp_path, monkeypatch):
     """The demo recipe as is: mixed box/point prompts with jittered boxes and sampled points."""
     resume_equals_uninterrupted(tmp_path, monkeypatch, [])

@@ -40,7 +40,7 @@ from infosam_hf.training.resume_check import (
 )
 from infosam_hf.training.run import parse_train_args, run_training
 from infosam_hf.training.teacher_cache import TeacherEmbeddingCache
-from tests.tiny_sam import tiny_student
+from tests.testing_utils import tiny_student
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "recipes" / "demo.yaml")
@@ -170,6 +170,7 @@ def test_a_non_finite_segmentation_loss_stops_at_the_log(tmp_path):
     assert "clipping" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_diverging_run_exits_with_one_line_and_no_adapter(tmp_path):
     out = tmp_path / "run"
     run = subprocess.run([sys.executable, "-m", "infosam_hf", "train", DEMO, "--output_dir", str(out), *FAST,

@@ -22,7 +22,7 @@ from infosam_hf.models.sam import load_sam
 from infosam_hf.models.sam2 import build_sam2_config
 from infosam_hf.training.recipe import RecipeError
 from infosam_hf.training.run import parse_train_args, run_training
-from tiny_sam import (TINY_SAM2, assert_adapter_off_is_the_base, captured_over_two_calls, tiny_batch, tiny_sam,
+from tests.testing_utils import (TINY_SAM2, assert_adapter_off_is_the_base, captured_over_two_calls, tiny_batch, tiny_sam,
                       tiny_sam2, tiny_sam2_student, tiny_student)
 
 ROOT = Path(__file__).resolve().parents[1]

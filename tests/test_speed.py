@@ -12,7 +12,7 @@ from infosam_hf.models.capture import SamFeatureCapture
 from infosam_hf.models.sam import attach_relation_module
 from infosam_hf.training.teacher_pass import shared_prefix_length
 from infosam_hf.tuners.registry import build_student
-from tiny_sam import tiny_sam
+from tests.testing_utils import TINY_SAM, free_port, perturb_trainable, tiny_batch, tiny_method, tiny_sam, tiny_student
 
 METHODS = {"lora": {"r": 4, "lora_alpha": 4}, "sam_adapter": {"first_block": 1}, "decoder_only": {}}
 
@@ -144,14 +144,12 @@ def test_training_step_never_synchronises_with_the_host(tmp_path, monkeypatch, c
 @pytest.mark.parametrize("method", ["sam_adapter", "adaptformer", "conv_lora", "gsam_lora", "gsam_conv_lora", "bitfit",
                                     "decoder_only", "lora", "dora", "loha"])
 def test_gradient_checkpointing_with_every_tuner_and_the_feature_hooks(tmp_path, method):
-    from test_tuners import perturb_adapters, tiny_method
-
     train = train_split(num_train=4)
     batch = SamPromptCollator()([train[i] for i in range(4)])
     results = []
     for checkpointing in (False, True):
         student = tiny_method(method)
-        perturb_adapters(student)
+        perturb_trainable(student)
         args = InfoSAMConfig(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True, teacher_cache="off",
                              gradient_checkpointing=checkpointing, per_device_train_batch_size=4)
         trainer = InfoSAMTrainer(model=student, args=args, train_dataset=train)
@@ -173,7 +171,6 @@ def test_gradient_checkpointing_with_every_tuner_and_the_feature_hooks(tmp_path,
 
 def test_sdpa_and_bf16_autocast_match_eager_float32(tmp_path):
     from infosam_hf.models.sam import load_sam
-    from tiny_sam import TINY_SAM
 
     train = train_split(num_train=4)
     batch = SamPromptCollator()([train[i] for i in range(4)])
@@ -196,13 +193,12 @@ def test_sdpa_and_bf16_autocast_match_eager_float32(tmp_path):
         load_sam(sam_config=TINY_SAM, attn_implementation="flash")
 
 
+@pytest.mark.slow
 def test_global_info_loss_batch_equals_one_process_on_the_whole_batch(tmp_path):
     import os
     import subprocess
     import sys
     from pathlib import Path
-
-    from tiny_sam import free_port, tiny_batch, tiny_student
 
     worker = Path(__file__).resolve().parent / "global_batch_worker.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -260,6 +256,7 @@ def test_cache_key_follows_edited_image_files(tmp_path):
     assert dataset_cache_key(dataset, SamSegmentationTransform(32, train=True))["transform"] != before["transform"]
 
 
+@pytest.mark.slow
 def test_recipe_with_cache_on_and_an_augmentation_fails_before_loading_a_model(tmp_path):
     from pathlib import Path
 

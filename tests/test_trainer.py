@@ -11,21 +11,10 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from infosam_hf import InfoSAMConfig, InfoSAMTrainer
-from infosam_hf.data import DataArguments
-from infosam_hf.data import build_datasets
 from infosam_hf.training.run import parse_train_args, run_training
-from tiny_sam import free_port, tiny_student
+from tests.testing_utils import DEMO, FAST, free_port, tiny_data, tiny_student
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = str(ROOT / "recipes" / "demo.yaml")
-FAST = ["--synthetic_num_train", "16", "--synthetic_num_eval", "4", "--synthetic_num_test", "8",
-        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8", "--logging_steps", "1"]
-
-
-def tiny_data(num_train=8):
-    data_args = DataArguments(dataset_name_or_path="synthetic", synthetic_num_train=num_train, synthetic_num_eval=4,
-                              synthetic_num_test=4, synthetic_image_size=64, train_prompt="box")
-    return build_datasets(data_args, image_size=64, seed=0)
 
 
 class GradRecorder(TrainerCallback):
@@ -94,14 +83,28 @@ def test_info_losses_reach_the_right_parameters(tmp_path):
 
 
 def test_evaluation_skips_the_teacher(tmp_path):
+    """No forward of evaluate() runs the teacher (the student with its adapters disabled): a hook on the mask
+    decoder records, for every call, whether the adapters were off. A training loss on the same trainer shows the
+    hook sees a teacher pass when there is one."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
     splits = tiny_data()
     args = InfoSAMConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, metric_set="iou",
-                         per_device_eval_batch_size=4, disable_tqdm=True)
-    trainer = InfoSAMTrainer(model=tiny_student(), args=args, eval_dataset=splits.eval)
-    calls = []
-    trainer.teacher_features = lambda *a, **k: calls.append(1)
+                         per_device_eval_batch_size=4, disable_tqdm=True, teacher_cache="off")
+    student = tiny_student()
+    trainer = InfoSAMTrainer(model=student, args=args, train_dataset=splits.train, eval_dataset=splits.eval)
+    adapters = [m for m in student.modules() if isinstance(m, BaseTunerLayer)]
+    teacher_calls = []  # per mask-decoder call: True when it ran as the teacher (adapters disabled)
+    student.get_base_model().mask_decoder.register_forward_pre_hook(
+        lambda *_: teacher_calls.append(all(layer.disable_adapters for layer in adapters)))
+
+    trainer.model.train()
+    trainer.compute_loss(trainer.model, next(iter(trainer.get_train_dataloader())))
+    assert teacher_calls == [False, True], "the training loss runs the student, then the teacher"
+
+    teacher_calls.clear()
     metrics = trainer.evaluate()
-    assert not calls
+    assert teacher_calls and not any(teacher_calls), "evaluate() ran the teacher"
     assert {"eval_loss", "eval_iou", "eval_dice", "eval_iou@0.5", "eval_miou"} <= set(metrics)
 
 
@@ -150,6 +153,7 @@ def test_tensorboard_logs_land_under_output_dir_or_logging_dir(tmp_path, monkeyp
         assert not (out / "runs").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo DDP test runs on Linux CI")
 def test_ddp_two_processes_gloo(tmp_path):
     out = tmp_path / "ddp"
@@ -180,7 +184,7 @@ def test_ddp_two_processes_gloo(tmp_path):
 
 
 def test_separate_teacher_is_frozen_on_device_and_not_prepared(tmp_path):
-    from tiny_sam import tiny_sam
+    from tests.testing_utils import tiny_sam
 
     splits = tiny_data()
     teacher = tiny_sam(seed=7)

@@ -15,29 +15,17 @@ from transformers import SamConfig, SamModel
 
 import infosam_hf  # noqa: F401  (registers the tuners)
 from infosam_hf import InfoSAMConfig, InfoSAMTrainer
-from infosam_hf.models.sam import attach_relation_module, load_sam
+from infosam_hf.models.sam import attach_relation_module
 from infosam_hf.tuners import build_peft_config, build_student, parameter_groups, pop_auxiliary_loss
 from infosam_hf.tuners.base import TESTED_PEFT
 from infosam_hf.tuners.conv_lora import ConvLoraBranch
-from tiny_sam import TINY_SAM, perturb_trainable, reload_in_fresh_process, student_on, tiny_batch, tiny_sam
+from tests.testing_utils import (
+    METHODS, TINY_SAM, perturb_trainable, reload_in_fresh_process, tiny_batch, tiny_method, tiny_sam,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DECODER_VIT_B = 4_058_340
 
-# method -> (peft_method, options on the tiny SAM, ViT-B adapter parameters, ViT-B LayerNorm parameters)
-METHODS = {
-    "sam_adapter": ("sam_adapter", {"block_indices": [1]}, 5_917_440, 30_720),
-    "sam_adapter_official": ("sam_adapter", {"block_indices": [0, 1], "adapter_init": "official"}, 5_917_440, 30_720),
-    "adaptformer": ("adaptformer", {}, 3_550_464, 0),
-    "conv_lora": ("conv_lora", {}, 162_432, 0),
-    "gsam_lora": ("gsam_lora", {}, 73_728, 0),
-    "gsam_conv_lora": ("gsam_conv_lora", {}, 428_688, 0),
-    "bitfit": ("bitfit", {}, 102_656, 0),
-    "decoder_only": ("decoder_only", {}, 0, 0),
-    "lora": ("lora", {}, 12 * 4 * (768 + 3 * 768), 0),
-    "dora": ("lora", {"use_dora": True}, 12 * (4 * (768 + 3 * 768) + 3 * 768), 0),
-    "loha": ("loha", {"r": 4}, 12 * 2 * 4 * (768 + 3 * 768), 0),
-}
 PREFIXES = {"sam_adapter": "sadapter_", "adaptformer": "adaptformer_", "conv_lora": "convlr_",
             "gsam_lora": "gslr_", "gsam_conv_lora": "gscvlr_", "bitfit": "bitfit_"}
 
@@ -51,16 +39,6 @@ def predict(model, batch):
     with torch.no_grad():
         out = model(**batch, multimask_output=False)
     return out.pred_masks, out.iou_scores
-
-
-def perturb_adapters(model, seed=1):
-    perturb_trainable(model, 0.2, seed)
-
-
-def tiny_method(method, base_dir=None, seed=0, **config):
-    peft_method, options, _, _ = METHODS[method]
-    sam = load_sam(sam_config={**TINY_SAM, **config}, seed=seed) if config else tiny_sam(seed)
-    return student_on(sam, peft_method, options, base_dir)
 
 
 # ------------------------------------------------------------------------------------------- registration
@@ -133,7 +111,7 @@ def test_disabled_adapter_is_exactly_the_base_model(method):
     batch = inputs()
     base_masks, base_scores = predict(tiny_sam().eval(), batch)
     student = tiny_method(method)
-    perturb_adapters(student)
+    perturb_trainable(student)
     student.eval()
     masks, _ = predict(student, batch)
     with student.disable_adapter():
@@ -159,7 +137,7 @@ def test_zero_init_starts_at_sam_and_official_init_does_not(method):
 @pytest.mark.parametrize("method", list(METHODS))
 def test_gradients_reach_only_the_intended_parameters(method):
     student = tiny_method(method)
-    perturb_adapters(student)
+    perturb_trainable(student)
     student.train()
     out = student(**inputs(), multimask_output=False)
     (out.pred_masks.square().mean() + out.iou_scores.mean()).backward()
@@ -190,12 +168,13 @@ def saved_runs(tmp_path_factory):
     expected = {}
     for method in METHODS:
         student = tiny_method(method, base_dir=root / method / "base")
-        perturb_adapters(student)
+        perturb_trainable(student)
         student.save_pretrained(root / method / "adapter")
         expected[method] = predict(student.eval(), batch)
     return root, expected
 
 
+@pytest.mark.slow
 def test_auto_peft_model_reloads_every_method_exactly_in_a_fresh_process(saved_runs):
     root, expected = saved_runs
     fresh_outputs = reload_in_fresh_process(root, list(METHODS))
@@ -257,7 +236,7 @@ def test_conv_methods_follow_the_token_grid(method):
     """Windows of 14x14 (a 28x28 grid) and a global 16x24 grid: a change at one token moves the adapter's
     output only at that token's grid neighbours, so the bottleneck is laid out on the right (H, W)."""
     student = tiny_method(method, vision_config=GRID_VISION)
-    perturb_adapters(student)
+    perturb_trainable(student)
     student.eval()
     for module in student.modules():
         if isinstance(module, ConvLoraBranch):  # pin the gate's choice to the x4 bicubic expert

@@ -111,7 +111,7 @@ def test_every_problem_up_to_a_limit_and_unsupported_modes(tmp_path):
         select_splits(_args(colour, num_labels=3))
     assert "\n" not in str(err.value)  # a single problem is one line
     assert "masks/a.png: unsupported mask mode RGB" in str(err.value)
-    with pytest.raises(ValueError, match="validate_data='quick' is not one of headers, full, none"):
+    with pytest.raises(ValueError, match=r"validate_data='quick' is not one of \[headers, full, none\]"):
         DataArguments(validate_data="quick")
 
 
@@ -169,6 +169,7 @@ def test_a_file_broken_after_the_check_still_fails_in_one_line(tmp_path):
     assert "\n" not in str(err.value) and "images/a.jpg: corrupt or unreadable image" in str(err.value)
 
 
+@pytest.mark.slow
 def test_evaluate_checks_the_data_before_loading_the_model(tmp_path, monkeypatch):
     root = _bad_set(tmp_path / "bad")
     (root / "train.csv").rename(root / "test.csv")

@@ -22,7 +22,7 @@ from infosam_hf.tuners.registry import build_student
 from infosam_hf.tuners.variants import (GsamConfig, SamusConfig, active_variant, load_timm_resnet,
                                         timm_to_branch_key)
 from infosam_hf.tuners.variants.resnet import ResNetBranch
-from tests.tiny_sam import TINY_SAM, perturb_trainable, reload_in_fresh_process, student_on
+from tests.testing_utils import TINY_SAM, perturb_trainable, reload_in_fresh_process, student_on
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes" / "gsam"
@@ -223,6 +223,7 @@ def saved_variants(tmp_path_factory):
     return root, expected
 
 
+@pytest.mark.slow
 def test_auto_peft_model_reloads_both_variants_exactly(saved_variants):
     root, expected = saved_variants
     fresh_outputs = reload_in_fresh_process(root, ["gsam", "samus"])
@@ -327,3 +328,15 @@ def test_build_models_gives_a_variant_a_base_sam_teacher_only_for_infosam(tmp_pa
             expected = student.eval()(pixel_values=pixels, multimask_output=False).pred_masks
         assert torch.equal(teacher.eval()(pixel_values=pixels, multimask_output=False).pred_masks, expected)
     assert build_models(model_args, peft_args, str(tmp_path), seed=0, need_teacher=False)[1] is None
+
+
+def test_model_variant_choices_are_the_variants():
+    """``model_variant``'s Literal choices (checked when the recipe is read) name exactly the variants there are."""
+    import typing
+
+    from infosam_hf.choices import literal_choices
+    from infosam_hf.models import ModelArguments
+    from infosam_hf.tuners.variants import VARIANTS
+
+    annotation = typing.get_type_hints(ModelArguments)["model_variant"]
+    assert sorted(literal_choices(annotation)) == sorted(VARIANTS)

@@ -14,18 +14,7 @@ from infosam_hf.data import DataArguments
 from infosam_hf.data import build_datasets
 from infosam_hf.evaluation.visualization import (BOX_COLOR, CURVES_FILENAME, MASK_COLOR, POINT_COLORS, TrainingCurvesCallback,
                                       mask_contour, overlay_mask, plot_training_curves)
-from tiny_sam import tiny_student
-
-HISTORY = [
-    {"step": 0, "test_iou": 0.2, "test_dice": 0.3},
-    {"step": 1, "loss": 1.0, "loss_seg": 0.9, "loss_r": -0.2, "loss_d": 0.1, "learning_rate": 1e-3},
-    {"step": 2, "loss": 0.8, "loss_seg": 0.7, "loss_r": -0.3, "loss_d": 0.2, "learning_rate": 1e-3},
-    {"step": 2, "eval_loss": 0.75, "eval_iou": 0.4, "eval_miou": 0.6, "eval_runtime": 0.1},
-    {"step": 3, "loss": 0.6, "loss_seg": 0.5, "loss_r": -0.3, "loss_d": 0.2},
-    {"step": 3, "train_loss": 0.8, "train_runtime": 1.0},
-    {"step": 3, "test_iou": 0.5, "test_dice": 0.6},
-]
-
+from tests.testing_utils import HISTORY, tiny_student
 
 def test_mask_contour_is_the_inner_boundary():
     mask = np.zeros((10, 12), bool)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .augment import parse_augment_names, rotate_fill_label
-from .prompts import PROMPT_MODES
-from .transforms import CHANNEL_ORDERS, EVAL_RESOLUTIONS, PREPROCESSING_MODES
-from .validation import VALIDATION_MODES
+from ..choices import check_choices
+from .augment import RotateInterpolation, parse_augment_names, rotate_fill_label
+from .prompts import PromptMode
+from .transforms import ChannelOrder, EvalResolution, Preprocessing
+from .validation import ValidationMode
 
 __all__ = ["DataArguments"]
 
@@ -57,8 +58,8 @@ class DataArguments:
         default=None, metadata={"help": "Per-channel mean on the [0, 1] scale (default SAM's 0.485, 0.456, 0.406)."})
     image_std: list[float] | None = field(
         default=None, metadata={"help": "Per-channel std on the [0, 1] scale (default SAM's 0.229, 0.224, 0.225)."})
-    train_prompt: str = field(default="mixed", metadata={"help": "box | point | points | mixed | none."})
-    eval_prompt: str = field(default="box", metadata={"help": "box | point | points | none."})
+    train_prompt: PromptMode = field(default="mixed", metadata={"help": "box | point | points | mixed | none."})
+    eval_prompt: PromptMode = field(default="box", metadata={"help": "box | point | points | none."})
     prompt_fg_points: int = field(default=1, metadata={"help": "Foreground points for prompt mode 'points'."})
     prompt_bg_points: int = field(default=0, metadata={"help": "Background points for prompt mode 'points'."})
     augment: list[str] = field(
@@ -69,28 +70,28 @@ class DataArguments:
         default=90.0, metadata={"help": "'rotate' augmentation: angle drawn uniformly in +-this many degrees."})
     rotate_prob: float = field(
         default=0.5, metadata={"help": "'rotate' augmentation: probability of rotating a sample (G-SAM: 1)."})
-    rotate_interpolation: str = field(
+    rotate_interpolation: RotateInterpolation = field(
         default="bilinear", metadata={"help": "'rotate' augmentation: image resampling, bilinear or nearest (G-SAM)."})
     color_jitter: float = field(
         default=0.2, metadata={"help": "'color_jitter' augmentation: brightness/contrast/saturation factor range 1+-this."})
-    validate_data: str = field(
+    validate_data: ValidationMode = field(
         default="headers",
         metadata={"help": "Checks of every image/mask pair before any model loads, all problems reported at once: "
                           "headers (sizes and modes, no pixel decode; fast), full (also decodes every file once: "
                           "finds truncated or corrupt files), none."})
-    preprocessing: str = field(
+    preprocessing: Preprocessing = field(
         default="sam",
         metadata={"help": "sam (SAM's image-processor convention) or official (the official InfoSAM loader: OpenCV's "
                           "BGR channels, black padding before normalising, no JPEG drafts, masks v // 255 when their "
                           "max is 255 else raw values, resized bilinearly as uint8; binary sets only)."})
     jpeg_draft: bool = field(default=True, metadata={"help": "Decode large JPEGs at reduced size (PIL draft)."})
-    channel_order: str = field(
+    channel_order: ChannelOrder = field(
         default="rgb", metadata={"help": "rgb, or bgr: feed the channels reversed, as a loader that reads with OpenCV "
                                          "and never converts (G-SAM's Cityscapes)."})
     rotate_fill_label: str = field(
         default="ignore", metadata={"help": "Multi-class 'rotate': label of the corners rotated in from outside the "
                                             "frame: ignore (ignore_index) or a class id (G-SAM: 0)."})
-    eval_resolution: str = field(
+    eval_resolution: EvalResolution = field(
         default="original", metadata={"help": "Score evaluation at the image's original size (logits resized to it) or "
                                               "at the resized model input (input: labels resized NEAREST; G-SAM)."})
     objects_per_image: int = field(
@@ -107,15 +108,9 @@ class DataArguments:
     synthetic_seed: int = field(default=0, metadata={"help": "Synthetic demo: generator seed."})
 
     def __post_init__(self):
-        for key in ("train_prompt", "eval_prompt"):
-            if getattr(self, key) not in PROMPT_MODES:
-                raise ValueError(f"{key}={getattr(self, key)!r} is not one of {', '.join(PROMPT_MODES)}")
+        check_choices(self)
         if self.eval_prompt == "mixed":
             raise ValueError("eval_prompt='mixed' would make evaluation depend on batching; use box or point")
-        if self.validate_data not in VALIDATION_MODES:
-            raise ValueError(f"validate_data={self.validate_data!r} is not one of {', '.join(VALIDATION_MODES)}")
-        if self.preprocessing not in PREPROCESSING_MODES:
-            raise ValueError(f"preprocessing={self.preprocessing!r} is not one of sam, official")
         if self.preprocessing == "official":
             clash = [key for key, default in (("num_labels", 1), ("mask_threshold", None), ("invert_mask", False),
                                               ("mask_value_map", None), ("channel_order", "rgb"))
@@ -144,10 +139,6 @@ class DataArguments:
         if canvas and canvas[0] != canvas[1] and "rot90" in parse_augment_names(self.augment):
             raise ValueError(f"augment rot90 would turn the {canvas[0]}x{canvas[1]} training inputs on their side; "
                              "use rotate (same canvas) or a square random_crop")
-        if self.channel_order not in CHANNEL_ORDERS:
-            raise ValueError(f"channel_order={self.channel_order!r} is not one of {', '.join(CHANNEL_ORDERS)}")
-        if self.eval_resolution not in EVAL_RESOLUTIONS:
-            raise ValueError(f"eval_resolution={self.eval_resolution!r} is not one of {', '.join(EVAL_RESOLUTIONS)}")
         rotate_fill_label(self.rotate_fill_label, self.num_labels, self.ignore_index)  # fails early on a bad value
         if self.mask_value_map is not None:
             try:

@@ -17,6 +17,7 @@ uniform in ±``rotate_degrees``, 90 by default as in G-SAM, on the same canvas; 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Literal, get_args
 
 import numpy as np
 from PIL import Image as PILImage
@@ -26,7 +27,8 @@ from .decoding import DataError
 __all__ = ["AUGMENTATIONS", "SegmentationAugmenter", "build_augmenter", "parse_augment_names", "random_crop"]
 
 AUGMENTATIONS = ("hflip", "vflip", "rot90", "rotate", "color_jitter")
-ROTATE_INTERPOLATIONS = ("bilinear", "nearest")
+RotateInterpolation = Literal["bilinear", "nearest"]
+ROTATE_INTERPOLATIONS: tuple[str, ...] = get_args(RotateInterpolation)
 # Spatial ops run in this order, colour last; the order in the recipe does not matter.
 _ORDER = {name: rank for rank, name in enumerate(("rotate", "hflip", "vflip", "rot90", "color_jitter"))}
 

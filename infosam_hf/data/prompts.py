@@ -5,11 +5,14 @@ All coordinates are (x, y) in the pixel frame of the mask they were sampled from
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import numpy as np
 
 __all__ = ["PROMPT_MODES", "sample_box", "sample_points"]
 
-PROMPT_MODES = ("box", "point", "points", "mixed", "none")
+PromptMode = Literal["box", "point", "points", "mixed", "none"]
+PROMPT_MODES: tuple[str, ...] = get_args(PromptMode)
 MAX_BOX_SHIFT = 5
 
 

@@ -3,12 +3,13 @@ H×W), (random crop, augment), normalise, sample prompts."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ..choices import check_choice
 from .augment import random_crop
 from .collator import INDEX_KEY, OBJECT_CATEGORY_KEY, OBJECT_IMAGE_KEY
 from .decoding import DataError, decode_image, decode_mask, decode_mask_official, size_mismatch
@@ -19,9 +20,12 @@ __all__ = ["PREPROCESSING_MODES", "SAM_PIXEL_MEAN", "SAM_PIXEL_STD", "SamSegment
 
 # sam: SAM's image-processor convention (RGB, zero padding after normalising, JPEG drafts, masks > threshold);
 # official: the official InfoSAM loader (OpenCV BGR, black padding before normalising, masks v // 255).
-PREPROCESSING_MODES = ("sam", "official")
-CHANNEL_ORDERS = ("rgb", "bgr")
-EVAL_RESOLUTIONS = ("original", "input")  # where evaluation scores: the original mask, or the resized model input
+Preprocessing = Literal["sam", "official"]
+ChannelOrder = Literal["rgb", "bgr"]
+EvalResolution = Literal["original", "input"]
+PREPROCESSING_MODES: tuple[str, ...] = get_args(Preprocessing)
+CHANNEL_ORDERS: tuple[str, ...] = get_args(ChannelOrder)
+EVAL_RESOLUTIONS: tuple[str, ...] = get_args(EvalResolution)  # where evaluation scores: the original mask, or the resized model input
 
 SAM_PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 SAM_PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
@@ -149,10 +153,8 @@ class SamSegmentationTransform:
                  mask_value_map: dict[int, int] | None = None, keep_aspect_ratio: bool = True,
                  preprocessing: str = "sam", channel_order: str = "rgb", eval_resolution: str = "original",
                  objects_per_image: int = 1, category_names: list[str] | None = None):
-        if prompt_mode not in PROMPT_MODES:
-            raise ValueError(f"prompt mode {prompt_mode!r} is not one of {PROMPT_MODES}")
-        if preprocessing not in PREPROCESSING_MODES:
-            raise ValueError(f"preprocessing {preprocessing!r} is not one of {PREPROCESSING_MODES}")
+        check_choice("prompt_mode", prompt_mode, PROMPT_MODES)
+        check_choice("preprocessing", preprocessing, PREPROCESSING_MODES)
         self.official = preprocessing == "official"
         self.image_size = image_size
         self.prompt_mode = prompt_mode

@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal, get_args
 
 from datasets import Dataset
 from tqdm.auto import tqdm
@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["VALIDATION_MODES", "MAX_REPORTED", "DataValidationError", "check_pair", "validate_splits"]
 
-VALIDATION_MODES = ("headers", "full", "none")
+ValidationMode = Literal["headers", "full", "none"]
+VALIDATION_MODES: tuple[str, ...] = get_args(ValidationMode)
 MAX_REPORTED = 20
 _ROWS_PER_READ = 256
 

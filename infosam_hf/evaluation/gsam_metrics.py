@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -21,7 +23,8 @@ __all__ = ["GSAM_EPS", "SOFT_IOU_KEY", "ABSENT_MINUS_ONE_KEY", "ABSENT_CLASS_MOD
 GSAM_EPS = 1e-7
 SOFT_IOU_KEY = "gsam_soft_iou"  # test.py's number
 ABSENT_MINUS_ONE_KEY = "gsam_miou_absent_minus_one"  # train.py's mIoU with absent classes at -1 (labelled option)
-ABSENT_CLASS_MODES = ("skip", "minus_one")
+AbsentClassMode = Literal["skip", "minus_one"]
+ABSENT_CLASS_MODES: tuple[str, ...] = get_args(AbsentClassMode)
 
 
 def gsam_class_iou(confusion: np.ndarray, absent_minus_one: bool = False) -> np.ndarray:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -21,7 +21,8 @@ __all__ = ["PROMPT_KEYS", "METRIC_SETS", "make_metrics", "upsample_logits", "pro
            "box_fill_logits", "evaluate_segmentation"]
 
 PROMPT_KEYS = ("input_boxes", "input_points", "input_labels")
-METRIC_SETS = ("paper", "iou")
+MetricSet = Literal["paper", "iou"]
+METRIC_SETS: tuple[str, ...] = get_args(MetricSet)
 
 
 def make_metrics(num_labels: int = 1, ignore_index: int = 255, metric_input: str = "probability",

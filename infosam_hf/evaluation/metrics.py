@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from py_sod_metrics import Emeasure, Smeasure, WeightedFmeasure
+
+from ..choices import check_choice
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +55,8 @@ __all__ = [
 ]
 
 THRESHOLDS: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
-METRIC_INPUTS: tuple[str, ...] = ("probability", "official_logits")
+MetricInput = Literal["probability", "official_logits"]
+METRIC_INPUTS: tuple[str, ...] = get_args(MetricInput)
 IOU_KEYS: tuple[str, ...] = ("iou", "dice", "iou@0.5", "dice@0.5")
 SOD_KEYS: tuple[str, ...] = ("s_measure", "e_measure", "weighted_f_measure", "mae")
 BINARY_IMAGE_KEYS: tuple[str, ...] = IOU_KEYS + SOD_KEYS
@@ -334,8 +337,7 @@ class SegmentationMetrics:
     ):
         if num_labels < 1:
             raise ValueError(f"num_labels must be >= 1, got {num_labels}")
-        if metric_input not in METRIC_INPUTS:
-            raise ValueError(f"metric_input must be one of {METRIC_INPUTS}, got {metric_input!r}")
+        check_choice("metric_input", metric_input, METRIC_INPUTS)
         self.num_labels = int(num_labels)
         self.ignore_index = ignore_index
         self.metric_input = metric_input

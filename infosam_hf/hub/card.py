@@ -59,10 +59,10 @@ CARD_TRAINING_KEYS = (
 )
 
 
-PEFT_DISPLAY_NAMES = {"lora": "LoRA", "adapter": "Adapter", "adaptformer": "AdaptFormer", "convlora": "ConvLoRA",
-                      "conv_lora": "ConvLoRA", "sam_adapter": "Adapter", "gsam_lora": "G-SAM LoRA",
-                      "gsam_conv_lora": "G-SAM ConvLoRA", "bitfit": "BitFit", "decoder_only": "decoder-only",
-                      "gsam": "GSAM (G-SAM's model)", "samus": "SAMUS"}
+# peft_method (or the adapter's lower-cased peft_type, the same name) -> the name the card shows
+PEFT_DISPLAY_NAMES = {"lora": "LoRA", "adaptformer": "AdaptFormer", "conv_lora": "ConvLoRA", "sam_adapter": "Adapter",
+                      "gsam_lora": "G-SAM LoRA", "gsam_conv_lora": "G-SAM ConvLoRA", "bitfit": "BitFit",
+                      "decoder_only": "decoder-only", "gsam": "GSAM (G-SAM's model)", "samus": "SAMUS"}
 
 
 def _is_hub_id(name: str | None) -> bool:

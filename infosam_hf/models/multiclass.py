@@ -30,12 +30,15 @@ classes). New MLPs keep PyTorch's default init, as G-SAM's.
 from __future__ import annotations
 
 import copy
+from typing import get_args
 
 import torch
 from torch import nn
 from transformers import SamModel
 from transformers.models.sam.modeling_sam import SamMaskDecoder
 
+from ..choices import check_choice
+from .arguments import MulticlassHead
 from .sam2 import _config_of
 
 __all__ = ["HEAD_KEY", "MULTICLASS_HEADS", "NEW_HEAD_ATTR", "NUM_CLASSES_KEY", "add_multiclass_head", "class_token_slice",
@@ -44,7 +47,7 @@ __all__ = ["HEAD_KEY", "MULTICLASS_HEADS", "NEW_HEAD_ATTR", "NUM_CLASSES_KEY", "
 NUM_CLASSES_KEY = "infosam_num_classes"  # SamConfig attribute: number of class channels (absent: binary)
 NEW_HEAD_ATTR = "infosam_new_head"  # set on a model whose head was just built (its base must be saved)
 HEAD_KEY = "infosam_multiclass_head"  # SamConfig attribute: "gsam" for G-SAM's head (absent: the project's)
-MULTICLASS_HEADS = ("project", "gsam")
+MULTICLASS_HEADS: tuple[str, ...] = get_args(MulticlassHead)
 GSAM_TOKENS_PER_CLASS = 5  # G-SAM: iou_token (C rows) + mask_tokens (4C + 1 rows) = 5C + 1 tokens
 
 
@@ -82,8 +85,7 @@ def add_multiclass_head(model: SamModel, num_classes: int, head: str = "project"
 
     Uses the global torch RNG for the new weights (seed it first for reproducible heads).
     """
-    if head not in MULTICLASS_HEADS:
-        raise ValueError(f"multiclass_head={head!r} is not one of {', '.join(MULTICLASS_HEADS)}")
+    check_choice("multiclass_head", head, MULTICLASS_HEADS)
     if num_classes < 2:
         raise ValueError(f"num_labels={num_classes}: a multi-class head needs at least 2 classes")
     if getattr(model.config, NUM_CLASSES_KEY, None):

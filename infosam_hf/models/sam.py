@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, Sam2Model, SamConfig, SamModel
 
+from ..choices import check_choice
 from ..relation import RELATION_MODULE_NAME, RelationModule
 from ..remote import check_pretrained_name
 from .dynamic import DYNAMIC_CONFIG_KEY, enable_dynamic_input_size, resize_pos_embed
@@ -131,8 +132,8 @@ def load_sam(model_name_or_path: str | None = None, sam_config: dict | None = No
     ``attn_implementation``: the vision encoder's attention, ``"sdpa"`` (fused, transformers' default)
     or ``"eager"``.
     """
-    if attn_implementation not in (None, "eager", "sdpa"):
-        raise ValueError(f"attn_implementation must be 'eager' or 'sdpa', got {attn_implementation!r}")
+    if attn_implementation is not None:
+        check_choice("attn_implementation", attn_implementation, ("sdpa", "eager"))
     if attn_implementation and model_name_or_path:
         from_pretrained_kwargs["attn_implementation"] = attn_implementation
     if model_name_or_path:

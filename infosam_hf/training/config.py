@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from transformers import TrainingArguments
 
-from ..evaluation.gsam_metrics import ABSENT_CLASS_MODES
-from ..evaluation.loop import METRIC_SETS
-from ..evaluation.metrics import METRIC_INPUTS
-from ..losses import SEG_LOSSES, check_bce_form
+from ..choices import check_choices
+from ..evaluation.gsam_metrics import AbsentClassMode
+from ..evaluation.loop import MetricSet
+from ..evaluation.metrics import MetricInput
+from ..losses import BceForm, SegLoss
 from .host import fit_dataloader_to_host
-from .protocol import PROTOCOLS
-from .teacher_cache import CACHE_DTYPES, TEACHER_CACHE_MODES
-
-INFO_LOSS_OBJECTS = ("all", "one_per_image")
+from .protocol import ProtocolName
+from .teacher_cache import CacheDtype, TeacherCacheMode
 
 __all__ = ["InfoSAMConfig"]
 
@@ -31,7 +31,7 @@ class InfoSAMConfig(TrainingArguments):
 
     lambda_r: float = field(default=1.0, metadata={"help": "Weight λ1 of loss_r (relation compression)."})
     lambda_d: float = field(default=0.5, metadata={"help": "Weight λ2 of loss_d (relation distillation)."})
-    seg_loss: str = field(
+    seg_loss: SegLoss = field(
         default="structure",
         metadata={"help": "Binary segmentation loss: 'structure' (InfoSAM's wBCE + wIoU) or 'bce' (G-SAM's "
                           "BCE-with-logits)."})
@@ -46,15 +46,15 @@ class InfoSAMConfig(TrainingArguments):
         default=0, metadata={"help": "Iterative prompting: after each step's first prompt, R rounds that each add a "
                                      "corrective click from the error region and feed the previous logits back as "
                                      "the mask prompt; the loss averages all rounds (0: off)."})
-    structure_loss_bce: str = field(
+    structure_loss_bce: BceForm = field(
         default="weighted",
         metadata={"help": "'weighted' (published structure loss) or 'unweighted' (official code's BCE)."})
     prompt_point_prob: float = field(
         default=0.5, metadata={"help": "Probability that a 'mixed' training batch uses a point (else a box)."})
-    metric_input: str = field(
+    metric_input: MetricInput = field(
         default="probability",
         metadata={"help": "'probability' or 'official_logits' (the official evaluation's conventions)."})
-    metric_set: str = field(
+    metric_set: MetricSet = field(
         default="paper", metadata={"help": "'paper' (IoU, Dice, S, E, wF, MAE, mIoU) or 'iou' (IoU, Dice, mIoU only: fast)."})
     eval_before_training: bool = field(
         default=False,
@@ -63,7 +63,7 @@ class InfoSAMConfig(TrainingArguments):
         default=True,
         metadata={"help": "Log relation diagnostics (info/...) beside loss_r and loss_d and warn once if the "
                           "teacher's relations collapse; off costs nothing."})
-    protocol: str = field(
+    protocol: ProtocolName = field(
         default="default",
         metadata={"help": "'default' (the test split never picks a checkpoint), 'official' (the official InfoSAM "
                           "scripts: train on all of train, save the last five epochs to output_dir/epoch_<e>, score each "
@@ -71,7 +71,7 @@ class InfoSAMConfig(TrainingArguments):
                           "eval_strategy: no and no load_best_model_at_end) or 'gsam' (G-SAM's train.py / test.py: "
                           "evaluation drops its last partial batch and also reports test.py's soft per-batch IoU; "
                           "needs eval_resolution: input)."})
-    gsam_absent_class_iou: str = field(
+    gsam_absent_class_iou: AbsentClassMode = field(
         default="skip", metadata={"help": "protocol gsam: 'skip' leaves a class absent from prediction and label out "
                                           "of the mIoU; 'minus_one' also reports G-SAM train.py's mIoU that counts "
                                           "it as -1 (gsam_miou_absent_minus_one)."})
@@ -82,14 +82,14 @@ class InfoSAMConfig(TrainingArguments):
         metadata={"help": "Columns that lead the results tables (the paper table's, e.g. [iou, dice] or [s_measure, "
                           "e_measure, weighted_f_measure]); the first also picks the best-on-test epoch of protocol "
                           "official."})
-    teacher_cache: str = field(
+    teacher_cache: TeacherCacheMode = field(
         default="auto",
         metadata={"help": "Teacher image-embedding cache: 'auto' (on exactly when the encoder input is the same every "
                           "epoch: no pixel-changing augment, no random_crop), 'on' (fail if invalid) or 'off'."})
     teacher_cache_dir: str | None = field(
         default=None, metadata={"help": "Where the cache lives (default $INFOSAM_TEACHER_CACHE_DIR, else "
                                         "$HF_HOME/infosam_hf/teacher_cache)."})
-    teacher_cache_dtype: str = field(
+    teacher_cache_dtype: CacheDtype = field(
         default="float32", metadata={"help": "Cache storage: float32 (exact), float16 or bfloat16 (half the disk)."})
     teacher_cache_precompute: bool = field(
         default=False, metadata={"help": "Fill the cache in one pass before training (default: lazily, epoch 1)."})
@@ -97,11 +97,11 @@ class InfoSAMConfig(TrainingArguments):
         default=True,
         metadata={"help": "Teacher reuses the student's output of the encoder stages the tuner leaves untouched "
                           "(sam_adapter: patch embedding + blocks 0-1). Same losses, less compute."})
-    info_loss_batch: str = field(
+    info_loss_batch: Literal["local", "global"] = field(
         default="local",
         metadata={"help": "Gram matrices over the per-device batch ('local') or over the batch of every process "
                           "('global', gathered with gradient)."})
-    info_loss_objects: str = field(
+    info_loss_objects: Literal["all", "one_per_image"] = field(
         default="all",
         metadata={"help": "objects_per_image > 1: relations of every object of the batch in the Gram matrices "
                           "('all', B·K of them), or of the first object of each image ('one_per_image', B)."})
@@ -127,35 +127,14 @@ class InfoSAMConfig(TrainingArguments):
             self.gradient_checkpointing_kwargs = {"use_reentrant": False}
         super().__post_init__()
         fit_dataloader_to_host(self)
-        check_bce_form(self.structure_loss_bce)
-        if self.seg_loss not in SEG_LOSSES:
-            raise ValueError(f"seg_loss must be one of {', '.join(SEG_LOSSES)}, got {self.seg_loss!r}")
+        check_choices(self)
         if self.lr_scheduler_per_epoch and self.warmup_steps:
             raise ValueError("lr_scheduler_per_epoch counts in epochs: set warmup_steps to 0")
-        if self.metric_input not in METRIC_INPUTS:
-            raise ValueError(f"metric_input must be 'probability' or 'official_logits', got {self.metric_input!r}")
-        if self.metric_set not in METRIC_SETS:
-            raise ValueError(f"metric_set must be 'paper' or 'iou', got {self.metric_set!r}")
         if not 0.0 <= self.prompt_point_prob <= 1.0:
             raise ValueError(f"prompt_point_prob must be in [0, 1], got {self.prompt_point_prob}")
-        if self.teacher_cache not in TEACHER_CACHE_MODES:
-            raise ValueError(f"teacher_cache must be one of {', '.join(TEACHER_CACHE_MODES)}, got {self.teacher_cache!r}")
-        if self.teacher_cache_dtype not in CACHE_DTYPES:
-            raise ValueError(f"teacher_cache_dtype must be one of {', '.join(CACHE_DTYPES)}, "
-                             f"got {self.teacher_cache_dtype!r}")
-        if self.info_loss_batch not in ("local", "global"):
-            raise ValueError(f"info_loss_batch must be 'local' or 'global', got {self.info_loss_batch!r}")
-        if self.info_loss_objects not in INFO_LOSS_OBJECTS:
-            raise ValueError(f"info_loss_objects must be one of {', '.join(INFO_LOSS_OBJECTS)}, "
-                             f"got {self.info_loss_objects!r}")
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         if self.protocol == "official" and (self.eval_strategy != "no" or self.load_best_model_at_end):
             raise ValueError("protocol=official trains on all of train and scores saved epochs on the test split: set "
                              "eval_strategy: no and load_best_model_at_end: false")
-        if self.gsam_absent_class_iou not in ABSENT_CLASS_MODES:
-            raise ValueError(f"gsam_absent_class_iou must be one of {', '.join(ABSENT_CLASS_MODES)}, "
-                             f"got {self.gsam_absent_class_iou!r}")
         if self.gsam_absent_class_iou != "skip" and self.protocol != "gsam":
             raise ValueError("gsam_absent_class_iou is an option of protocol: gsam")
         if self.protocol_epochs and self.protocol != "official":

@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from transformers import TrainerCallback
 
@@ -22,7 +22,8 @@ from ..io import atomic_write_json
 __all__ = ["PROTOCOLS", "OFFICIAL_LAST_EPOCHS", "PROTOCOL_RESULTS_NAME", "BEST_ON_TEST_LABEL",
            "OfficialProtocolCallback", "official_epochs", "official_schedule_steps", "best_on_test", "leading_columns", "protocol_summary"]
 
-PROTOCOLS = ("default", "official", "gsam")  # gsam: see infosam_hf.evaluation.gsam_metrics
+ProtocolName = Literal["default", "official", "gsam"]
+PROTOCOLS: tuple[str, ...] = get_args(ProtocolName)  # gsam: see infosam_hf.evaluation.gsam_metrics
 OFFICIAL_LAST_EPOCHS = 5  # config/train/*.sh: `for epoch in {6..10}` after 10 epochs, {16..20} after 20
 BEST_ON_TEST_LABEL = "best on test, as the official scripts allow"
 # Metrics where lower is better; every other reported metric is maximised.

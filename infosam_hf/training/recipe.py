@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from ..choices import ChoiceError, check_choice, literal_choices
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["RecipeError", "load_recipe_file", "parse_recipe", "coerce_value", "recipe_values", "format_recipe_help", "recipe_help_schema",
@@ -98,11 +100,31 @@ def _coerce_one(key: str, value: Any, annotation: Any) -> Any:
     raise TypeError
 
 
+def _as_choice(value: Any, choices: tuple[Any, ...], optional: bool) -> Any:
+    """A recipe value read for a ``Literal`` key: YAML 1.1's booleans back to the word written (``on`` / ``off``),
+    ``none`` for an optional key that has no such choice."""
+    if isinstance(value, bool):
+        words = ("on", "yes", "true") if value else ("off", "no", "false")
+        return next((word for word in words if word in choices), words[0])
+    if optional and isinstance(value, str) and value.lower() in ("none", "null", "") and value not in choices:
+        return None
+    return value
+
+
 def coerce_value(key: str, value: Any, annotation: Any) -> Any:
     """Coerce ``value`` to the dataclass field type ``annotation`` or raise :class:`RecipeError`."""
     candidates = _union_args(annotation)
     if type(None) in candidates and (value is None or (isinstance(value, str) and value in ("null", "~"))):
         return None
+    choices = literal_choices(annotation)
+    if choices is not None:  # a mode key: one of its Literal values
+        value = _as_choice(value, choices, optional=type(None) in candidates)
+        if value is None:
+            return None
+        try:
+            return check_choice(key, value, choices)
+        except ChoiceError as err:
+            raise RecipeError(str(err)) from None
     # Prefer an exact type match (so "auto" stays a string where str | float is allowed).
     ordered = sorted(candidates, key=lambda t: 0 if (isinstance(t, type) and type(value) is t) else 1)
     for candidate in ordered:
@@ -276,7 +298,9 @@ def _type_name(annotation: Any) -> str:
         if candidate is type(None):
             continue
         origin = typing.get_origin(candidate)
-        if origin is not None:
+        if origin is typing.Literal:
+            names.append("{" + ",".join(str(value) for value in typing.get_args(candidate)) + "}")
+        elif origin is not None:
             inner = ", ".join(getattr(a, "__name__", str(a)) for a in typing.get_args(candidate))
             names.append(f"{getattr(origin, '__name__', str(origin))}[{inner}]" if inner else origin.__name__)
         elif isinstance(candidate, type) and issubclass(candidate, enum.Enum):

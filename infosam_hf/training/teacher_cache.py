@@ -20,11 +20,12 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..choices import check_choice
 from ..io import DiskFullError, atomic_write_with
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,9 @@ __all__ = [
     "resolve_teacher_cache",
 ]
 
-TEACHER_CACHE_MODES = ("auto", "off", "on")
+TeacherCacheMode = Literal["auto", "off", "on"]
+TEACHER_CACHE_MODES: tuple[str, ...] = get_args(TeacherCacheMode)
+CacheDtype = Literal["float32", "float16", "bfloat16"]  # the keys of CACHE_DTYPES
 CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _TENSOR_KEY = "image_embeddings"
 
@@ -135,8 +138,7 @@ def pixel_changing_options(augment: Sequence[str], random_crop: Any = None) -> l
 
 def resolve_teacher_cache(mode: str, pixel_changes: Sequence[str]) -> bool:
     """Whether the cache is used: ``auto`` exactly when valid, ``on`` fails when it is not, ``off`` never."""
-    if mode not in TEACHER_CACHE_MODES:
-        raise ValueError(f"teacher_cache must be one of {', '.join(TEACHER_CACHE_MODES)}, got {mode!r}")
+    check_choice("teacher_cache", mode, TEACHER_CACHE_MODES)
     if mode == "off":
         return False
     if pixel_changes:
@@ -159,8 +161,7 @@ class TeacherEmbeddingCache:
     """
 
     def __init__(self, key: Mapping[str, Any], root: str | os.PathLike | None = None, dtype: str = "float32"):
-        if dtype not in CACHE_DTYPES:
-            raise ValueError(f"teacher_cache_dtype must be one of {', '.join(CACHE_DTYPES)}, got {dtype!r}")
+        check_choice("teacher_cache_dtype", dtype, tuple(CACHE_DTYPES))
         text = json.dumps({**key, "dtype": dtype}, indent=2, sort_keys=True, default=str)
         self.key_hash = hashlib.sha256(text.encode()).hexdigest()[:20]
         self.directory = Path(root or default_cache_root()) / self.key_hash
