@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..files import CLICK_CURVE_NAME
 from ..io import atomic_write_with
 from .clicks import click_metrics_summary, next_click
 from .loop import upsample_logits
@@ -28,9 +27,8 @@ from .metrics import logits_to_original
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CLICK_CURVE_FILENAME", "click_curves", "evaluate_clicks", "plot_click_curve"]
+__all__ = ["click_curves", "evaluate_clicks", "plot_click_curve"]
 
-CLICK_CURVE_FILENAME = CLICK_CURVE_NAME
 
 
 def _iou_dice(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:

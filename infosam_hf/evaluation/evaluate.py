@@ -23,7 +23,6 @@ from tqdm.auto import tqdm
 from ..data import DataArguments, SamPromptCollator, open_source, take_first, validate_data, with_sam_transform
 from ..data.sources import SYNTHETIC
 from ..errors import UsageError
-from ..files import EVAL_RESULTS_NAME
 from ..models.inference import base_beside_adapter, load_for_inference, model_image_size, resolve_device
 from ..models.processor import read_input_settings
 from ..models.multiclass import sam_num_classes
@@ -33,9 +32,8 @@ from .loop import evaluate_segmentation, make_metrics, sam_logits
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RESULTS_FILENAME", "evaluate_adapter", "format_results_table"]
+__all__ = ["evaluate_adapter", "format_results_table"]
 
-RESULTS_FILENAME = EVAL_RESULTS_NAME
 
 
 def _base_model_name(model: torch.nn.Module, given: str | None, adapter: str) -> str | None:
