@@ -37,7 +37,8 @@ from transformers import SamConfig, SamModel  # noqa: E402
 
 from infosam_hf import InfoSAMConfig, InfoSAMTrainer  # noqa: E402
 from infosam_hf.models.dynamic import enable_dynamic_input_size  # noqa: E402
-from infosam_hf.models.sam import attach_relation_module, load_sam  # noqa: E402
+from infosam_hf.models.sam import load_sam  # noqa: E402
+from infosam_hf.relation import attach_relation_module  # noqa: E402
 from infosam_hf.tuners.registry import build_student  # noqa: E402
 from infosam_hf.tuners.variants import GsamConfig  # noqa: E402
 

@@ -27,7 +27,8 @@ from transformers import SamConfig, SamModel  # noqa: E402
 from bench_step import sam_fields  # noqa: E402
 from infosam_hf import InfoSAMConfig, InfoSAMTrainer  # noqa: E402
 from infosam_hf.data.collator import OBJECTS_VALID_KEY  # noqa: E402
-from infosam_hf.models.sam import attach_relation_module, load_sam  # noqa: E402
+from infosam_hf.models.sam import load_sam  # noqa: E402
+from infosam_hf.relation import attach_relation_module  # noqa: E402
 from infosam_hf.tuners.registry import build_student  # noqa: E402
 
 

@@ -35,7 +35,8 @@ from infosam_hf.evaluation.loop import sam_logits
 from infosam_hf.evaluation.metrics import logits_to_original
 from infosam_hf.evaluation.predict import Prompt, _prompt_tensors
 from infosam_hf.evaluation.tiling import predict_tiled
-from infosam_hf.models.sam import attach_relation_module, load_sam
+from infosam_hf.models.sam import load_sam
+from infosam_hf.relation import attach_relation_module
 from infosam_hf.tuners.registry import build_student
 
 

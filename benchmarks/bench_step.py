@@ -25,7 +25,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from infosam_hf import InfoSAMConfig, InfoSAMTrainer  # noqa: E402
 from infosam_hf.data import DataArguments, SamPromptCollator, make_synthetic_dataset, with_sam_transform  # noqa: E402
 from infosam_hf.models.capture import SamFeatureCapture  # noqa: E402
-from infosam_hf.models.sam import attach_relation_module, load_sam  # noqa: E402
+from infosam_hf.models.sam import load_sam  # noqa: E402
+from infosam_hf.relation import attach_relation_module  # noqa: E402
 from infosam_hf.tuners.registry import build_student  # noqa: E402
 
 from meta_memory import LiveTensorBytes, unique_bytes  # noqa: E402

@@ -1,4 +1,5 @@
-"""The InfoSAM relation module, shared by the teacher and the student, and reading its weights back
+"""The InfoSAM relation module, shared by the teacher and the student: building it, attaching it to a SAM, finding
+it under PEFT, and reading its weights back
 (from an official ``relation_models/N.pth``, a previous run's adapter, or a Hub repo)."""
 
 from __future__ import annotations
@@ -8,15 +9,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from .files import ADAPTER_WEIGHTS_NAME as SAFETENSORS_WEIGHTS_NAME
 from safetensors.torch import load_file
 from torch import nn
 
 from .file_checks import check_safetensors
+from .files import ADAPTER_WEIGHTS_NAME as SAFETENSORS_WEIGHTS_NAME
 
 __all__ = [
     "RELATION_MODULE_NAME",
     "RelationModule",
+    "attach_relation_module",
+    "get_relation_module",
     "load_official_relation_state_dict",
     "load_relation_state_dict",
     "relation_state_from_adapter_weights",
@@ -120,3 +123,22 @@ def load_relation_state_dict(source: str | os.PathLike, revision: str | None = N
                                     f"could be fetched from the Hub ({type(err).__name__})") from None
     check_safetensors(weights_path)  # a truncated or empty file: one line naming it
     return relation_state_from_adapter_weights(load_file(str(weights_path)), str(source))
+
+
+def attach_relation_module(model: nn.Module, relation_state_dict: dict | None = None) -> RelationModule:
+    """Add a :class:`RelationModule` as ``model.relation_module`` (width = the mask decoder's)."""
+    dim = model.config.mask_decoder_config.hidden_size
+    relation = RelationModule(dim).to(device=next(model.parameters()).device)
+    if relation_state_dict is not None:
+        relation.load_state_dict(relation_state_dict, strict=True)
+    model.add_module(RELATION_MODULE_NAME, relation)
+    return relation
+
+
+def get_relation_module(model: nn.Module) -> nn.Module:
+    """The relation module of a (PEFT-wrapped) SAM. Under PEFT this is the ``modules_to_save`` wrapper,
+    whose forward runs the trained copy (or the original inside ``disable_adapter()``)."""
+    for name, module in model.named_modules():
+        if name.endswith(RELATION_MODULE_NAME) and not name.endswith("original_module"):
+            return module
+    raise AttributeError("model has no relation module; call attach_relation_module() before wrapping")

@@ -222,7 +222,8 @@ def test_a_carved_split_prints_no_flattening_bar(capfd):
 
 def test_building_a_student_raises_no_deprecation_noise(recwarn):
     from infosam_hf.commands.common import configure_logging
-    from infosam_hf.models.sam import attach_relation_module, load_sam
+    from infosam_hf.models.sam import load_sam
+    from infosam_hf.relation import attach_relation_module
     from infosam_hf.tuners import build_student
 
     configure_logging()

@@ -8,7 +8,8 @@ from peft import PeftModel
 
 from infosam_hf.models.dynamic import DYNAMIC_CONFIG_KEY, enable_dynamic_input_size, is_dynamic_input_size
 from infosam_hf.models.inference import load_for_inference
-from infosam_hf.models.sam import attach_relation_module, load_sam
+from infosam_hf.models.sam import load_sam
+from infosam_hf.relation import attach_relation_module
 from infosam_hf.tuners.registry import build_student
 from tests.testing_utils import TINY_SAM, tiny_batch, tiny_sam
 

@@ -26,9 +26,8 @@ from infosam_hf import InfoSAMTrainer
 from infosam_hf.data import build_datasets
 from infosam_hf.models.merge import export_merged
 from infosam_hf.commands.export import main as export_main
-from infosam_hf.models.sam import get_relation_module
+from infosam_hf.relation import get_relation_module, load_relation_state_dict, relation_state_from_adapter_weights
 from infosam_hf.training.run import build_models, parse_train_args, run_training
-from infosam_hf.relation import load_relation_state_dict, relation_state_from_adapter_weights
 from tests.testing_utils import DEMO, FAST
 from tests.testing_utils import tiny_batch
 

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from infosam_hf.models import SamFeatureCapture
-from infosam_hf.models.sam import build_sam_config, get_relation_module, load_sam
+from infosam_hf.models.sam import build_sam_config, load_sam
+from infosam_hf.relation import get_relation_module
 from infosam_hf.tuners.registry import build_peft_config
 from tests.testing_utils import (TINY_SAM, assert_adapter_off_is_the_base, captured_over_two_calls, tiny_batch, tiny_sam,
                       tiny_student)

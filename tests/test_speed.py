@@ -9,7 +9,7 @@ from infosam_hf import InfoSAMConfig, InfoSAMTrainer
 from infosam_hf.data import DataArguments, SamPromptCollator, build_datasets
 from infosam_hf.data.collator import INDEX_KEY
 from infosam_hf.models.capture import SamFeatureCapture
-from infosam_hf.models.sam import attach_relation_module
+from infosam_hf.relation import attach_relation_module
 from infosam_hf.training.teacher_pass import shared_prefix_length
 from infosam_hf.tuners.registry import build_student
 from tests.testing_utils import TINY_SAM, free_port, perturb_trainable, tiny_batch, tiny_method, tiny_sam, tiny_student

@@ -68,7 +68,7 @@ def test_info_losses_reach_the_right_parameters(tmp_path):
             student(pixel_values=batch["pixel_values"], input_boxes=batch["input_boxes"], multimask_output=False)
         teacher = trainer.teacher_features(student, batch)
         from infosam_hf.losses import compression_loss, distillation_loss
-        from infosam_hf.models.sam import get_relation_module
+        from infosam_hf.relation import get_relation_module
         relation = get_relation_module(student)
         rel_t = relation(teacher["image_embeds"], teacher["mask_token"])
         rel_s = relation(feats["image_embeds"], feats["mask_token"])
@@ -227,7 +227,7 @@ def test_non_finite_info_loss_is_skipped_with_a_warning(tmp_path, monkeypatch):
 
 
 def test_frozen_parameters_stay_frozen_after_teacher_passes(tmp_path):
-    from infosam_hf.models.sam import get_relation_module
+    from infosam_hf.relation import get_relation_module
 
     splits = tiny_data()
     student = tiny_student()

@@ -15,7 +15,7 @@ from transformers import SamConfig, SamModel
 
 import infosam_hf  # noqa: F401  (registers the tuners)
 from infosam_hf import InfoSAMConfig, InfoSAMTrainer
-from infosam_hf.models.sam import attach_relation_module
+from infosam_hf.relation import attach_relation_module
 from infosam_hf.tuners import build_peft_config, build_student, parameter_groups, pop_auxiliary_loss
 from infosam_hf.tuners.base import TESTED_PEFT
 from infosam_hf.tuners.conv_lora import ConvLoraBranch

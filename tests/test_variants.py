@@ -15,7 +15,8 @@ from transformers.models.resnet.modeling_resnet import ResNetStage
 
 from infosam_hf.models.capture import match_teacher_grid
 from infosam_hf.models.inference import load_for_inference
-from infosam_hf.models.sam import attach_relation_module, load_sam
+from infosam_hf.models.sam import load_sam
+from infosam_hf.relation import attach_relation_module
 from infosam_hf.training.recipe import RecipeError
 from infosam_hf.training.run import parse_train_args, run_training
 from infosam_hf.tuners.registry import build_student

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from infosam_hf.data import DataArguments, build_datasets
-from infosam_hf.models.sam import attach_relation_module, load_sam
+from infosam_hf.models.sam import load_sam
+from infosam_hf.relation import attach_relation_module
 from infosam_hf.tuners.registry import build_student
 
 ROOT = Path(__file__).resolve().parents[1]

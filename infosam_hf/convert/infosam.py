@@ -146,7 +146,7 @@ def official_infosam_to_peft(state: dict[str, torch.Tensor], base: SamModel, bas
     tensors must equal the base's (within ``atol``), else :class:`BaseModelMismatchError`.
     """
     from ..tuners.registry import build_student
-    from ..models.sam import attach_relation_module
+    from ..relation import attach_relation_module
 
     sam_state, adapters = split_official_infosam_state(state, source)
     sam_state = {k: v for k, v in sam_state.items() if k not in PIXEL_STAT_KEYS}

@@ -6,8 +6,8 @@ from .dynamic import enable_dynamic_input_size, is_dynamic_input_size
 from .inference import BASE_MODEL_DIR, BaseModelMismatchError, load_for_inference, model_image_size, resolve_device
 from .multiclass import add_multiclass_head, sam_num_classes
 from .processor import InfoSamImageProcessor  # registers it with AutoImageProcessor
-from .sam import (attach_relation_module, build_sam_config, get_relation_module, load_pretrained_sam, load_sam,
-                  resize_sam_input)
+from .sam import build_sam_config, load_pretrained_sam, load_sam, resize_sam_input
+from ..relation import attach_relation_module, get_relation_module
 from .sam2 import build_sam2_config, is_sam2
 
 __all__ = [

@@ -17,7 +17,8 @@ from ..quiet import peft_wrapping
 from ..remote import check_pretrained_name
 from .dynamic import enable_dynamic_input_size
 from .processor import read_input_settings
-from .sam import attach_relation_module, load_pretrained_sam
+from .sam import load_pretrained_sam
+from ..relation import attach_relation_module
 from .sam2 import sam_input_size
 
 logger = logging.getLogger(__name__)

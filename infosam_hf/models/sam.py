@@ -1,4 +1,4 @@
-"""Loading SAM for InfoSAM: checkpoints or config fields, input-size surgery, the relation module."""
+"""Loading SAM for InfoSAM: checkpoints or config fields, input-size surgery."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import nn
 from transformers import PretrainedConfig, Sam2Model, SamConfig, SamModel
 
 from ..choices import check_choice
-from ..relation import RELATION_MODULE_NAME, RelationModule
+from ..relation import RELATION_MODULE_NAME
 from ..remote import check_pretrained_name
 from .dynamic import DYNAMIC_CONFIG_KEY, enable_dynamic_input_size, resize_pos_embed
 from .multiclass import add_multiclass_head, keep_class_channels, sam_num_classes
@@ -31,8 +31,6 @@ __all__ = [
     "load_pretrained_sam",
     "load_sam",
     "resize_sam_input",
-    "attach_relation_module",
-    "get_relation_module",
 ]
 
 
@@ -207,22 +205,3 @@ def resize_sam_input(model: SamModel, image_size: int) -> SamModel:
     logger.info("Resized SAM input from %d to %d (embedding grid %d -> %d)", old_grid * patch, image_size,
                 old_grid, grid)
     return resized
-
-
-def attach_relation_module(model: SamModel, relation_state_dict: dict | None = None) -> RelationModule:
-    """Add a :class:`RelationModule` as ``model.relation_module`` (width = the mask decoder's)."""
-    dim = model.config.mask_decoder_config.hidden_size
-    relation = RelationModule(dim).to(device=next(model.parameters()).device)
-    if relation_state_dict is not None:
-        relation.load_state_dict(relation_state_dict, strict=True)
-    model.add_module(RELATION_MODULE_NAME, relation)
-    return relation
-
-
-def get_relation_module(model: nn.Module) -> nn.Module:
-    """The relation module of a (PEFT-wrapped) SAM. Under PEFT this is the ``modules_to_save`` wrapper,
-    whose forward runs the trained copy (or the original inside ``disable_adapter()``)."""
-    for name, module in model.named_modules():
-        if name.endswith(RELATION_MODULE_NAME) and not name.endswith("original_module"):
-            return module
-    raise AttributeError("model has no relation module; call attach_relation_module() before wrapping")

@@ -31,9 +31,9 @@ from ..models.dynamic import is_dynamic_input_size
 from ..models.inference import BASE_MODEL_DIR
 from ..models.multiclass import NEW_HEAD_ATTR
 from ..models.processor import InfoSamImageProcessor, build_sam_image_processor
-from ..models.sam import CONFIG_CHANGED_ATTR, attach_relation_module, load_sam, set_decoder_layer_norm_eps
+from ..models.sam import CONFIG_CHANGED_ATTR, load_sam, set_decoder_layer_norm_eps
+from ..relation import attach_relation_module, load_relation_state_dict
 from ..models.sam2 import Sam2ImageProcessorConfig, is_sam2, sam_input_size
-from ..relation import load_relation_state_dict
 from ..tuners import PeftArguments, build_student, parameter_groups
 from ..tuners.variants import load_pretrained_parts
 from .config import InfoSAMConfig

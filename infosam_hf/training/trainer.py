@@ -31,7 +31,7 @@ from ..losses import compression_loss, distillation_loss, segmentation_loss
 from ..models.capture import SamFeatureCapture, match_teacher_grid
 from ..models.inference import record_base_beside
 from ..models.multiclass import freeze_unused_head, sam_num_classes
-from ..models.sam import get_relation_module
+from ..relation import get_relation_module
 from ..models.sam2 import is_sam2
 from ..tuners import pop_auxiliary_loss
 from .config import InfoSAMConfig

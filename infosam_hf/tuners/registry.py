@@ -19,10 +19,9 @@ from peft import LoraConfig, PeftConfig, PeftModel, PromptLearningConfig, get_pe
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
-from ..models.sam import get_relation_module
+from ..relation import get_relation_module, RELATION_MODULE_NAME
 from ..models.sam2 import is_sam2
 from ..quiet import peft_wrapping
-from ..relation import RELATION_MODULE_NAME
 from . import adaptformer, bitfit, conv_lora, decoder_only, gsam_conv_lora, gsam_lora, sam_adapter, variants
 from .base import DECODER_MODULE_NAME, SamTunerConfig
 
