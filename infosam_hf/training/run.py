@@ -254,7 +254,10 @@ def print_results(results: dict[str, Any], summary: dict[str, dict[str, float]],
         prompts = "no prompts" if data_args.eval_prompt == "none" else f"{data_args.eval_prompt} prompts"
         labels = {key: f"iou {class_label(int(key.removeprefix(CLASS_IOU_PREFIX)), class_names)}"
                   for key in keys if key.startswith(CLASS_IOU_PREFIX) and class_names}
-        _print_table(f"Test split ({test_size} images, {prompts})", summary, keys, labels)
+        test = results.get("test", {})
+        rows = (f"{int(test['test_num_objects'])} objects in {int(test['test_num_object_images'])} images"
+                if "test_num_objects" in test else f"{test_size} images")
+        _print_table(f"Test split ({rows}, {prompts})", summary, keys, labels)
     if args.protocol == "gsam" and "test" in results:
         print(f"\nG-SAM protocol, test split at the resized input (last partial batch of "
               f"{args.per_device_eval_batch_size} dropped):\n" + format_gsam_scores(results["test"]))
