@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -87,11 +88,16 @@ def test_every_recipe_passes_its_dry_run(recipe, tmp_path_factory, capsys, monke
     if not in_default_sweep(recipe) and not os.environ.get(ALL_RECIPES_ENV):
         pytest.skip(f"covered by the default sweep's keys; {ALL_RECIPES_ENV}=1 rehearses it too")
     root = tmp_path_factory.getbasetemp() / "dry_run_data"
-    monkeypatch.setenv("TMPDIR", str(tmp_path_factory.mktemp("dry_run_out")))  # the rehearsal's output folder
+    rehearsals = tmp_path_factory.mktemp("dry_run_out")
+    monkeypatch.setattr(tempfile, "tempdir", str(rehearsals))  # the rehearsal's output folder (TMPDIR is cached)
     dataset = _dataset_for(recipe, root)
     assert main(["train", str(recipe), "--dataset_name_or_path", dataset, "--dry_run"]) == 0
     out = capsys.readouterr().out
     assert "Dry run passed" in out and "Adapter saved to" in out
+    (folder,) = rehearsals.iterdir()  # the card and results stay to look at; the weights are gone
+    kept = [p for p in folder.rglob("*") if p.is_file()]
+    assert (folder / "README.md").is_file() and not [p for p in kept if p.suffix in (".safetensors", ".bin", ".pt")]
+    assert sum(p.stat().st_size for p in kept) < 2**20
 
 
 def test_dry_run_flag_forms():

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DRY_RUN_FLAG", "wants_dry_run", "dry_run_overrides", "shrink_size", "tiny_config_for"]
+__all__ = ["DRY_RUN_FLAG", "wants_dry_run", "dry_run_overrides", "prune_weights", "shrink_size", "tiny_config_for"]
 
 DRY_RUN_FLAG = "--dry_run"
 TRAIN_BATCHES = 2  # one epoch of this many training steps
@@ -155,8 +155,12 @@ def dry_run_overrides(model_args, peft_args, data_args, args, output_dir: str) -
     return cli, notes
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
 def dry_run_output_dir(recipe: str | None) -> str:
-    """A new temporary folder for the rehearsal's outputs (kept, so the user can look at them)."""
+    """A new temporary folder for the rehearsal's outputs (its small files are kept, so the user can look at them:
+    see :func:`prune_weights`)."""
     stem = Path(recipe).stem if recipe else "recipe"
     return tempfile.mkdtemp(prefix=f"infosam-dry-run-{stem}-")
 
@@ -171,11 +175,29 @@ def run_dry(argv: Sequence[str], parse, run) -> dict[str, Any]:
     output_dir = dry_run_output_dir(recipe)
     overrides, notes = dry_run_overrides(model_args, peft_args, data_args, args, output_dir)
     print("Dry run of " + (recipe or "the command line") + ":\n" + "\n".join(f"  {note}" for note in notes))
-    results = run(*parse(list(argv) + overrides))
-    model = load_for_inference(output_dir)  # the saved adapter loads as a user would load it
-    del model
+    try:
+        results = run(*parse(list(argv) + overrides))
+        model = load_for_inference(output_dir)  # the saved adapter loads as a user would load it
+        del model
+    finally:
+        freed = prune_weights(output_dir)
     seconds = time.perf_counter() - start
     print(f"\nDry run passed in {seconds:.0f} s: recipe, data, training, evaluation, saving and reloading work. "
-          f"Outputs: {output_dir}")
+          f"Outputs (the weights, {freed / 2**20:.0f} MB, removed): {output_dir}")
     results["dry_run"] = {"output_dir": output_dir, "seconds": seconds, "notes": notes}
     return results
+
+
+def prune_weights(output_dir: str | Path) -> int:
+    """Delete the rehearsal's weights (adapter, built base, checkpoints: up to hundreds of MB per run, in the
+    temporary folder) and keep the rest (card, results, curves, logs). Returns the bytes freed."""
+    freed = 0
+    root = Path(output_dir)
+    for path in sorted(root.rglob("*"), reverse=True):  # files before their folders
+        if path.is_file() and (path.suffix in WEIGHT_SUFFIXES or any(part.startswith("checkpoint-")
+                                                                     for part in path.relative_to(root).parts)):
+            freed += path.stat().st_size
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    return freed
