@@ -12,7 +12,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ADAPTER_CONFIG_NAME", "ADAPTER_WEIGHTS_NAME", "BASE_MODEL_DIR", "CLICK_CURVE_NAME", "EPOCH_DIR", "EVAL_RESULTS_NAME", "EVAL_SUMMARY_NAME",
+__all__ = ["ADAPTER_CONFIG_NAME", "ADAPTER_WEIGHTS_NAME", "BASE_MODEL_DIR", "CLICK_CURVE_NAME", "CLICK_RESULTS_NAME", "EPOCH_DIR", "EVAL_RESULTS_NAME", "EVAL_SUMMARY_NAME",
            "PREPROCESSOR_NAME", "PROTOCOL_RESULTS_NAME", "RUN_ARGS_NAME", "SAMPLES_DIR", "TEST_RESULTS_NAME",
            "TRAINER_STATE_NAME", "AdapterDirError", "read_json", "validate_adapter_dir"]
 
@@ -25,6 +25,7 @@ RUN_ARGS_NAME = "run_args.json"
 TEST_RESULTS_NAME = "test_results.json"
 EVAL_RESULTS_NAME = "eval_results.json"  # `infosam evaluate` beside a local adapter
 CLICK_CURVE_NAME = "click_curve.png"  # IoU after each simulated click
+CLICK_RESULTS_NAME = "click_results.json"  # a run's click-by-click test scores (eval_clicks)
 EVAL_SUMMARY_NAME = "eval_summary.json"
 TRAINER_STATE_NAME = "trainer_state.json"
 PROTOCOL_RESULTS_NAME = "protocol_results.json"

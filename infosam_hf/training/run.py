@@ -40,6 +40,7 @@ from ..relation import load_relation_state_dict
 from ..remote import check_pretrained_name
 from ..tuners import PeftArguments, build_peft_config, build_student, parameter_groups
 from ..tuners.variants import VARIANTS, load_pretrained_parts
+from .click_scores import write_click_results
 from .config import InfoSAMConfig
 from .output_dir import OutputDirLock, check_output_dir
 from .protocol import OfficialProtocolCallback, format_protocol_table, leading_columns, official_epochs
@@ -397,6 +398,7 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
             columns = leading_columns(list(next(iter(protocol.per_epoch.values()))), args.report_metrics)
             print(f"\nOfficial protocol: test split scored after epochs {sorted(protocol.per_epoch)} "
                   f"(adapters in {args.output_dir}/epoch_<e>)\n" + format_protocol_table(protocol_summary, columns))
+        write_click_results(trainer, args.output_dir)  # eval_clicks: click_results.json, click_curve.png
         finish_run(trainer, args, results, summary,
                    {"model": asdict(model_args), "peft": asdict(peft_args), "data": asdict(data_args),
                     "training": training_args_dict(args)})
