@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -78,3 +81,29 @@ def test_dry_run_with_eval_clicks(tmp_path, monkeypatch, capsys):
     assert "eval_clicks: 10 -> 2" in out and "IoU after each of 2 clicks" in out
     (run,) = tmp_path.glob("infosam-dry-run-*")
     assert len(json.loads((run / CLICK_RESULTS_NAME).read_text())["click_iou"]) == 2
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo DDP test runs on Linux CI")
+def test_eval_clicks_over_two_processes_equal_one(tmp_path):
+    """5 test images over 2 processes x batch 2 (accelerate repeats samples to even out the last batches): the
+    click scores equal a single-process ``evaluate --clicks`` of the saved adapter."""
+    from infosam_hf.evaluation.evaluate import evaluate_adapter
+    from tests.tiny_sam import free_port
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    data = ["--synthetic_num_train", "8", "--synthetic_num_eval", "3", "--synthetic_num_test", "5",
+            "--per_device_eval_batch_size", "2", "--metric_set", "iou"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(ROOT / "scripts" / "train.py"), DEMO, "--output_dir", str(out), "--max_steps", "1",
+           "--per_device_train_batch_size", "2", "--eval_before_training", "false", "--ddp_backend", "gloo",
+           "--disable_tqdm", "true", "--eval_clicks", str(CLICKS), *data]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = json.loads((out / CLICK_RESULTS_NAME).read_text())
+    data_args = parse_train_args([DEMO, "--output_dir", str(tmp_path / "unused"), *data])[2]
+    single = evaluate_adapter(str(out), data_args, split="test", batch_size=3, metric_set="iou", device="cpu",
+                              progress=False, clicks=CLICKS)
+    assert ddp["click_images"] == single["click_images"] == 5
+    for key in ("click_iou", "click_dice", "noc@85", "noc@90", "noc_failures@90"):
+        assert ddp[key] == pytest.approx(single[key], abs=1e-6), key
