@@ -22,7 +22,8 @@ CLICKS = 3
 TINY = ["--synthetic_num_train", "8", "--synthetic_num_eval", "3", "--synthetic_num_test", "5",
         "--per_device_train_batch_size", "4", "--max_steps", "2", "--logging_steps", "1", "--warmup_steps", "0",
         "--eval_before_training", "true", "--eval_strategy", "steps", "--eval_steps", "2", "--metric_set", "iou",
-        "--disable_tqdm", "true", "--eval_clicks", str(CLICKS)]
+        "--disable_tqdm", "true", "--eval_clicks", str(CLICKS), "--save_strategy", "steps", "--save_steps", "2",
+        "--load_best_model_at_end", "true", "--metric_for_best_model", "noc@90", "--greater_is_better", "false"]
 
 
 def _train(folder: Path, eval_batch: int) -> dict:
@@ -43,6 +44,7 @@ def test_eval_clicks_scores_every_evaluation_equally_at_any_batch_size(tmp_path,
     state = json.loads((folder / "trainer_state.json").read_text())
     evals = [entry for entry in state["log_history"] if "eval_iou" in entry]
     assert evals and all(f"eval_click_iou_{CLICKS}" in entry and "eval_noc@90" in entry for entry in evals)
+    assert state["best_metric"] == evals[-1]["eval_noc@90"]  # checkpoints can be picked by clicks
 
     results = json.loads((folder / CLICK_RESULTS_NAME).read_text())
     assert results["schema_version"] == 1 and results["split"] == "test" and results["step"] == 2
