@@ -100,3 +100,15 @@ def test_evaluate_command_reports_clicks(tmp_path, dataset):
     assert (output.parent / "click_curve.png").stat().st_size > 1000
     assert main(["--adapter", str(adapter), "--dataset_name_or_path", "synthetic", "--clicks", "-1",
                  "--output", str(output)]) == 2
+
+
+def test_click_metric_names_are_recognised():
+    from infosam_hf.evaluation.click_eval import flat_click_metrics
+    from infosam_hf.evaluation.clicks import is_click_metric
+
+    flat = flat_click_metrics({"click_iou": [0.5, 0.7], "click_dice": [0.6, 0.8], "noc@85": 2.0, "noc@90": 2.0,
+                               "noc_failures@85": 1.0, "noc_failures@90": 1.0, "num_clicks": 2, "click_images": 1},
+                              "test")
+    assert flat["test_click_iou_2"] == 0.7 and flat["test_click_dice_1"] == 0.6 and "test_num_clicks" not in flat
+    assert all(is_click_metric(key, "test_") for key in flat)
+    assert not any(is_click_metric(key, "test_") for key in ("test_iou", "test_dice", "test_miou", "test_loss"))

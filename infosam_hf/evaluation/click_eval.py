@@ -12,7 +12,7 @@ do not depend on the batch size.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from .metrics import logits_to_original
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["click_curves", "evaluate_clicks", "plot_click_curve"]
+__all__ = ["click_curves", "evaluate_clicks", "flat_click_metrics", "plot_click_curve"]
 
 
 
@@ -89,12 +89,20 @@ def click_curves(model: nn.Module, batch: dict[str, Any], num_clicks: int,
 
 
 def evaluate_clicks(model: nn.Module, batches: Iterable[dict[str, Any]], num_clicks: int,
-                    device: torch.device | str = "cpu") -> dict[str, Any]:
+                    device: torch.device | str = "cpu",
+                    gather: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, Any]:
     """Click-by-click scores over ``batches``: ``click_iou`` / ``click_dice`` (mean after each click),
-    ``noc@85``, ``noc@90``, ``noc_failures@85/90``, ``num_clicks`` and ``click_images`` (images scored)."""
+    ``noc@85``, ``noc@90``, ``noc_failures@85/90``, ``num_clicks`` and ``click_images`` (images scored).
+
+    Under distributed evaluation pass ``gather=accelerator.gather_for_metrics``: each image's curves travel as
+    one row, in dataset order, so the scores are those of one process at any batch size."""
     all_ious, all_dices = [], []
     for batch in batches:
         ious, dices, _ = click_curves(model, batch, num_clicks, device)
+        if gather is not None:
+            rows = gather(torch.as_tensor(np.concatenate([ious, dices], axis=1), device=device))
+            rows = rows.cpu().numpy()
+            ious, dices = rows[:, :num_clicks], rows[:, num_clicks:]
         scored = ~np.isnan(ious[:, 0])
         all_ious.append(ious[scored])
         all_dices.append(dices[scored])
@@ -103,6 +111,22 @@ def evaluate_clicks(model: nn.Module, batches: Iterable[dict[str, Any]], num_cli
     results: dict[str, Any] = dict(click_metrics_summary(ious, dices))
     results.update({"num_clicks": num_clicks, "click_images": len(ious)})
     return results
+
+
+def flat_click_metrics(results: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The scores of :func:`evaluate_clicks` as scalar metrics, as a trainer logs them: ``click_iou`` becomes
+    ``click_iou_1`` ... ``click_iou_N`` (after click k), likewise ``click_dice``; ``noc@85``, ``noc@90``,
+    ``noc_failures@85/90`` and ``click_images`` keep their names. ``prefix`` (e.g. ``"test"``) leads each key."""
+    lead = f"{prefix}_" if prefix else ""
+    flat: dict[str, float] = {}
+    for key, value in results.items():
+        if key == "num_clicks":
+            continue
+        if isinstance(value, list):
+            flat.update({f"{lead}{key}_{click}": float(v) for click, v in enumerate(value, start=1)})
+        else:
+            flat[f"{lead}{key}"] = float(value)
+    return flat
 
 
 def plot_click_curve(curves: dict[str, list[float]], path: str | Path) -> Path | None:

@@ -13,9 +13,16 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
-__all__ = ["NOC_THRESHOLDS", "click_metrics_summary", "next_click", "number_of_clicks"]
+__all__ = ["NOC_THRESHOLDS", "click_metrics_summary", "is_click_metric", "next_click", "number_of_clicks"]
 
 NOC_THRESHOLDS = (0.85, 0.90)
+CLICK_METRIC_STARTS = ("click_", "noc@", "noc_failures@")
+
+
+def is_click_metric(name: str, prefix: str = "") -> bool:
+    """Whether the metric ``name`` (e.g. ``test_click_iou_3``, ``noc@90``; ``prefix`` such as ``"test_"`` removed
+    first) is a click-by-click score, e.g. to keep those out of a table of the one-prompt metrics."""
+    return name.removeprefix(prefix).startswith(CLICK_METRIC_STARTS)
 
 
 def _interior_distance(region: np.ndarray) -> np.ndarray:

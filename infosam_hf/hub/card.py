@@ -15,6 +15,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from ..data.class_names import class_label
+from ..evaluation.clicks import is_click_metric
 from ..evaluation.metrics import CLASS_IOU_PREFIX
 from ..files import (
     ADAPTER_CONFIG_NAME,
@@ -202,22 +203,29 @@ def _results_tables(results: Mapping[str, float], summary: Mapping[str, Any],
             "lower_is_better": "mae" in results}
 
 
-CLICK_COLUMNS = (1, 2, 3, 5, 10, 20)  # clicks shown in the card (and the last one)
+CLICK_COLUMNS = (1, 3, 5, 10)  # clicks shown in the card (and the last one)
 
 
 def _click_table(output_dir: Path) -> dict[str, Any]:
-    """IoU and Dice after chosen clicks and NoC@85/90, from the run's ``click_results.json`` (when it has one)."""
+    """IoU and Dice after chosen clicks and NoC@85/90 (the untrained model's too, when it was scored), from the run's
+    ``click_results.json`` (written with ``eval_clicks``)."""
     clicks = _read_json(output_dir / CLICK_RESULTS_NAME) or {}
-    ious, dices = clicks.get("click_iou") or [], clicks.get("click_dice") or []
-    if not ious:
+    if not clicks.get("click_iou"):
         return {"click_table": "", "click_cap": 0}
-    shown = [c for c in CLICK_COLUMNS if c < len(ious)] + [len(ious)]
-    noc = {key: clicks[key] for key in ("noc@85", "noc@90") if isinstance(clicks.get(key), (int, float))}
-    keys = [f"{c} click{'s' if c > 1 else ''}" for c in shown] + [key.upper().replace("NOC", "NoC") for key in noc]
-    rows = {"IoU": dict(zip(keys, [ious[c - 1] for c in shown] + list(noc.values())))}
-    if dices:
-        rows["Dice"] = dict(zip(keys, [dices[c - 1] for c in shown]))
-    return {"click_table": _metric_table(rows, keys), "click_cap": len(ious)}
+    count = len(clicks["click_iou"])
+    shown = [c for c in CLICK_COLUMNS if c < count] + [count]
+    keys = [f"IoU@{c}" for c in shown] + [f"Dice@{c}" for c in shown] + ["NoC@85", "NoC@90"]
+
+    def row(scores: dict[str, Any]) -> dict[str, float]:
+        values = ([scores["click_iou"][c - 1] for c in shown] + [scores.get("click_dice", [])[c - 1] if
+                  len(scores.get("click_dice", [])) >= c else float("nan") for c in shown]
+                  + [scores.get("noc@85", float("nan")), scores.get("noc@90", float("nan"))])
+        return {key: float(value) for key, value in zip(keys, values) if value == value}
+
+    rows = {"before training": row(clicks["before_training"])} if clicks.get("before_training") else {}
+    rows["this adapter"] = row(clicks)
+    return {"click_table": _metric_table(rows, keys), "click_cap": count}
+
 
 
 def _hyperparameters(run_args: Mapping[str, Any], facts: Mapping[str, Any],
@@ -279,7 +287,7 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
     test_metrics = test_metrics if test_metrics is not None else _read_json(output_dir / TEST_RESULTS_NAME) or {}
     summary = summary if summary is not None else _read_json(output_dir / EVAL_SUMMARY_NAME) or {}
     facts = _card_facts(output_dir, repo_id, run_args)
-    results = eval_results_from_metrics(test_metrics)
+    results = {k: v for k, v in eval_results_from_metrics(test_metrics).items() if not is_click_metric(k)}
     class_names = (_read_json(output_dir / PREPROCESSOR_NAME) or {}).get("class_names") or None
     return ModelCard.from_template(
         _card_data(facts, results), template_path=str(TEMPLATE), **facts,

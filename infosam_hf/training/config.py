@@ -56,6 +56,12 @@ class InfoSAMConfig(TrainingArguments):
         metadata={"help": "'probability' or 'official_logits' (the official evaluation's conventions)."})
     metric_set: MetricSet = field(
         default="paper", metadata={"help": "'paper' (IoU, Dice, S, E, wF, MAE, mIoU) or 'iou' (IoU, Dice, mIoU only: fast)."})
+    eval_clicks: int = field(
+        default=0, metadata={"help": "Also score each evaluation (the eval split during training, the test split at the "
+                                     "end) click by click as `infosam evaluate --clicks N` does: IoU/Dice after each "
+                                     "of N simulated corrective clicks and NoC@85/90, logged as <split>_click_iou_<k>, "
+                                     "<split>_noc@85, ...; the test scores also go to click_results.json and "
+                                     "click_curve.png (0: off)."})
     eval_before_training: bool = field(
         default=False,
         metadata={"help": "Score the untrained model and the fill-the-box baseline on the test split first."})
@@ -141,6 +147,8 @@ class InfoSAMConfig(TrainingArguments):
             raise ValueError("protocol_epochs is an option of protocol: official")
         if self.lambda_r < 0 or self.lambda_d < 0 or self.lambda_object_score < 0:
             raise ValueError("lambda_r, lambda_d and lambda_object_score must be >= 0")
+        if self.eval_clicks < 0:
+            raise ValueError(f"eval_clicks must be >= 0, got {self.eval_clicks}")
         if self.iterative_rounds < 0:
             raise ValueError(f"iterative_rounds must be >= 0, got {self.iterative_rounds}")
         for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):

@@ -25,6 +25,7 @@ MAX_BATCH = 2
 SHRINK = 8  # input sizes are divided by this ...
 MIN_SIDE = 64  # ... and kept at least this large, in multiples of
 SIDE_STEP = 16  # the tiny model's patch size
+MAX_CLICKS = 2  # eval_clicks: simulated clicks per evaluated image
 VIT_B_GLOBAL_BLOCKS = (2, 5, 8, 11)
 TINY_WIDTH = 32
 SAM2_TINY = {  # a 5-block Hiera, as recipes/demo_sam2.yaml
@@ -142,6 +143,9 @@ def dry_run_overrides(model_args, peft_args, data_args, args, output_dir: str) -
         cli += _cli("max_train_samples", train_rows) + _cli("max_eval_samples", EVAL_EXAMPLES)
     cli += _cli("per_device_train_batch_size", train_batch) + _cli("per_device_eval_batch_size", eval_batch)
     cli += _cli("gradient_accumulation_steps", 1) + _cli("num_train_epochs", 1) + _cli("max_steps", -1)
+    if args.eval_clicks > MAX_CLICKS:
+        cli += _cli("eval_clicks", MAX_CLICKS)
+        notes.append(f"eval_clicks: {args.eval_clicks} -> {MAX_CLICKS}")
     if args.protocol == "official":
         cli += _cli("protocol_epochs", [1])
     if args.eval_strategy != "no" or args.save_strategy != "no":

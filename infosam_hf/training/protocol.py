@@ -27,7 +27,7 @@ PROTOCOLS: tuple[str, ...] = get_args(ProtocolName)  # gsam: see infosam_hf.eval
 OFFICIAL_LAST_EPOCHS = 5  # config/train/*.sh: `for epoch in {6..10}` after 10 epochs, {16..20} after 20
 BEST_ON_TEST_LABEL = "best on test, as the official scripts allow"
 # Metrics where lower is better; every other reported metric is maximised.
-LOWER_IS_BETTER = ("mae", "loss")
+LOWER_IS_BETTER = ("mae", "loss", "noc@85", "noc@90", "noc_failures@85", "noc_failures@90")
 
 
 def official_epochs(num_epochs: int, epochs: Sequence[int] | None = None) -> list[int]:

@@ -65,6 +65,9 @@ def check_recipe_values(model_args, peft_args, data_args, args) -> None:
     lr = args.learning_rate
     if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise RecipeError(f"learning_rate={lr!r} must be a finite number > 0")
+    if getattr(args, "eval_clicks", 0) and data_args.num_labels > 1:
+        raise RecipeError(f"eval_clicks={args.eval_clicks}: corrective clicks need a binary (prompted) model, not "
+                          f"num_labels={data_args.num_labels}")
     if args.max_steps == 0:  # decided: an error, not "no limit" (-1, the default, is that)
         raise RecipeError("max_steps=0 trains nothing: drop it (num_train_epochs decides) or set a positive count")
     if args.max_steps < 0 and not (args.num_train_epochs > 0 and math.isfinite(args.num_train_epochs)):

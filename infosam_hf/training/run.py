@@ -36,6 +36,7 @@ from ..relation import attach_relation_module, load_relation_state_dict
 from ..models.sam2 import Sam2ImageProcessorConfig, is_sam2, sam_input_size
 from ..tuners import PeftArguments, build_student, parameter_groups
 from ..tuners.variants import load_pretrained_parts
+from .click_scores import write_click_results
 from .config import InfoSAMConfig
 from .output_dir import OutputDirLock
 from .protocol import OfficialProtocolCallback, format_protocol_table, leading_columns, official_epochs
@@ -85,6 +86,7 @@ def run_training(model_args: ModelArguments, peft_args: PeftArguments, data_args
         if trainer.is_world_process_zero():
             print_results(results, summary, protocol, len(splits.test) if splits.test is not None else 0,
                           plan.class_names, data_args, args)
+            write_click_results(trainer, args.output_dir)  # eval_clicks: click_results.json, click_curve.png
             finish_run(trainer, args, results, summary, run_record(plan, data_args, args))
             if data_args.dataset_name_or_path == "synthetic" and plan.raw_splits.test is not None:
                 _point_to_samples(plan.raw_splits.test, args.output_dir)

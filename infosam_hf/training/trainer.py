@@ -34,6 +34,7 @@ from ..models.multiclass import freeze_unused_head, sam_num_classes
 from ..relation import get_relation_module
 from ..models.sam2 import is_sam2
 from ..tuners import pop_auxiliary_loss
+from .click_scores import check_click_eval_support, click_eval_metrics
 from .config import InfoSAMConfig
 from .diagnostics import RelationDiagnostics
 from .divergence import check_logged_losses, check_trainable_weights
@@ -158,6 +159,7 @@ class InfoSAMTrainer(Trainer):
         if args.lambda_object_score > 0 and not is_sam2(model):
             raise ValueError("lambda_object_score: only SAM 2 has an object-score head")
         check_iterative_support(args.iterative_rounds, model_classes, is_sam2(model))
+        check_click_eval_support(args.eval_clicks, model_classes, is_sam2(model))
         freeze_unused_head(model)
         if args.lambda_object_score == 0:  # SAM 2's object-score head gets no loss then
             for name, param in model.named_parameters():
@@ -616,4 +618,5 @@ class InfoSAMTrainer(Trainer):
             results.update(gsam.compute(metrics.confusion, self.args.gsam_absent_class_iou == "minus_one", gather))
         model.train(was_training)
         prefixed = {f"{metric_key_prefix}_{key}": float(value) for key, value in results.items()}
+        prefixed.update(click_eval_metrics(self, dataloader, metric_key_prefix))  # eval_clicks: N
         return EvalLoopOutput(predictions=None, label_ids=None, metrics=prefixed, num_samples=metrics.num_images)
