@@ -90,7 +90,7 @@ def test_eval_clicks_over_two_processes_equal_one(tmp_path):
     """5 test images over 2 processes x batch 2 (accelerate repeats samples to even out the last batches): the
     click scores equal a single-process ``evaluate --clicks`` of the saved adapter."""
     from infosam_hf.evaluation.evaluate import evaluate_adapter
-    from tests.tiny_sam import free_port
+    from tests.testing_utils import free_port
 
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
