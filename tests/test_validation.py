@@ -169,7 +169,6 @@ def test_a_file_broken_after_the_check_still_fails_in_one_line(tmp_path):
     assert "\n" not in str(err.value) and "images/a.jpg: corrupt or unreadable image" in str(err.value)
 
 
-@pytest.mark.slow
 def test_evaluate_checks_the_data_before_loading_the_model(tmp_path, monkeypatch):
     root = _bad_set(tmp_path / "bad")
     (root / "train.csv").rename(root / "test.csv")

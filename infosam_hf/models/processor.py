@@ -145,6 +145,13 @@ def _adapter_file(adapter: str, name: str, revision: str | None = None) -> Path 
     local = Path(adapter)
     if local.is_dir():
         return local / name if (local / name).is_file() else None
+    from ..remote import hub_unreachable_reason
+
+    if hub_unreachable_reason() is not None:  # offline: the cache alone, at once (no download retries)
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(adapter, name, revision=revision)
+        return Path(found) if isinstance(found, str) else None
     from transformers.utils import cached_file
 
     try:
