@@ -337,6 +337,6 @@ def test_card_method_names_are_peft_types():
     table holds no names that are never looked up."""
     import peft.mapping
 
-    from infosam_hf.hub import PEFT_DISPLAY_NAMES
+    from infosam_hf.hub.card import PEFT_DISPLAY_NAMES
 
     assert set(PEFT_DISPLAY_NAMES) <= {name.lower() for name in peft.mapping.PEFT_TYPE_TO_CONFIG_MAPPING}

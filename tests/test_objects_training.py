@@ -189,7 +189,7 @@ def test_four_objects_per_image_with_the_teacher_cache(tmp_path):
     (["--num_labels", "3"], r"objects_per_image=4 trains binary objects .* num_labels=3"),
     (["--iterative_rounds", "1"], r"it does not take iterative_rounds=1"),
     (["--info_loss_batch", "global"], r"info_loss_batch=global .* info_loss_objects: one_per_image"),
-    (["--info_loss_objects", "some"], r"info_loss_objects must be one of all, one_per_image"),
+    (["--info_loss_objects", "some"], r"info_loss_objects='some' is not one of \[all, one_per_image\]"),
 ])
 def test_objects_per_image_option_errors(tmp_path, extra, message):
     from infosam_hf.training.recipe_checks import check_recipe_values
