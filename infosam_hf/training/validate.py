@@ -69,7 +69,7 @@ def validate_run(model_args: ModelArguments, peft_args: PeftArguments, data_args
     check_protocol_splits(args, raw_splits)
     check_drop_last(min(len(raw_splits.train), data_args.max_train_samples or len(raw_splits.train)), args)
     class_names = resolve_class_names(data_args, raw_splits.train)
-    augmenter_from_args(data_args)  # the augmenter checks its own options (rotate_prob, ...): built once here to fail
+    augmenter_from_args(data_args)  # it checks its own options (rotate_prob, ...): a bad one fails before loading
     check_input_sizes(model_args, data_args)
     check_model_shape(model_args, peft_args, args)
     need_teacher = args.lambda_r > 0 or args.lambda_d > 0
