@@ -151,7 +151,7 @@ def test_gradient_checkpointing_with_every_tuner_and_the_feature_hooks(tmp_path,
         student = tiny_method(method)
         perturb_trainable(student)
         args = InfoSAMConfig(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True, teacher_cache="off",
-                             gradient_checkpointing=checkpointing, per_device_train_batch_size=4)
+                             activation_checkpointing=checkpointing, per_device_train_batch_size=4)
         trainer = InfoSAMTrainer(model=student, args=args, train_dataset=train)
         if checkpointing:
             student.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)

@@ -128,9 +128,13 @@ class InfoSAMConfig(TrainingArguments):
                           "TrainingArguments key (its TENSORBOARD_LOGGING_DIR variable replaced it); here it is kept."})
 
     def __post_init__(self):
-        if self.gradient_checkpointing and self.gradient_checkpointing_kwargs is None:
-            # non-reentrant: gradients reach adapters even though the frozen patch embedding's output needs none
-            self.gradient_checkpointing_kwargs = {"use_reentrant": False}
+        # non-reentrant: gradients reach adapters even though the frozen patch embedding's output needs none.
+        # transformers >= 5.2x names it activation_checkpointing (gradient_checkpointing is its deprecated alias)
+        name = "activation_checkpointing" if "activation_checkpointing" in self.__dataclass_fields__ else \
+            "gradient_checkpointing"
+        if (getattr(self, name) or self.gradient_checkpointing) and getattr(self, f"{name}_kwargs") is None \
+                and self.gradient_checkpointing_kwargs is None:
+            setattr(self, f"{name}_kwargs", {"use_reentrant": False})
         super().__post_init__()
         fit_dataloader_to_host(self)
         check_choices(self)
