@@ -204,4 +204,6 @@ def prune_weights(output_dir: str | Path) -> int:
             path.unlink()
         elif path.is_dir() and not any(path.iterdir()):
             path.rmdir()
+    if root.is_dir() and not any(root.iterdir()):  # a rehearsal that stopped before writing anything
+        root.rmdir()
     return freed
