@@ -121,6 +121,24 @@ def test_card_records_a_hub_base_model_and_the_repo_in_the_snippet(run, tmp_path
     assert 'PeftModel.from_pretrained(base, "someone/sam-infosam-demo")' in card.text
 
 
+def test_card_renders_the_click_scores_apart_from_the_one_prompt_table(run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(run.out, out)
+    scores = {"click_iou": [0.5, 0.6, 0.7, 0.8, 0.9, 0.91], "click_dice": [0.6, 0.7, 0.8, 0.85, 0.92, 0.93],
+              "noc@85": 4.5, "noc@90": 5.25}
+    (out / "click_results.json").write_text(json.dumps({**scores, "before_training": {**scores, "noc@90": 6.0}}))
+    metrics = json.loads((out / "test_results.json").read_text())
+    metrics.update({"test_click_iou_1": 0.5, "test_noc@90": 5.25})  # what eval_clicks logs beside the one-prompt ones
+    (out / "test_results.json").write_text(json.dumps(metrics))
+    card = hub.build_model_card(out)
+    assert "| | IoU@1 | IoU@3 | IoU@5 | IoU@6 | Dice@1 | Dice@3 | Dice@5 | Dice@6 | NoC@85 | NoC@90 |" in card.text
+    assert "| this adapter | 0.5000 | 0.7000 | 0.9000 | 0.9100 | 0.6000 | 0.8000 | 0.9200 | 0.9300 | 4.5000 | 5.2500 |" \
+        in card.text
+    assert "| before training | 0.5000 |" in card.text and "| 6.0000 |" in card.text
+    assert not [r for r in card.data.eval_results if "click" in r.metric_type or "noc" in r.metric_type]
+    assert "6 when never reached" in card.text
+
+
 # ---------------------------------------------------------------------------------- exact reload
 def test_peft_and_auto_peft_reload_predict_exactly(run, monkeypatch):
     monkeypatch.chdir(run.out)  # a run under an absolute output_dir records its base as "base_model"

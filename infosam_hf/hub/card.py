@@ -217,15 +217,15 @@ def _click_table(output_dir: Path) -> dict[str, Any]:
     keys = [f"IoU@{c}" for c in shown] + [f"Dice@{c}" for c in shown] + ["NoC@85", "NoC@90"]
 
     def row(scores: dict[str, Any]) -> dict[str, float]:
-        values = ([scores["click_iou"][c - 1] for c in shown] + [scores.get("click_dice", [])[c - 1] if
-                  len(scores.get("click_dice", [])) >= c else float("nan") for c in shown]
-                  + [scores.get("noc@85", float("nan")), scores.get("noc@90", float("nan"))])
-        return {key: float(value) for key, value in zip(keys, values) if value == value}
+        dices = scores.get("click_dice") or []
+        values = {f"IoU@{c}": scores["click_iou"][c - 1] for c in shown}
+        values.update({f"Dice@{c}": dices[c - 1] for c in shown if c <= len(dices)})
+        values.update({f"NoC@{t}": scores[f"noc@{t}"] for t in (85, 90) if f"noc@{t}" in scores})
+        return {key: float(value) for key, value in values.items()}
 
     rows = {"before training": row(clicks["before_training"])} if clicks.get("before_training") else {}
     rows["this adapter"] = row(clicks)
     return {"click_table": _metric_table(rows, keys), "click_cap": count}
-
 
 
 def _hyperparameters(run_args: Mapping[str, Any], facts: Mapping[str, Any],
