@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,20 @@ class _Rows:
     def __init__(self):
         self.images, self.labels, self.image_ids, self.categories = [], [], [], []
         self.problems: list[str] = []
+
+    def add_checked(self, name: str, read_mask: Callable[[], np.ndarray], image: Any, image_id: int,
+                    category: Any = None, drawn_as: str = "mask") -> None:
+        """:meth:`add` the object whose mask ``read_mask()`` gives, or record why it cannot be used (it raised a
+        :class:`DataError`, or the mask is empty)."""
+        try:
+            mask = read_mask()
+        except DataError as err:
+            self.problems.append(str(err))
+            return
+        if not mask.any():
+            self.problems.append(f"{name}: empty object (its {drawn_as} covers no pixel)")
+            return
+        self.add(image, mask, image_id, category)
 
     def add(self, image: Any, mask: np.ndarray, image_id: int, category: Any = None) -> None:
         self.images.append(image)
@@ -184,15 +199,9 @@ def load_coco_split(folder: Path, json_path: Path) -> Dataset:
             if "bbox" in ann and _outside(ann["bbox"], height, width):
                 problems.append(f"{name}: bbox {ann['bbox']} lies outside its {width}x{height} image")
                 continue
-            try:
-                mask = _segmentation_mask(ann.get("segmentation", []), height, width, name)
-            except DataError as err:
-                problems.append(str(err))
-                continue
-            if not mask.any():
-                problems.append(f"{name}: empty object (its segmentation covers no pixel)")
-                continue
-            rows.add({"path": str(path), "bytes": None}, mask, image_id, category_names[ann["category_id"]])
+            rows.add_checked(name, lambda: _segmentation_mask(ann.get("segmentation", []), height, width, name),
+                             {"path": str(path), "bytes": None}, image_id, category_names[ann["category_id"]],
+                             drawn_as="segmentation")
     return rows.dataset(str(json_path), len(coco.imgs))
 
 
@@ -292,6 +301,22 @@ def _category_names(feature: Any) -> tuple[str, list[str] | None]:
     return "category", None
 
 
+def _object_mask(obj: dict[str, Any], height: int, width: int, name: str) -> np.ndarray:
+    """The boolean mask of one entry of an ``objects`` column: its ``mask`` image or its COCO ``segmentation``."""
+    if obj.get("mask") is not None:
+        with open_image(obj["mask"]) as mask_image:
+            if mask_image.size != (width, height):
+                raise DataError(f"{name}: mask is {mask_image.size[0]}x{mask_image.size[1]}, "
+                                f"its image {width}x{height}")
+            return np.asarray(mask_image.convert("L")) > 0
+    if obj.get("segmentation") is not None:
+        segmentation = obj["segmentation"]
+        if isinstance(segmentation, str):
+            segmentation = json.loads(segmentation)
+        return _segmentation_mask(segmentation, height, width, name)
+    raise DataError(f"{name}: neither a mask nor a segmentation")
+
+
 def expand_objects_column(dataset: Dataset, where: str, image_column: str = "image") -> Dataset:
     """One row per object of an ``objects`` column (see the module docstring); problems reported at once."""
     if image_column not in dataset.column_names:
@@ -321,27 +346,8 @@ def expand_objects_column(dataset: Dataset, where: str, image_column: str = "ima
             if obj.get("bbox") is not None and _outside(obj["bbox"], height, width):
                 problems.append(f"{name}: bbox {list(obj['bbox'])} lies outside its {width}x{height} image")
                 continue
-            try:
-                if obj.get("mask") is not None:
-                    with open_image(obj["mask"]) as mask_image:
-                        if mask_image.size != (width, height):
-                            raise DataError(f"{name}: mask is {mask_image.size[0]}x{mask_image.size[1]}, "
-                                            f"its image {width}x{height}")
-                        mask = np.asarray(mask_image.convert("L")) > 0
-                elif obj.get("segmentation") is not None:
-                    segmentation = obj["segmentation"]
-                    if isinstance(segmentation, str):
-                        segmentation = json.loads(segmentation)
-                    mask = _segmentation_mask(segmentation, height, width, name)
-                else:
-                    raise DataError(f"{name}: neither a mask nor a segmentation")
-            except DataError as err:
-                problems.append(str(err))
-                continue
-            if not mask.any():
-                problems.append(f"{name}: empty object (its mask covers no pixel)")
-                continue
-            rows.add(value, mask, row, names[int(category)] if names is not None and category is not None else category)
+            label = names[int(category)] if names is not None and category is not None else category
+            rows.add_checked(name, lambda: _object_mask(obj, height, width, name), value, row, label)
     return rows.dataset(where, len(dataset))
 
 
