@@ -169,7 +169,7 @@ def _card_facts(output_dir: Path, repo_id: str | None, run_args: Mapping[str, An
         "prompts": "no prompts" if eval_prompt == "none" else f"**{eval_prompt}** prompts",
         "image_size": model_args.get("image_size") or _image_size(processor),
         "dynamic": bool(processor.get("dynamic_input_size")),
-        "num_classes": num_classes, "ignore_index": data_args.get("ignore_index"),
+        "num_classes": num_classes, "ignore_index": data_args.get("ignore_index"), "class_names": class_names,
         "class_list": ", ".join(class_label(i, class_names) for i in range(num_classes)) if class_names else "",
     }
 
@@ -288,10 +288,9 @@ def build_model_card(output_dir: str | Path, repo_id: str | None = None, *,
     summary = summary if summary is not None else _read_json(output_dir / EVAL_SUMMARY_NAME) or {}
     facts = _card_facts(output_dir, repo_id, run_args)
     results = {k: v for k, v in eval_results_from_metrics(test_metrics).items() if not is_click_metric(k)}
-    class_names = (_read_json(output_dir / PREPROCESSOR_NAME) or {}).get("class_names") or None
     return ModelCard.from_template(
         _card_data(facts, results), template_path=str(TEMPLATE), **facts,
-        **_results_tables(results, summary, class_names), **_click_table(output_dir),
+        **_results_tables(results, summary, facts["class_names"]), **_click_table(output_dir),
         hyperparameters=_hyperparameters(run_args, facts, _read_json(output_dir / TRAINER_STATE_NAME) or {}),
         versions=_versions(), bibtex=INFOSAM_BIBTEX)
 
