@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -41,6 +42,7 @@ def cpu_threads(args) -> int | None:
     return 1
 
 
+@functools.cache
 def recipe_keys() -> list[dict[str, Any]]:
     """The recipe keys by group, as :func:`~infosam_hf.training.recipe.recipe_help_schema` gives them."""
     return json.loads(TRAIN_KEYS_FILE.read_text())
@@ -52,6 +54,7 @@ def write_recipe_keys() -> Path:
     from ..training.run import RECIPE_DATACLASSES
 
     TRAIN_KEYS_FILE.write_text(json.dumps(recipe_help_schema(RECIPE_DATACLASSES), indent=1) + "\n")
+    recipe_keys.cache_clear()
     return TRAIN_KEYS_FILE
 
 

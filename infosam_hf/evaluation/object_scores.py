@@ -16,10 +16,10 @@ OBJECT_SCORE_KEYS = ("iou", "dice")  # per-object scores also averaged per image
 
 def category_names_of(batches: Any) -> list[str] | None:
     """The category names of the instance set a dataloader (or a progress bar around one) reads, else None."""
-    loader = getattr(batches, "iterable", batches)
-    dataset = getattr(loader, "dataset", None)
-    transform = getattr(dataset, "format", {}).get("format_kwargs", {}).get("transform") if dataset is not None else None
-    return getattr(transform, "category_names", None)
+    from ..data.splits import sam_transform_of
+
+    dataset = getattr(getattr(batches, "iterable", batches), "dataset", None)
+    return getattr(sam_transform_of(dataset), "category_names", None)
 
 
 def _key_name(name: str) -> str:

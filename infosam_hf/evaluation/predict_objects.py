@@ -44,6 +44,7 @@ def predict_objects(model: torch.nn.Module, paths: Sequence[Path], objects: Sequ
     check_object_prompts(paths, objects)
     device = device or next(model.parameters()).device
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)  # results.json is written even when no image could be read
     image_size = model_image_size(model)
     if resize is None and not keeps_aspect_ratio(model):
         resize = (image_size, image_size)
